@@ -5,6 +5,7 @@ A bad value fails at start with a `ConfigError` naming the variable and the acce
 
 from __future__ import annotations
 
+import json
 import re
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
@@ -22,7 +23,7 @@ ENV_PREFIX = "GUARDRAIL_"
 ACCEPTED_FORMS: dict[str, str] = {
     "table_name": "a DynamoDB table name, e.g. bedrock-guardrail",
     "topic_arn": "an SNS topic ARN, e.g. arn:aws:sns:us-east-1:123456789012:guardrail",
-    "target_functions": "comma-separated Lambda function names or ARNs, e.g. chat-api,arn:aws:lambda:...:function:worker",
+    "target_functions": "comma-separated Lambda function names or ARNs, e.g. chat-api,worker",
     "thresholds": "alert=5,throttle=10,shutdown=25 (USD, each level at least the one before)",
     "window": "one of hour, day, month",
     "timezone": "an IANA time zone, e.g. UTC or Europe/Berlin",
@@ -176,9 +177,17 @@ class Settings(BaseSettings):
     def _ceiling(cls, value: Any) -> Any:
         return TokenRates.model_validate(value) if isinstance(value, str) else value
 
+    @field_validator("budgets", "price_overrides", "model_downgrades", mode="before")
+    @classmethod
+    def _json_text(cls, value: Any) -> Any:
+        # Environment values are JSON-decoded by pydantic-settings; keyword overrides may be text too.
+        return json.loads(value) if isinstance(value, str) else value
+
     @field_validator("alarm_levels", mode="before")
     @classmethod
     def _alarm_levels(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = json.loads(value)
         if isinstance(value, dict):
             return {str(k): Level.parse(v) for k, v in value.items()}
         return value
@@ -256,8 +265,8 @@ def load_settings(**overrides: Any) -> Settings:
             lines.append(f"{var}: {msg}" + (f" (accepted form: {form})" if form else ""))
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
     except SettingsError as exc:  # a complex value (JSON) that did not even decode
-        field = re.search(r'field "([a-z_]+)"', str(exc))
-        name = field.group(1) if field else ""
+        found = re.search(r'field "([a-z_]+)"', str(exc))
+        name = found.group(1) if found else ""
         var = f"{ENV_PREFIX}{name.upper()}" if name else "a GUARDRAIL_ setting"
         form = ACCEPTED_FORMS.get(name, "valid JSON")
         raise ConfigError(f"invalid configuration:\n  {var}: not valid JSON (accepted form: {form})") from None

@@ -126,9 +126,7 @@ class Engine:
         parsed = self.parser.events(events)
         return self.ingest(parsed.records, parsed.quarantined)
 
-    def ingest(
-        self, records: Sequence[UsageRecord], quarantined: Sequence[QuarantinedRecord] = ()
-    ) -> IngestResult:
+    def ingest(self, records: Sequence[UsageRecord], quarantined: Sequence[QuarantinedRecord] = ()) -> IngestResult:
         result = IngestResult(quarantined=list(quarantined))
         if quarantined:
             self.ledger.quarantine(quarantined)
@@ -213,9 +211,7 @@ class Engine:
 
     # -- alarms and on-call ----------------------------------------------------------------------
 
-    def alarm(
-        self, *, alarm: str, state: policy.AlarmState, level: Level, scope: str = "global"
-    ) -> list[Committed]:
+    def alarm(self, *, alarm: str, state: policy.AlarmState, level: Level, scope: str = "global") -> list[Committed]:
         budget = self._budget(scope)
         totals = self.scope_totals(scope)
         return self._decide_and_commit(
@@ -254,14 +250,14 @@ class Engine:
         """Every scope with a flag or a configured exact budget, with its current window's totals."""
         flags = {f.scope: f for f in self.flags.list_all()}
         scopes = list(flags)
-        for budget in self.resolver.budgets:
-            if not budget.selector.endswith(":*") and budget.selector not in flags:
-                scopes.append(budget.selector)
+        scopes += [
+            b.selector for b in self.resolver.budgets if not b.selector.endswith(":*") and b.selector not in flags
+        ]
         keys: list[CounterKey] = []
         for scope in scopes:
-            budget = self.resolver.budget_for(scope)
-            if budget is not None:
-                keys.append((scope, self.current_window(budget)))
+            scope_budget = self.resolver.budget_for(scope)
+            if scope_budget is not None:
+                keys.append((scope, self.current_window(scope_budget)))
         totals = self.ledger.totals(keys)
         return [
             ScopeStatus(

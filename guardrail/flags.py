@@ -192,9 +192,8 @@ class FlagStore:
             put_flag["ExpressionAttributeNames"] = {"#v": "version"}
             put_flag["ExpressionAttributeValues"] = {":v": {"N": str(before.version)}}
         try:
-            self.client.transact_write_items(
-                TransactItems=[{"Put": put_flag}, {"Put": {"TableName": self.table, "Item": audit_item(entry)}}]  # type: ignore[list-item]
-            )
+            items: list[Any] = [{"Put": put_flag}, {"Put": {"TableName": self.table, "Item": audit_item(entry)}}]
+            self.client.transact_write_items(TransactItems=items)
         except self.client.exceptions.TransactionCanceledException as exc:
             codes = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
             if codes and codes[0] == "ConditionalCheckFailed":
@@ -202,9 +201,7 @@ class FlagStore:
             raise
         return entry
 
-    def transition(
-        self, before: Flag, after: Flag, transition: Transition, *, actor: str = "guardrail"
-    ) -> AuditEntry:
+    def transition(self, before: Flag, after: Flag, transition: Transition, *, actor: str = "guardrail") -> AuditEntry:
         action = (
             f"{transition.from_level.label}->{transition.to_level.label}"
             if transition.from_level != transition.to_level
@@ -242,7 +239,11 @@ class FlagStore:
 def audit_item(entry: AuditEntry) -> dict[str, Any]:
     return {
         "pk": {"S": AUDIT_PK},
-        "sk": {"S": f"{entry.at.astimezone(UTC).isoformat()}#{entry.scope}#{entry.entry_id}"},
+        # Version in the key keeps one scope's entries in order even when the clock does not move.
+        "sk": {
+            "S": f"{entry.at.astimezone(UTC).isoformat()}#{entry.scope}"
+            f"#{entry.after.get('version', 0):012d}#{entry.entry_id}"
+        },
         "scope": {"S": entry.scope},
         "at": {"S": entry.at.astimezone(UTC).isoformat()},
         "actor": {"S": entry.actor},

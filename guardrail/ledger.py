@@ -35,7 +35,12 @@ if TYPE_CHECKING:
 
 MAX_TRANSACTION_ITEMS = 100
 MAX_ATTEMPTS = 8
-RETRYABLE_REASONS = {"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded", "RequestLimitExceeded"}
+RETRYABLE_REASONS = {
+    "TransactionConflict",
+    "ThrottlingError",
+    "ProvisionedThroughputExceeded",
+    "RequestLimitExceeded",
+}
 MODEL_PREFIX = "model:"
 
 CounterKey = tuple[str, WindowRef]
@@ -344,7 +349,9 @@ class Ledger:
                 }
             )
         # Same (time, digest) twice in one batch would be rejected by BatchWriteItem: dedupe first.
-        unique = list({(r["PutRequest"]["Item"]["pk"]["S"], r["PutRequest"]["Item"]["sk"]["S"]): r for r in requests}.values())
+        unique = list(
+            {(r["PutRequest"]["Item"]["pk"]["S"], r["PutRequest"]["Item"]["sk"]["S"]): r for r in requests}.values()
+        )
         while unique:
             batch, unique = unique[:25], unique[25:]
             request: dict[str, Any] = {self.table: batch}

@@ -112,7 +112,12 @@ class RecordParser:
         )
 
     def _check(self, record: UsageRecord) -> str | None:
-        counts = (record.input_tokens, record.output_tokens, record.cache_read_tokens, record.cache_write_tokens)
+        counts = (
+            record.input_tokens,
+            record.output_tokens,
+            record.cache_read_tokens,
+            record.cache_write_tokens,
+        )
         if max(counts) > self.max_tokens:
             return f"absurd token count {max(counts)} (limit {self.max_tokens} per request)"
         if record.timestamp.tzinfo is None:
@@ -161,7 +166,8 @@ class RecordParser:
         if decoded.messageType != "DATA_MESSAGE":
             return result  # CONTROL_MESSAGE: CloudWatch Logs checking the destination is reachable
         for log_event in decoded.logEvents:
-            self.invocation_log_line(log_event.message, result)
+            message = log_event.message
+            self.invocation_log_line(message if isinstance(message, str) else str(message), result)
         return result
 
     def usage_event(self, event: Mapping[str, Any]) -> ParseResult:

@@ -1,0 +1,88 @@
+"""Shared fixtures: fake credentials, a moto DynamoDB ledger, sample events from tests/events/."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# Before anything imports boto3 or Powertools (Metrics reads its namespace when constructed).
+os.environ.update(
+    {
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SECURITY_TOKEN": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "POWERTOOLS_METRICS_NAMESPACE": "BedrockGuardrail",
+        "POWERTOOLS_SERVICE_NAME": "guardrail-test",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+    }
+)
+for _key in [k for k in os.environ if k.startswith("GUARDRAIL_")]:
+    del os.environ[_key]
+
+EVENTS = Path(__file__).parent / "events"
+TABLE = "guardrail-test"
+
+
+def load_event(name: str) -> Any:
+    """A sample event stored under tests/events/ (real shapes, see ../shared/events/)."""
+    return json.loads((EVENTS / name).read_text())
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _fast_moto_transactions() -> None:
+    from guardrail.embedded_aws import speed_up_moto_transactions
+
+    speed_up_moto_transactions()
+
+
+@pytest.fixture
+def aws() -> Iterator[None]:
+    from moto import mock_aws
+
+    with mock_aws():
+        yield
+
+
+@pytest.fixture
+def ddb(aws: None) -> Any:
+    import boto3
+
+    from guardrail.ledger import create_table
+
+    client = boto3.client("dynamodb", region_name="us-east-1")
+    create_table(client, TABLE)
+    return client
+
+
+class Clock:
+    """A settable clock injected as `now` (engine, ledger, flags)."""
+
+    def __init__(self, at: datetime) -> None:
+        self.at = at
+
+    def __call__(self) -> datetime:
+        return self.at
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(datetime(2026, 11, 22, 10, 45, tzinfo=UTC))
+
+
+@pytest.fixture
+def make_engine(ddb: Any, clock: Clock) -> Callable[..., Any]:
+    from guardrail.config import load_settings
+    from guardrail.engine import Engine
+
+    def make(**settings: Any) -> Engine:
+        return Engine(load_settings(table_name=TABLE, **settings), dynamodb=ddb, now=clock)
+
+    return make
