@@ -45,7 +45,7 @@ def log_lines(n: int, seed: int = 7) -> list[str]:
                 {
                     "schemaType": "ModelInvocationLog",
                     "schemaVersion": "1.0",
-                    "timestamp": (NOW - timedelta(seconds=rng.randint(0, 3000))).isoformat(),
+                    "timestamp": (NOW - timedelta(seconds=rng.randint(0, 60))).isoformat(),  # one subscription batch
                     "accountId": "123456789012",
                     "identity": {"arn": "arn:aws:sts::123456789012:assumed-role/chat-api-role/chat-api"},
                     "region": "us-east-1",

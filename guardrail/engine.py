@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -17,6 +18,7 @@ from guardrail.exceptions import FlagConflict, GuardrailError
 from guardrail.flags import FlagStore
 from guardrail.ledger import CounterKey, Ledger, LedgerEntry
 from guardrail.models import (
+    RATE_WINDOW,
     AuditEntry,
     Budget,
     Flag,
@@ -31,7 +33,7 @@ from guardrail.models import (
 from guardrail.pricing import Pricer
 from guardrail.scopes import ScopeResolver
 from guardrail.sources import RecordParser
-from guardrail.windows import window_for
+from guardrail.windows import window_at, window_for
 
 if TYPE_CHECKING:
     from mypy_boto3_bedrock import BedrockClient
@@ -115,11 +117,13 @@ class Engine:
             priced = PricedRecord(record, price(record))
             if priced.price.at_ceiling:
                 unknown.add(record.model_id)
-            counters = tuple(
-                (scope, window_for(record.timestamp, budget.window, zone))
-                for scope, budget in self.resolver.scopes_for(record)
-            )
-            out.append(LedgerEntry(priced, counters))
+            epoch = int(record.timestamp.timestamp())
+            rate = window_at(epoch, RATE_WINDOW, zone)
+            counters: list[CounterKey] = []
+            for scope, budget in self.resolver.scopes_for(record):
+                counters.append((scope, window_at(epoch, budget.window, zone)))
+                counters.append((scope, rate))
+            out.append(LedgerEntry(priced, tuple(counters)))
         return out, unknown
 
     def ingest_events(self, events: Iterable[Mapping[str, Any]]) -> IngestResult:
@@ -145,7 +149,15 @@ class Engine:
 
     def _current_keys(self, keys: Iterable[CounterKey]) -> list[CounterKey]:
         now = self.now()
-        return [(s, w) for s, w in keys if w.start <= now < w.end or w.start > now]
+        return [(s, w) for s, w in keys if w.kind != RATE_WINDOW and (w.start <= now < w.end or w.start > now)]
+
+    def burn_rate(self, scope: str, buckets: int = 3) -> tuple[Decimal, int]:
+        """USD per hour over the last `buckets` five-minute buckets (and the minutes that covers)."""
+        now = self.now()
+        keys = [(scope, window_for(now - timedelta(minutes=5 * i), RATE_WINDOW, self.zone)) for i in range(buckets)]
+        spent = sum((t.spend for t in self.ledger.totals(keys).values()), Decimal(0))
+        minutes = max(1, int((now - keys[-1][1].start).total_seconds() // 60))
+        return spent * 60 / minutes, minutes
 
     def _evaluate(self, totals: Mapping[CounterKey, ScopeTotals]) -> list[Committed]:
         if not totals:

@@ -28,7 +28,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from guardrail.exceptions import GuardrailError
-from guardrail.models import PricedRecord, QuarantinedRecord, ScopeTotals, WindowRef
+from guardrail.models import RATE_WINDOW, PricedRecord, QuarantinedRecord, ScopeTotals, UsageRecord, WindowRef
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -41,7 +41,9 @@ RETRYABLE_REASONS = {
     "ProvisionedThroughputExceeded",
     "RequestLimitExceeded",
 }
-MODEL_PREFIX = "model:"
+BREAKDOWN_PREFIX = "by:"
+RATE_BUCKET_TTL = timedelta(days=2)
+ZERO = Decimal(0)
 
 CounterKey = tuple[str, WindowRef]
 
@@ -79,6 +81,17 @@ def num(value: Decimal | int) -> dict[str, str]:
     return {"N": format(value, "f") if isinstance(value, Decimal) else str(value)}
 
 
+def breakdown_keys(record: UsageRecord) -> list[str]:
+    """Who spent: the model, the app (request metadata) and the caller identity."""
+    keys = [f"model:{record.model_id}"]
+    app = record.metadata.get("app")
+    if app:
+        keys.append(f"app:{app}")
+    if record.caller:
+        keys.append(f"caller:{record.caller}")
+    return keys
+
+
 @dataclass(slots=True)
 class CounterDelta:
     spend: Decimal = Decimal(0)
@@ -87,9 +100,9 @@ class CounterDelta:
     output_tokens: int = 0
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
-    by_model: dict[str, Decimal] = field(default_factory=dict)
+    breakdown: dict[str, Decimal] = field(default_factory=dict)
 
-    def add(self, priced: PricedRecord) -> None:
+    def add(self, priced: PricedRecord, keys: list[str]) -> None:
         r = priced.record
         cost = priced.price.cost
         self.spend += cost
@@ -98,7 +111,9 @@ class CounterDelta:
         self.output_tokens += r.output_tokens
         self.cache_read_tokens += r.cache_read_tokens
         self.cache_write_tokens += r.cache_write_tokens
-        self.by_model[r.model_id] = self.by_model.get(r.model_id, Decimal(0)) + cost
+        breakdown = self.breakdown
+        for key in keys:
+            breakdown[key] = breakdown.get(key, ZERO) + cost
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,11 +154,13 @@ def plan_chunks(entries: Iterable[LedgerEntry], limit: int = MAX_TRANSACTION_ITE
             chunks.append(current)
             current = Chunk()
         current.entries.append(entry)
+        keys = breakdown_keys(entry.priced.record)
+        counters = current.counters
         for key in entry.counters:
-            delta = current.counters.get(key)
+            delta = counters.get(key)
             if delta is None:
-                delta = current.counters[key] = CounterDelta()
-            delta.add(entry.priced)
+                delta = counters[key] = CounterDelta()
+            delta.add(entry.priced, keys)
     if current.entries:
         chunks.append(current)
     return chunks
@@ -296,14 +313,19 @@ class Ledger:
             ":we": {"S": window.end.isoformat()},
         }
         adds = ["#spend :spend", "#req :req", "#in :in", "#out :out", "#cr :cr", "#cw :cw"]
-        for i, (model, spend) in enumerate(delta.by_model.items()):
-            names[f"#m{i}"] = f"{MODEL_PREFIX}{model}"
-            values[f":m{i}"] = num(spend)
-            adds.append(f"#m{i} :m{i}")
+        for i, (key, spend) in enumerate(delta.breakdown.items()):
+            names[f"#b{i}"] = f"{BREAKDOWN_PREFIX}{key}"
+            values[f":b{i}"] = num(spend)
+            adds.append(f"#b{i} :b{i}")
+        sets = "#scope = :scope, #ws = :ws, #we = :we"
+        if window.kind == RATE_WINDOW:  # burn-rate buckets are only read for a few hours
+            names["#exp"] = "expires_at"
+            values[":exp"] = num(int((window.end + RATE_BUCKET_TTL).timestamp()))
+            sets += ", #exp = :exp"
         return {
             "TableName": self.table,
             "Key": {"pk": {"S": counter_pk(scope)}, "sk": {"S": counter_sk(window)}},
-            "UpdateExpression": "ADD " + ", ".join(adds) + " SET #scope = :scope, #ws = :ws, #we = :we",
+            "UpdateExpression": "ADD " + ", ".join(adds) + " SET " + sets,
             "ExpressionAttributeNames": names,
             "ExpressionAttributeValues": values,
         }
@@ -402,8 +424,8 @@ def totals_from_item(scope: str, window: WindowRef, item: dict[str, Any]) -> Sco
         output_tokens=int(n("output_tokens")),
         cache_read_tokens=int(n("cache_read_tokens")),
         cache_write_tokens=int(n("cache_write_tokens")),
-        spend_by_model={
-            k.removeprefix(MODEL_PREFIX): Decimal(v["N"]) for k, v in item.items() if k.startswith(MODEL_PREFIX)
+        breakdown={
+            k.removeprefix(BREAKDOWN_PREFIX): Decimal(v["N"]) for k, v in item.items() if k.startswith(BREAKDOWN_PREFIX)
         },
     )
 

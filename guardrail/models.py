@@ -41,7 +41,9 @@ class Level(enum.IntEnum):
 
 ESCALATION_LEVELS = (Level.ALERT, Level.THROTTLE, Level.SHUTDOWN)
 
-WindowKind = Literal["hour", "day", "month"]
+WindowKind = Literal["5min", "hour", "day", "month"]
+BudgetWindow = Literal["hour", "day", "month"]
+RATE_WINDOW: WindowKind = "5min"  # short buckets kept beside each budget window, for burn rates
 Source = Literal["invocation-log", "client", "event"]
 
 
@@ -120,7 +122,7 @@ class Budget:
     """
 
     selector: str
-    window: WindowKind
+    window: BudgetWindow
     thresholds: Thresholds
     targets: tuple[str, ...] = ()
     model_downgrades: dict[str, str] = field(default_factory=dict)
@@ -150,7 +152,15 @@ class ScopeTotals:
     output_tokens: int = 0
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
-    spend_by_model: dict[str, Decimal] = field(default_factory=dict)
+    breakdown: dict[str, Decimal] = field(default_factory=dict)  # "model:<id>", "app:<app>", "caller:<arn>"
+
+    def spend_by(self, dimension: str) -> dict[str, Decimal]:
+        prefix = f"{dimension}:"
+        return {k.removeprefix(prefix): v for k, v in self.breakdown.items() if k.startswith(prefix)}
+
+    @property
+    def spend_by_model(self) -> dict[str, Decimal]:
+        return self.spend_by("model")
 
 
 TriggerKind = Literal["threshold", "alarm", "manual", "rollover", "reset"]
