@@ -8,7 +8,6 @@ from zoneinfo import ZoneInfo
 
 from guardrail.models import WindowKind, WindowRef
 
-
 # Every UTC offset in use is a multiple of 15 minutes, so all instants of one 15-minute UTC slice share
 # every window (a 5-minute bucket aside): the hot path computes each window once per slice.
 SLICE_SECONDS = 900
