@@ -102,7 +102,7 @@ class Engine:
         )
         self.parser = RecordParser(settings.max_tokens_per_request)
         self.ledger = Ledger(dynamodb, settings.table_name, request_ttl_days=settings.request_ttl_days, now=now)
-        self.flags = FlagStore(dynamodb, settings.table_name, now=now)
+        self.flags = FlagStore(dynamodb, settings.table_name, now=now, dry_run=settings.dry_run)
         self.effects = effects
 
     # -- spend -----------------------------------------------------------------------------------

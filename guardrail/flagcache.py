@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -119,18 +119,21 @@ class FlagCache:
         self.read_timeout = read_timeout
         self.timer = timer
         self.on_read = on_read
-        self._cache: TTLCache[Keys, tuple[ScopeView, ...]] = TTLCache(maxsize=256, ttl=ttl, timer=timer)
+        self._cache: TTLCache[Hashable, tuple[ScopeView, ...]] = TTLCache(maxsize=256, ttl=ttl, timer=timer)
         self._known: dict[str, ScopeView] = {}  # last successful read per scope
         self._lock = threading.Lock()  # guards _cache, _known, _pending
         self._read_lock = threading.Lock()  # one reader at a time; the others wait for its result
-        self._pending: dict[Keys, _PendingRead] = {}
+        self._pending: dict[Hashable, _PendingRead] = {}
 
-    def views(self, keys: Keys) -> tuple[ScopeView, ...]:
+    def views(self, keys: Keys, cache_key: Hashable = None) -> tuple[ScopeView, ...]:
+        """The views of `keys`, in order. `cache_key` (e.g. a string naming `keys`) is cheaper to hash."""
+        ck = keys if cache_key is None else cache_key
         with self._lock:
-            cached = self._cache.get(keys)
-        if cached is not None:
-            return cached
-        return self._refresh(keys)
+            try:
+                return self._cache[ck]  # cheapest TTLCache lookup: a miss or an expired entry raises
+            except KeyError:
+                pass
+        return self._refresh(keys, ck)
 
     def invalidate(self) -> None:
         with self._lock:
@@ -148,24 +151,24 @@ class FlagCache:
 
     # -- the slow path: once per TTL -------------------------------------------------------------------
 
-    def _refresh(self, keys: Keys) -> tuple[ScopeView, ...]:
+    def _refresh(self, keys: Keys, ck: Hashable) -> tuple[ScopeView, ...]:
         deadline = time.monotonic() + self.read_timeout
         if not self._read_lock.acquire(timeout=self.read_timeout):
             return self._fallback(keys, "another thread's flag read is taking longer than the read timeout")
         try:
             with self._lock:
-                cached = self._cache.get(keys)  # a thread before us may have read it while we waited
+                cached = self._cache.get(ck)  # a thread before us may have read it while we waited
                 if cached is not None:
                     return cached
-                pending = self._pending.get(keys)
+                pending = self._pending.get(ck)
                 if pending is None:
-                    pending = self._pending[keys] = _PendingRead()
+                    pending = self._pending[ck] = _PendingRead()
                     start = True
                 else:
                     start = False  # an earlier read is still running (hung store): wait for it, no new one
             if start:
                 threading.Thread(
-                    target=self._read, args=(keys, pending), name="guardrail-flag-read", daemon=True
+                    target=self._read, args=(keys, ck, pending), name="guardrail-flag-read", daemon=True
                 ).start()
             if pending.done.wait(max(0.0, deadline - time.monotonic())) and pending.views is not None:
                 return pending.views
@@ -176,18 +179,18 @@ class FlagCache:
             )
             views = self._fallback(keys, problem)
             with self._lock:
-                self._cache[keys] = views  # retry the store once per TTL, not on every call
+                self._cache[ck] = views  # retry the store once per TTL, not on every call
             return views
         finally:
             self._read_lock.release()
 
-    def _read(self, keys: Keys, pending: _PendingRead) -> None:
+    def _read(self, keys: Keys, ck: Hashable, pending: _PendingRead) -> None:
         read_at = self.timer()
         try:
             flags, totals = self.source.read(keys)
             views = tuple(ScopeView(flags[s], totals.get((s, w)), read_at) for s, w in keys)
             with self._lock:
-                self._cache[keys] = views
+                self._cache[ck] = views
                 for view in views:
                     self._known[view.flag.scope] = view
             pending.views = views
@@ -197,7 +200,7 @@ class FlagCache:
             pending.error = exc
         finally:
             with self._lock:
-                self._pending.pop(keys, None)
+                self._pending.pop(ck, None)
             pending.done.set()
 
     def _fallback(self, keys: Keys, problem: str) -> tuple[ScopeView, ...]:

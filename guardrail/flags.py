@@ -23,8 +23,14 @@ if TYPE_CHECKING:
 AUDIT_PK = "AUDIT"
 
 
-def flag_key(scope: str) -> dict[str, dict[str, str]]:
-    return {"pk": {"S": f"FLAG#{scope}"}, "sk": {"S": "FLAG"}}
+FLAG_PREFIX = "FLAG#"
+# Dry-run flags live beside the real ones: the whole path runs (and alerts once per transition), but
+# the flags that guarded clients read never change.
+DRY_RUN_PREFIX = "DRYRUN-FLAG#"
+
+
+def flag_key(scope: str, prefix: str = FLAG_PREFIX) -> dict[str, dict[str, str]]:
+    return {"pk": {"S": f"{prefix}{scope}"}, "sk": {"S": "FLAG"}}
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -116,13 +122,16 @@ class FlagStore:
         table_name: str,
         *,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        dry_run: bool = False,
     ) -> None:
         self.client = client
         self.table = table_name
         self.now = now
+        self.dry_run = dry_run
+        self.prefix = DRY_RUN_PREFIX if dry_run else FLAG_PREFIX
 
     def get(self, scope: str) -> Flag:
-        resp = self.client.get_item(TableName=self.table, Key=flag_key(scope), ConsistentRead=True)
+        resp = self.client.get_item(TableName=self.table, Key=flag_key(scope, self.prefix), ConsistentRead=True)
         item = resp.get("Item")
         return flag_from_dict(_from_item(item)) if item else Flag(scope=scope)
 
@@ -131,7 +140,7 @@ class FlagStore:
         out = {s: Flag(scope=s) for s in wanted}
         for i in range(0, len(wanted), 100):
             request: dict[str, Any] = {
-                self.table: {"Keys": [flag_key(s) for s in wanted[i : i + 100]], "ConsistentRead": True}
+                self.table: {"Keys": [flag_key(s, self.prefix) for s in wanted[i : i + 100]], "ConsistentRead": True}
             }
             while request:
                 resp = self.client.batch_get_item(RequestItems=request)
@@ -147,7 +156,7 @@ class FlagStore:
         kwargs: dict[str, Any] = {
             "TableName": self.table,
             "FilterExpression": "begins_with(pk, :p)",
-            "ExpressionAttributeValues": {":p": {"S": "FLAG#"}},
+            "ExpressionAttributeValues": {":p": {"S": self.prefix}},
             "ConsistentRead": True,
         }
         while True:
@@ -177,13 +186,13 @@ class FlagStore:
             scope=after.scope,
             at=now,
             actor=actor,
-            action=action,
+            action=f"[dry-run] {action}" if self.dry_run else action,
             reason=reason,
             before=flag_to_dict(before),
             after=flag_to_dict(after),
             entry_id=new_id(),
         )
-        flag_item = {**flag_key(after.scope), **_to_item(flag_to_dict(after))}
+        flag_item = {**flag_key(after.scope, self.prefix), **_to_item(flag_to_dict(after))}
         put_flag: dict[str, Any] = {"TableName": self.table, "Item": flag_item}
         if before.version == 0:
             put_flag["ConditionExpression"] = "attribute_not_exists(pk)"

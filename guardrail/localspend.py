@@ -53,13 +53,22 @@ class _Book:
             self.sent_total -= cost
 
 
+def book_id(key: CounterKey) -> str:
+    """A scope-window's book name: a string, cheap to hash on the hot path."""
+    return f"{key[0]}|{key[1].key}"
+
+
 @dataclass(frozen=True, slots=True)
 class Refusal:
-    key: CounterKey
+    book: str
     limit: Decimal
     known: Decimal
     unreported: Decimal
     in_flight: Decimal
+
+    @property
+    def scope(self) -> str:
+        return self.book.partition("|")[0]
 
     @property
     def reason(self) -> str:
@@ -72,110 +81,126 @@ class Refusal:
         return text + f" >= ${self.limit} (the flag follows once the ledger has counted it)"
 
 
-@dataclass(frozen=True, slots=True)
 class Ticket:
     """An admitted call: what it reserved, released when it finishes."""
 
-    keys: tuple[CounterKey, ...]
-    model_id: str
-    reserved: Decimal
+    __slots__ = ("admitted_at", "books", "model_id", "reserved")
+
+    def __init__(self, books: tuple[_Book, ...], model_id: str, reserved: Decimal, admitted_at: float) -> None:
+        self.books = books
+        self.model_id = model_id
+        self.reserved = reserved
+        self.admitted_at = admitted_at  # clock() under the accounting lock
+
+
+Costs = Iterable[tuple[Sequence[str], Decimal]]
 
 
 class LocalSpend:
+    """Books are named by `book_id((scope, window))`."""
+
     def __init__(self, *, reserve_in_flight: bool = True, clock: Callable[[], float] = time.monotonic) -> None:
         self.reserve_in_flight = reserve_in_flight
         self.clock = clock
-        self._books: dict[CounterKey, _Book] = {}
+        self._books: dict[str, _Book] = {}
+        self._resolved: dict[tuple[str, ...], tuple[_Book, ...]] = {}
         self._estimates: dict[str, Decimal] = {}
         self._lock = threading.Lock()
         self.admitted = 0
         self.admitted_after_crossing = 0  # must stay 0: the guarantee the overshoot benchmark checks
 
-    def _book(self, key: CounterKey) -> _Book:
-        book = self._books.get(key)
+    def _book(self, name: str) -> _Book:
+        book = self._books.get(name)
         if book is None:
-            book = self._books[key] = _Book()
+            book = self._books[name] = _Book()
         return book
 
-    def admit(self, keys: Sequence[CounterKey], limits: Sequence[Decimal | None], model_id: str) -> Ticket | Refusal:
+    def _resolve(self, names: tuple[str, ...]) -> tuple[_Book, ...]:
+        found = self._resolved.get(names)
+        if found is None:
+            found = self._resolved[names] = tuple(self._book(name) for name in names)
+        return found
+
+    def admit(self, books: tuple[str, ...], limits: Sequence[Decimal | None], model_id: str) -> Ticket | Refusal:
         """Reserve a call against every scope, or say which scope refuses it."""
         with self._lock:
-            estimate = self._estimates.get(model_id, ZERO) if self.reserve_in_flight else ZERO
-            for key, limit in zip(keys, limits, strict=True):
+            found = self._resolve(books)
+            crossed = False
+            for i, book in enumerate(found):
+                limit = limits[i]
                 if limit is None:
                     continue
-                book = self._book(key)
-                spent = book.spend()
-                if spent >= limit and book.crossed_at is None:
-                    book.crossed_at = self.clock()
+                spent = book.known + book.unreported + book.sent_total
                 if spent + book.in_flight >= limit:
-                    return Refusal(key, limit, book.known, book.unreported + book.sent_total, book.in_flight)
-            for key, limit in zip(keys, limits, strict=True):
-                book = self._book(key)
-                book.in_flight += estimate
-                if limit is not None and book.crossed_at is not None:
-                    self.admitted_after_crossing += 1
+                    if spent >= limit and book.crossed_at is None:
+                        book.crossed_at = self.clock()
+                    return Refusal(books[i], limit, book.known, book.unreported + book.sent_total, book.in_flight)
+                crossed = crossed or book.crossed_at is not None
+            estimate = self._estimates.get(model_id, ZERO) if self.reserve_in_flight else ZERO
+            if estimate:
+                for book in found:
+                    book.in_flight += estimate
+            if crossed:
+                self.admitted_after_crossing += 1
             self.admitted += 1
-            return Ticket(tuple(keys), model_id, estimate)
+            return Ticket(found, model_id, estimate, self.clock())
 
     def release(self, ticket: Ticket) -> None:
         """The call failed before Bedrock charged anything (e.g. ThrottlingException)."""
-        with self._lock:
-            for key in ticket.keys:
-                self._book(key).in_flight -= ticket.reserved
+        if ticket.reserved:
+            with self._lock:
+                for book in ticket.books:
+                    book.in_flight -= ticket.reserved
 
     def complete(
         self,
         ticket: Ticket,
         cost: Decimal,
-        keys: Sequence[CounterKey],
+        books: Sequence[str],
         limits: Sequence[Decimal | None] = (),
         *,
         learn: bool = True,
     ) -> None:
-        """The call finished and cost `cost` (counted under `keys`, the windows at completion time)."""
+        """The call finished and cost `cost` (counted in `books`, the windows at completion time)."""
         with self._lock:
-            for key in ticket.keys:
-                self._book(key).in_flight -= ticket.reserved
-            for i, key in enumerate(keys):
-                book = self._book(key)
+            if ticket.reserved:
+                for book in ticket.books:
+                    book.in_flight -= ticket.reserved
+            for i, name in enumerate(books):
+                book = self._book(name)
                 book.unreported += cost
                 limit = limits[i] if i < len(limits) else None
                 if limit is not None and book.crossed_at is None and book.spend() >= limit:
                     book.crossed_at = self.clock()
             if learn:
                 old = self._estimates.get(ticket.model_id)
-                self._estimates[ticket.model_id] = cost if old is None else old + (cost - old) * EWMA_WEIGHT
+                if old != cost:
+                    self._estimates[ticket.model_id] = cost if old is None else old + (cost - old) * EWMA_WEIGHT
 
-    def sent(self, costs: Iterable[tuple[Sequence[CounterKey], Decimal]], sent_at: float) -> None:
+    def sent(self, costs: Costs, sent_at: float) -> None:
         """Usage events accepted by EventBridge at `sent_at` (not yet necessarily counted)."""
         with self._lock:
-            for keys, cost in costs:
-                for key in keys:
-                    book = self._book(key)
+            for books, cost in costs:
+                for name in books:
+                    book = self._book(name)
                     book.unreported -= cost
                     if sent_at >= book.known_read_at:
                         book.sent.append((sent_at, cost))
                         book.sent_total += cost
 
-    def dropped(self, costs: Iterable[tuple[Sequence[CounterKey], Decimal]]) -> None:
+    def dropped(self, costs: Costs) -> None:
         """Records the reporter gave up on (the invocation log still counts them)."""
         with self._lock:
-            for keys, cost in costs:
-                for key in keys:
-                    self._book(key).unreported -= cost
+            for books, cost in costs:
+                for name in books:
+                    self._book(name).unreported -= cost
 
-    def written(
-        self,
-        costs: Iterable[tuple[Sequence[CounterKey], Decimal]],
-        totals: Mapping[CounterKey, ScopeTotals],
-        read_at: float,
-    ) -> None:
+    def written(self, costs: Costs, totals: Mapping[CounterKey, ScopeTotals], read_at: float) -> None:
         """Records written to the ledger directly; `totals` is the consistent read after the write."""
         with self._lock:
-            for keys, cost in costs:
-                for key in keys:
-                    self._book(key).unreported -= cost
+            for books, cost in costs:
+                for name in books:
+                    self._book(name).unreported -= cost
             self._observe(totals, read_at)
 
     def observe(self, totals: Mapping[CounterKey, ScopeTotals], read_at: float) -> None:
@@ -185,7 +210,7 @@ class LocalSpend:
 
     def _observe(self, totals: Mapping[CounterKey, ScopeTotals], read_at: float) -> None:
         for key, scope_totals in totals.items():
-            book = self._book(key)
+            book = self._book(book_id(key))
             if read_at >= book.known_read_at:
                 book.known = scope_totals.spend
                 book.known_read_at = read_at
@@ -193,9 +218,9 @@ class LocalSpend:
 
     def spend(self, key: CounterKey) -> Decimal:
         with self._lock:
-            return self._book(key).spend()
+            return self._book(book_id(key)).spend()
 
     def crossed_at(self, key: CounterKey) -> float | None:
         with self._lock:
-            book = self._books.get(key)
+            book = self._books.get(book_id(key))
             return None if book is None else book.crossed_at

@@ -86,3 +86,21 @@ def make_engine(ddb: Any, clock: Clock) -> Callable[..., Any]:
         return Engine(load_settings(table_name=TABLE, **settings), dynamodb=ddb, now=clock)
 
     return make
+
+
+class FakeLambdaContext:
+    function_name = "guardrail-test"
+    function_version = "$LATEST"
+    memory_limit_in_mb = 256
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:guardrail-test"
+    aws_request_id = "test-request"
+    log_group_name = "/aws/lambda/guardrail-test"
+    log_stream_name = "test"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 30_000
+
+
+@pytest.fixture
+def lambda_context() -> FakeLambdaContext:
+    return FakeLambdaContext()

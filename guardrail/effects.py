@@ -1,0 +1,272 @@
+"""Effects: turn a won transition into reversible changes in the world, then tell people.
+
+Order (DESIGN.md section 6): enforcement first, notification last, so a failing SNS or Slack never
+blocks or undoes a shutdown. Shutdown saves each target's reserved concurrency durably in the flag
+before setting 0; restore puts back exactly what was saved ("none" -> DeleteFunctionConcurrency).
+Every step is idempotent, so the schedule handler can finish a half-applied transition.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from guardrail.config import function_name
+from guardrail.exceptions import FlagConflict
+from guardrail.flags import FlagStore
+from guardrail.models import ESCALATION_LEVELS, Budget, Flag, Level, TargetState
+from guardrail.notify import AlertMessage, Notifier
+
+if TYPE_CHECKING:
+    from mypy_boto3_lambda import LambdaClient
+
+    from guardrail.engine import Committed
+
+ACTOR = "guardrail"
+
+
+def reset_command(scope: str) -> str:
+    return f'guardrail reset --scope {scope} --reason "<what was fixed>"'
+
+
+@dataclass
+class EffectReport:
+    """What one application of effects did; handlers turn it into metrics and their response."""
+
+    scope: str
+    level: Level
+    actions: list[str] = field(default_factory=list)
+    applied: int = 0
+    failures: list[str] = field(default_factory=list)
+    notification_failures: list[str] = field(default_factory=list)
+
+
+def _describe(saved: int | None) -> str:
+    return "none" if saved is None else str(saved)
+
+
+class Effects:
+    def __init__(
+        self,
+        flags: FlagStore,
+        *,
+        lambda_factory: Callable[[], LambdaClient],
+        notifier: Notifier | None,
+        dry_run: bool = False,
+        own_functions: tuple[str, ...] = (),
+        burn_rate: Callable[[str], tuple[Decimal, int]] | None = None,
+        on_report: Callable[[EffectReport], None] | None = None,
+    ) -> None:
+        self.flags = flags
+        self._lambda_factory = lambda_factory
+        self._lambda: LambdaClient | None = None
+        self.notifier = notifier
+        self.dry_run = dry_run
+        own = {function_name(f) for f in own_functions}
+        if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+            own.add(os.environ["AWS_LAMBDA_FUNCTION_NAME"])
+        self.own = own
+        self.burn_rate = burn_rate
+        self.on_report = on_report
+        self.reports: list[EffectReport] = []
+
+    @property
+    def lambda_client(self) -> LambdaClient:
+        if self._lambda is None:
+            self._lambda = self._lambda_factory()
+        return self._lambda
+
+    # -- the entry point the engine calls ---------------------------------------------------------
+
+    def apply(self, committed: Committed) -> Flag:
+        t = committed.transition
+        report = EffectReport(scope=t.scope, level=t.to_level)
+        flag = committed.after
+        try:
+            if t.to_level == Level.SHUTDOWN and t.from_level < Level.SHUTDOWN:
+                flag = self.shutdown(flag, committed.budget, report)
+            elif t.from_level == Level.SHUTDOWN and t.to_level < Level.SHUTDOWN:
+                flag = self.restore(flag, report)
+            elif not flag.applied:
+                flag = self._mark_applied(flag)
+        except FlagConflict as exc:
+            # Someone moved the flag while we worked (e.g. a reset): their transition owns it now.
+            report.failures.append(f"flag changed during effects: {exc}; the schedule run will reconcile")
+        if t.to_level >= Level.THROTTLE and t.from_level < Level.THROTTLE and flag.model_downgrades:
+            pairs = ", ".join(f"{a} -> {b}" for a, b in flag.model_downgrades.items())
+            report.actions.append(f"model downgrades in force: {pairs}")
+        if t.from_level >= Level.THROTTLE and t.to_level < Level.THROTTLE:
+            report.actions.append("model downgrades lifted")
+        self._notify(committed, flag, report)
+        self._done(report)
+        return flag
+
+    def _done(self, report: EffectReport) -> None:
+        self.reports.append(report)
+        if self.on_report is not None:
+            self.on_report(report)
+
+    # -- shutdown and restore ---------------------------------------------------------------------
+
+    def targets_of(self, budget: Budget) -> list[str]:
+        return [t for t in budget.targets if function_name(t) not in self.own]
+
+    def shutdown(self, flag: Flag, budget: Budget, report: EffectReport) -> Flag:
+        targets = self.targets_of(budget)
+        skipped = [t for t in budget.targets if t not in targets]
+        if skipped:
+            report.failures.append(f"refused to stop the guardrail's own functions: {', '.join(skipped)}")
+        if self.dry_run:
+            for name in targets:
+                current = self._read_concurrency(name, report)
+                report.actions.append(f"set reserved concurrency 0 on {name} (now {_describe(current)})")
+            return self._mark_applied(flag)
+        # 1. Save what each target has now, unless we saved it before (then it may be our own 0).
+        saved = dict(flag.targets)
+        for name in targets:
+            if name in saved:
+                continue
+            try:
+                current = self.lambda_client.get_function_concurrency(FunctionName=name).get(
+                    "ReservedConcurrentExecutions"
+                )
+            except Exception as exc:
+                report.failures.append(f"{name}: could not read reserved concurrency: {exc}")
+                continue
+            saved[name] = TargetState(saved=current, status="saved")
+        # 2. Persist before touching anything: a crash after this point is repaired from the flag.
+        if saved != flag.targets:
+            flag = self.flags.update(
+                flag, actor=ACTOR, action="shutdown:saved", reason="saved reserved concurrency", targets=saved
+            )
+        # 3. Set 0, then mark applied.
+        flag = self.enforce_zero(flag, report)
+        return flag
+
+    def enforce_zero(self, flag: Flag, report: EffectReport) -> Flag:
+        """Set 0 on every saved target that is not at 0 yet (also the schedule's drift repair)."""
+        targets = dict(flag.targets)
+        for name, state in flag.targets.items():
+            try:
+                self.lambda_client.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=0)
+            except Exception as exc:
+                report.failures.append(f"{name}: could not set reserved concurrency 0: {exc}")
+                continue
+            targets[name] = replace(state, status="applied", message="")
+            report.applied += 1
+            report.actions.append(f"reserved concurrency 0 on {name} (was {_describe(state.saved)})")
+        ok = all(s.status == "applied" for s in targets.values())
+        if targets != flag.targets or flag.applied != ok:
+            flag = self.flags.update(
+                flag,
+                actor=ACTOR,
+                action="shutdown:applied" if ok else "shutdown:partial",
+                reason="reserved concurrency 0 on targets",
+                targets=targets,
+                applied=ok,
+            )
+        return flag
+
+    def restore(self, flag: Flag, report: EffectReport) -> Flag:
+        if self.dry_run:
+            for name, state in flag.targets.items():
+                report.actions.append(f"restore {name} to {_describe(state.saved)}")
+            return self._mark_applied(flag)
+        remaining: dict[str, TargetState] = {}
+        for name, state in flag.targets.items():
+            try:
+                if state.saved is None:
+                    self.lambda_client.delete_function_concurrency(FunctionName=name)
+                else:
+                    self.lambda_client.put_function_concurrency(
+                        FunctionName=name, ReservedConcurrentExecutions=state.saved
+                    )
+            except Exception as exc:
+                message = _aws_message(exc)
+                remaining[name] = replace(state, status="restore_failed", message=message)
+                report.failures.append(
+                    f"{name}: restore to {_describe(state.saved)} failed ({message}); the saved value is kept. "
+                    "Free unreserved concurrency (the account keeps at least 10-100 unreserved) or restore "
+                    f"by hand: aws lambda {_restore_cli(name, state.saved)}, then run the reset again"
+                )
+                continue
+            report.applied += 1
+            report.actions.append(f"restored {name} to {_describe(state.saved)}")
+        return self.flags.update(
+            flag,
+            actor=ACTOR,
+            action="restore:applied" if not remaining else "restore:partial",
+            reason="restored reserved concurrency" if not remaining else "some targets could not be restored",
+            targets=remaining,
+            applied=True,
+        )
+
+    def _read_concurrency(self, name: str, report: EffectReport) -> int | None:
+        try:
+            value = self.lambda_client.get_function_concurrency(FunctionName=name).get("ReservedConcurrentExecutions")
+            return value
+        except Exception as exc:
+            report.failures.append(f"{name}: could not read reserved concurrency: {exc}")
+            return None
+
+    def _mark_applied(self, flag: Flag) -> Flag:
+        if flag.applied:
+            return flag
+        return self.flags.update(flag, actor=ACTOR, action="applied", reason="effects applied", applied=True)
+
+    # -- notification -----------------------------------------------------------------------------
+
+    def _notify(self, committed: Committed, flag: Flag, report: EffectReport) -> None:
+        t = committed.transition
+        if t.from_level == t.to_level:
+            return  # bookkeeping (an alarm joining or leaving at the same level): no page
+        message = self.message(committed, report)
+        if self.notifier is not None:
+            report.notification_failures = self.notifier.send(message)
+
+    def message(self, committed: Committed, report: EffectReport) -> AlertMessage:
+        t = committed.transition
+        totals = committed.totals
+        rate: Decimal | None = None
+        minutes = 0
+        if self.burn_rate is not None:
+            try:
+                rate, minutes = self.burn_rate(t.scope)
+            except Exception as exc:  # a missing burn rate must not cost the alert
+                report.failures.append(f"burn rate unavailable: {exc}")
+        return AlertMessage(
+            scope=t.scope,
+            from_level=t.from_level,
+            to_level=t.to_level,
+            window=totals.window.kind,
+            spend=totals.spend,
+            thresholds={lvl: committed.budget.thresholds.for_level(lvl) for lvl in ESCALATION_LEVELS},
+            reason=t.reason,
+            burn_rate_per_hour=rate,
+            burn_minutes=minutes,
+            top={dim + "s": _top(totals.spend_by(dim)) for dim in ("model", "app", "caller")},
+            actions=report.actions + [f"FAILED: {f}" for f in report.failures],
+            dry_run=self.dry_run,
+            reset_command=reset_command(t.scope),
+        )
+
+
+def _top(spend: dict[str, Decimal], n: int = 3) -> list[tuple[str, Decimal]]:
+    return sorted(spend.items(), key=lambda kv: kv[1], reverse=True)[:n]
+
+
+def _aws_message(exc: Exception) -> str:
+    response: Any = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        err = response.get("Error", {})
+        return f"{err.get('Code', type(exc).__name__)}: {err.get('Message', '')}".strip()
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _restore_cli(name: str, saved: int | None) -> str:
+    if saved is None:
+        return f"delete-function-concurrency --function-name {name}"
+    return f"put-function-concurrency --function-name {name} --reserved-concurrent-executions {saved}"

@@ -1,0 +1,72 @@
+"""Powertools Logger, Tracer and Metrics: created once, here, for every entry point.
+
+Metrics (EMF, namespace from POWERTOOLS_METRICS_NAMESPACE, default BedrockGuardrail):
+RecordsIngested, RecordsQuarantined, DuplicatesDropped, UnknownModelRecords, SpendUSD (dimension scope),
+Level (dimension scope, 0..3), Transitions, EffectsApplied, EffectsFailed, NotificationsFailed,
+UntrackedSpendUSD.
+"""
+
+from __future__ import annotations
+
+import os
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from aws_lambda_powertools import Logger, Metrics, Tracer, single_metric
+from aws_lambda_powertools.metrics import MetricUnit
+
+if TYPE_CHECKING:
+    from guardrail.effects import EffectReport
+    from guardrail.engine import IngestResult
+
+SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "bedrock-guardrail")
+NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "BedrockGuardrail")
+
+logger = Logger(service=SERVICE)
+tracer = Tracer(service=SERVICE)
+metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
+
+
+def scoped_metric(name: str, value: float, scope: str, unit: MetricUnit = MetricUnit.Count) -> None:
+    """A metric with a `scope` dimension (its own EMF blob, so it does not leak onto the others)."""
+    with single_metric(
+        name=name, unit=unit, value=value, namespace=NAMESPACE, default_dimensions={"service": SERVICE}
+    ) as metric:
+        metric.add_dimension(name="scope", value=scope)
+
+
+def record_ingest(result: IngestResult) -> None:
+    metrics.add_metric(name="RecordsIngested", unit=MetricUnit.Count, value=len(result.recorded))
+    metrics.add_metric(name="RecordsQuarantined", unit=MetricUnit.Count, value=len(result.quarantined))
+    metrics.add_metric(name="DuplicatesDropped", unit=MetricUnit.Count, value=len(result.duplicates))
+    unknown = sum(1 for p in result.recorded if p.price.at_ceiling)
+    metrics.add_metric(name="UnknownModelRecords", unit=MetricUnit.Count, value=unknown)
+    metrics.add_metric(name="Transitions", unit=MetricUnit.Count, value=len(result.transitions))
+    for scope, totals in result.totals.items():
+        scoped_metric("SpendUSD", float(totals.spend.quantize(Decimal("0.000001"))), scope, MetricUnit.NoUnit)
+    for committed in result.transitions:
+        scoped_metric("Level", int(committed.transition.to_level), committed.transition.scope, MetricUnit.NoUnit)
+    for q in result.quarantined:
+        logger.warning("quarantined record", extra={"reason": q.reason, "source": q.source})
+    if result.unknown_models:
+        logger.error(
+            "unknown models priced at the ceiling rate; add a price override",
+            extra={"models": sorted(result.unknown_models)},
+        )
+
+
+def record_effects(report: EffectReport) -> None:
+    metrics.add_metric(name="EffectsApplied", unit=MetricUnit.Count, value=report.applied)
+    metrics.add_metric(name="EffectsFailed", unit=MetricUnit.Count, value=len(report.failures))
+    metrics.add_metric(name="NotificationsFailed", unit=MetricUnit.Count, value=len(report.notification_failures))
+    log = logger.error if report.failures or report.notification_failures else logger.info
+    log(
+        "effects",
+        extra={
+            "scope": report.scope,
+            "level": report.level.label,
+            "actions": report.actions,
+            "failures": report.failures,
+            "notification_failures": report.notification_failures,
+        },
+    )

@@ -1,0 +1,33 @@
+"""Usage ingest: CloudWatch Logs subscription events (Bedrock invocation logs) and `Bedrock Usage`
+EventBridge events from the guarded client."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from guardrail.observability import logger, metrics, record_ingest, tracer
+from guardrail.runtime import default_runtime
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    runtime = default_runtime()
+    # A ledger failure raises: the asynchronous invocation is retried, then lands in the DLQ. Nothing
+    # of a failed chunk was counted, so a retry cannot double-count.
+    result = runtime.engine.ingest_events([event])
+    record_ingest(result)
+    return {
+        "recorded": len(result.recorded),
+        "duplicates": len(result.duplicates),
+        "quarantined": [q.reason for q in result.quarantined],
+        "unknown_models": sorted(result.unknown_models),
+        "transitions": [
+            f"{c.transition.scope}: {c.transition.from_level.label} -> {c.transition.to_level.label}"
+            for c in result.transitions
+        ],
+        "spend": {scope: str(t.spend) for scope, t in result.totals.items()},
+    }
