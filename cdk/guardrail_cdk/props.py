@@ -189,7 +189,8 @@ class GuardrailProps(_Model):
         if slack_secret_arn:
             env["GUARDRAIL_SLACK_SECRET_ARN"] = slack_secret_arn
         if self.budgets:
-            env["GUARDRAIL_BUDGETS"] = _json([b.model_dump(mode="json", exclude_defaults=True) for b in self.budgets])
+            budgets = [{"scope": b.scope, **b.model_dump(mode="json", exclude_defaults=True)} for b in self.budgets]
+            env["GUARDRAIL_BUDGETS"] = _json(budgets)
         if self.model_downgrades is not None:
             env["GUARDRAIL_MODEL_DOWNGRADES"] = _json(self.model_downgrades)
         if self.price_overrides:

@@ -79,7 +79,11 @@ class Alerting(Construct):
 
     def grant_notify(self, role: iam.IRole) -> None:
         """Publish to the topic (and use its key); read the Slack webhook secret if there is one."""
-        self.topic.grant_publish(role)
+        # Explicit instead of topic.grant_publish, which grants kms:GenerateDataKey* (a wildcard action).
+        role.add_to_principal_policy(iam.PolicyStatement(actions=["sns:Publish"], resources=[self.topic.topic_arn]))
+        role.add_to_principal_policy(
+            iam.PolicyStatement(actions=["kms:GenerateDataKey", "kms:Decrypt"], resources=[self.key.key_arn])
+        )
         if self.slack_secret:
             self.slack_secret.grant_read(role)
             if not (self.slack_secret.secret_full_arn or "").startswith("arn:"):

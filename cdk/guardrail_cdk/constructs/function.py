@@ -54,7 +54,7 @@ class GuardrailFunction(Construct):
         environment: Mapping[str, str] | None = None,
         layers: Sequence[lambda_.ILayerVersion] = (),
         memory_size: int = 512,
-        timeout: Duration = Duration.seconds(60),
+        timeout: Duration | None = None,
         log_retention_days: int = 30,
         reserved_concurrency: int | None = None,
     ) -> None:
@@ -98,7 +98,7 @@ class GuardrailFunction(Construct):
             layers=list(layers),
             environment=dict(environment or {}),
             memory_size=memory_size,
-            timeout=timeout,
+            timeout=timeout or Duration.seconds(60),
             role=self.role,
             log_group=self.log_group,
             tracing=lambda_.Tracing.ACTIVE,

@@ -100,6 +100,7 @@ class Ingest(Construct):
         # Bedrock invocation logs.
         logs_props = props.invocation_logs
         self.invocation_logging: CustomResource | None = None
+        self.provider: GuardrailFunction | None = None
         if logs_props.mode == "existing":
             assert logs_props.log_group_name
             self.log_group: logs.ILogGroup = logs.LogGroup.from_log_group_name(
@@ -146,7 +147,7 @@ class Ingest(Construct):
         )
         log_group.grant_write(delivery_role)
 
-        provider = GuardrailFunction(
+        provider = self.provider = GuardrailFunction(
             self,
             "InvocationLoggingProvider",
             function_name=f"{props.name_prefix}-invocation-logging",
@@ -191,4 +192,3 @@ class Ingest(Construct):
         if delivery_role.node.try_find_child("DefaultPolicy"):
             resource.node.add_dependency(delivery_role.node.find_child("DefaultPolicy"))
         return resource
-

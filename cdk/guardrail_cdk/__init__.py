@@ -1,0 +1,1 @@
+"""CDK app for the Bedrock cost guardrail (see docs/deploy.md)."""

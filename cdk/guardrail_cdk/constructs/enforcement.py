@@ -1,0 +1,133 @@
+"""Enforcement: the alarm, reset and schedule functions, their triggers, and who may touch targets.
+
+Concurrency permissions name only the target functions' ARNs:
+- shutdown (usage, alarm, schedule): GetFunctionConcurrency + PutFunctionConcurrency (to set 0, and to
+  repair drift back to 0);
+- restore (reset only): GetFunctionConcurrency + PutFunctionConcurrency + DeleteFunctionConcurrency.
+IAM cannot limit PutFunctionConcurrency to the value 0, so "only reset restores" is enforced for the
+"none" case by IAM (DeleteFunctionConcurrency) and for saved values by the engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from aws_cdk import Acknowledgment, ArnFormat, Duration, Stack, Validations
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from constructs import Construct
+
+from guardrail_cdk.constructs.alerting import Alerting
+from guardrail_cdk.constructs.function import FunctionCode, GuardrailFunction
+from guardrail_cdk.constructs.ingest import EVENT_TARGET_MAX_AGE, EVENT_TARGET_RETRIES
+from guardrail_cdk.constructs.ledger import Ledger
+from guardrail_cdk.props import HANDLERS, GuardrailProps
+
+SHUTDOWN_ACTIONS = ("lambda:GetFunctionConcurrency", "lambda:PutFunctionConcurrency")
+RESTORE_ACTIONS = (*SHUTDOWN_ACTIONS, "lambda:DeleteFunctionConcurrency")
+ALARM_EVENT_DETAIL_TYPE = "CloudWatch Alarm State Change"
+
+
+class Enforcement(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        props: GuardrailProps,
+        code: FunctionCode,
+        environment: Mapping[str, str],
+        ledger: Ledger,
+        alerting: Alerting,
+        usage: GuardrailFunction,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        names = props.function_names
+        self.target_arns = [self._target_arn(t) for t in props.all_targets]
+
+        def function(role: str, description: str, timeout: int) -> GuardrailFunction:
+            fn = GuardrailFunction(
+                self,
+                role.capitalize(),
+                function_name=names[role],
+                description=description,
+                code=code.code,
+                layers=[code.layer],
+                handler=HANDLERS[role],
+                environment=environment,
+                memory_size=512,
+                timeout=Duration.seconds(timeout),
+                log_retention_days=props.log_retention_days,
+            )
+            alerting.grant_notify(fn.role)
+            return fn
+
+        self.alarm = function("alarm", "Bedrock cost guardrail: applies the level mapped to a CloudWatch alarm", 60)
+        self.reset = function("reset", "Bedrock cost guardrail: on-call reset, restores every effect", 120)
+        self.schedule = function("schedule", "Bedrock cost guardrail: window rollover, drift repair", 240)
+
+        self.alarm.add_policy("LedgerAccess", ledger.engine_statement())
+        self.reset.add_policy("LedgerAccess", ledger.engine_statement(scan=True))
+        self.schedule.add_policy("LedgerAccess", ledger.engine_statement(scan=True))
+
+        if self.target_arns:
+            for fn in (usage, self.alarm, self.schedule):
+                fn.add_policy(
+                    "ShutdownTargets", iam.PolicyStatement(actions=list(SHUTDOWN_ACTIONS), resources=self.target_arns)
+                )
+            self.reset.add_policy(
+                "RestoreTargets", iam.PolicyStatement(actions=list(RESTORE_ACTIONS), resources=self.target_arns)
+            )
+
+        reconcile = self.schedule.add_policy(
+            "Reconciliation", iam.PolicyStatement(actions=["cloudwatch:GetMetricData"], resources=["*"])
+        )
+        Validations.of(reconcile).acknowledge(
+            Acknowledgment(
+                id="AwsSolutions-IAM5[Resource::*]",
+                reason="cloudwatch:GetMetricData (read-only reconciliation against AWS/Bedrock token metrics) "
+                "has no resource-level permissions.",
+            )
+        )
+
+        # Triggers: alarm state changes of mapped alarms, and the schedule.
+        self.alarm_rule: events.Rule | None = None
+        if props.alarm_levels:
+            self.alarm_rule = events.Rule(
+                self,
+                "AlarmStateChanges",
+                description="State changes of the CloudWatch alarms mapped to guardrail levels",
+                event_pattern=events.EventPattern(
+                    source=["aws.cloudwatch"],
+                    detail_type=[ALARM_EVENT_DETAIL_TYPE],
+                    detail={"alarmName": sorted(props.alarm_levels)},
+                ),
+            )
+            self.alarm_rule.add_target(self._target(self.alarm))
+        self.schedule_rule = events.Rule(
+            self,
+            "ScheduleRule",
+            description="Window rollover, drift repair and reconciliation",
+            schedule=events.Schedule.rate(Duration.minutes(props.schedule_minutes)),
+        )
+        self.schedule_rule.add_target(self._target(self.schedule))
+
+    @property
+    def functions(self) -> tuple[GuardrailFunction, ...]:
+        return (self.alarm, self.reset, self.schedule)
+
+    def _target(self, fn: GuardrailFunction) -> targets.LambdaFunction:
+        return targets.LambdaFunction(
+            fn.function,
+            dead_letter_queue=fn.failure_queue,
+            retry_attempts=EVENT_TARGET_RETRIES,
+            max_event_age=EVENT_TARGET_MAX_AGE,
+        )
+
+    def _target_arn(self, target: str) -> str:
+        if target.startswith("arn:"):
+            return target
+        return Stack.of(self).format_arn(
+            service="lambda", resource="function", resource_name=target, arn_format=ArnFormat.COLON_RESOURCE_NAME
+        )
