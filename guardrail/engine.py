@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from guardrail import policy
 from guardrail.exceptions import FlagConflict, GuardrailError
 from guardrail.flags import FlagStore
-from guardrail.ledger import CounterKey, Ledger, LedgerEntry
+from guardrail.ledger import CounterKey, Ledger, LedgerEntry, batch_get, counter_key, totals_from_items
 from guardrail.models import (
     RATE_WINDOW,
     AuditEntry,
@@ -142,10 +142,22 @@ class Engine:
         # Evaluate every touched counter of a current window (late records of a closed window count
         # in the ledger but cannot escalate a window that is over).
         current = self._current_keys(outcome.touched)
-        totals = self.ledger.totals(current)
+        totals, flags = self._read(current)
         result.totals = {scope: t for (scope, _), t in totals.items()}
-        result.transitions = self._evaluate(totals)
+        result.transitions = self._evaluate(totals, flags)
         return result
+
+    def _read(self, keys: Sequence[CounterKey]) -> tuple[dict[CounterKey, ScopeTotals], dict[str, Flag]]:
+        """Counters and the flags of their scopes in one consistent BatchGetItem."""
+        if not keys:
+            return {}, {}
+        scopes = list(dict.fromkeys(scope for scope, _ in keys))
+        items = batch_get(
+            self.ledger.client,
+            self.ledger.table,
+            [counter_key(k) for k in keys] + [self.flags.key(s) for s in scopes],
+        )
+        return totals_from_items(keys, items), self.flags.from_items(scopes, items)
 
     def _current_keys(self, keys: Iterable[CounterKey]) -> list[CounterKey]:
         now = self.now()
@@ -159,10 +171,13 @@ class Engine:
         minutes = max(1, int((now - keys[-1][1].start).total_seconds() // 60))
         return spent * 60 / minutes, minutes
 
-    def _evaluate(self, totals: Mapping[CounterKey, ScopeTotals]) -> list[Committed]:
+    def _evaluate(
+        self, totals: Mapping[CounterKey, ScopeTotals], flags: Mapping[str, Flag] | None = None
+    ) -> list[Committed]:
         if not totals:
             return []
-        flags = self.flags.get_many(scope for scope, _ in totals)
+        if flags is None:
+            flags = self.flags.get_many(scope for scope, _ in totals)
         won: list[Committed] = []
         for (scope, _), scope_totals in totals.items():
             budget = self.resolver.budget_for(scope)

@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from guardrail.exceptions import FlagConflict
-from guardrail.ledger import new_id
+from guardrail.ledger import batch_get, new_id
 from guardrail.models import AuditEntry, Flag, Level, Rearm, TargetState, Transition
 
 if TYPE_CHECKING:
@@ -135,19 +135,19 @@ class FlagStore:
         item = resp.get("Item")
         return flag_from_dict(_from_item(item)) if item else Flag(scope=scope)
 
+    def key(self, scope: str) -> tuple[str, str]:
+        return f"{self.prefix}{scope}", "FLAG"
+
     def get_many(self, scopes: Iterable[str]) -> dict[str, Flag]:
-        wanted = list(dict.fromkeys(scopes))
-        out = {s: Flag(scope=s) for s in wanted}
-        for i in range(0, len(wanted), 100):
-            request: dict[str, Any] = {
-                self.table: {"Keys": [flag_key(s, self.prefix) for s in wanted[i : i + 100]], "ConsistentRead": True}
-            }
-            while request:
-                resp = self.client.batch_get_item(RequestItems=request)
-                for item in resp.get("Responses", {}).get(self.table, []):
-                    flag = flag_from_dict(_from_item(item))
-                    out[flag.scope] = flag
-                request = dict(resp.get("UnprocessedKeys") or {})
+        scopes = list(scopes)
+        return self.from_items(scopes, batch_get(self.client, self.table, [self.key(s) for s in scopes]))
+
+    def from_items(self, scopes: Iterable[str], items: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Flag]:
+        """Flags out of a batch read (missing ones are a fresh normal flag)."""
+        out = {}
+        for scope in scopes:
+            item = items.get(self.key(scope))
+            out[scope] = flag_from_dict(_from_item(item)) if item else Flag(scope=scope)
         return out
 
     def list_all(self) -> list[Flag]:

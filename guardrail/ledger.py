@@ -334,19 +334,8 @@ class Ledger:
 
     def totals(self, keys: Iterable[CounterKey]) -> dict[CounterKey, ScopeTotals]:
         """Consistent read of counters (transactions return no values). Missing counters are zero."""
-        wanted = {(counter_pk(s), counter_sk(w)): (s, w) for s, w in keys}
-        out = {key: ScopeTotals(scope=key[0], window=key[1]) for key in wanted.values()}
-        pending = [{"pk": {"S": pk}, "sk": {"S": sk}} for pk, sk in wanted]
-        while pending:
-            batch, pending = pending[:100], pending[100:]
-            request: dict[str, Any] = {self.table: {"Keys": batch, "ConsistentRead": True}}
-            while request:
-                resp = self.client.batch_get_item(RequestItems=request)
-                for item in resp.get("Responses", {}).get(self.table, []):
-                    key = wanted[(item["pk"]["S"], item["sk"]["S"])]
-                    out[key] = totals_from_item(key[0], key[1], item)
-                request = dict(resp.get("UnprocessedKeys") or {})
-        return out
+        keys = list(keys)
+        return totals_from_items(keys, batch_get(self.client, self.table, [counter_key(k) for k in keys]))
 
     # -- quarantine ------------------------------------------------------------------------------
 
@@ -409,6 +398,37 @@ class Ledger:
             ConsistentRead=True,
         )
         return list(resp.get("Items", []))
+
+
+def counter_key(key: CounterKey) -> tuple[str, str]:
+    return counter_pk(key[0]), counter_sk(key[1])
+
+
+def totals_from_items(
+    keys: Iterable[CounterKey], items: dict[tuple[str, str], dict[str, Any]]
+) -> dict[CounterKey, ScopeTotals]:
+    out = {}
+    for key in keys:
+        item = items.get(counter_key(key))
+        out[key] = totals_from_item(key[0], key[1], item) if item else ScopeTotals(scope=key[0], window=key[1])
+    return out
+
+
+def batch_get(
+    client: DynamoDBClient, table: str, keys: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """Consistent BatchGetItem of (pk, sk) keys, 100 per call, retrying unprocessed keys."""
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    pending = [{"pk": {"S": pk}, "sk": {"S": sk}} for pk, sk in dict.fromkeys(keys)]
+    while pending:
+        batch, pending = pending[:100], pending[100:]
+        request: dict[str, Any] = {table: {"Keys": batch, "ConsistentRead": True}}
+        while request:
+            resp = client.batch_get_item(RequestItems=request)
+            for item in resp.get("Responses", {}).get(table, []):
+                out[(item["pk"]["S"], item["sk"]["S"])] = item
+            request = dict(resp.get("UnprocessedKeys") or {})
+    return out
 
 
 def totals_from_item(scope: str, window: WindowRef, item: dict[str, Any]) -> ScopeTotals:
