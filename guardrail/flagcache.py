@@ -124,6 +124,7 @@ class FlagCache:
         self._lock = threading.Lock()  # guards _cache, _known, _pending
         self._read_lock = threading.Lock()  # one reader at a time; the others wait for its result
         self._pending: dict[Hashable, _PendingRead] = {}
+        self._last_outage_log = float("-inf")
 
     def views(self, keys: Keys, cache_key: Hashable = None) -> tuple[ScopeView, ...]:
         """The views of `keys`, in order. `cache_key` (e.g. a string naming `keys`) is cheaper to hash."""
@@ -206,12 +207,17 @@ class FlagCache:
     def _fallback(self, keys: Keys, problem: str) -> tuple[ScopeView, ...]:
         now = self.timer()
         out = []
+        with self._lock:  # loud, but once per TTL, not once per waiting thread
+            quiet = now - self._last_outage_log < self.ttl
+            if not quiet:
+                self._last_outage_log = now
+        log = logger.debug if quiet else logger.error
         for scope, window in keys:
             with self._lock:
                 known = self._known.get(scope)
             age = now - known.read_at if known is not None else None
             if known is not None and age is not None and age <= self.max_stale:
-                logger.error(
+                log(
                     "guardrail flag store unreachable (%s): using the last known flag of %s (%s, read %.1f s ago)",
                     problem,
                     scope,
@@ -221,7 +227,7 @@ class FlagCache:
                 totals = known.totals if known.totals is not None and known.totals.window == window else None
                 out.append(ScopeView(known.flag, totals, known.read_at, "stale", problem))
             elif self.fail_mode == "open":
-                logger.error(
+                log(
                     "guardrail flag store unreachable (%s) and no flag of %s newer than %g s: FAILING OPEN, "
                     "Bedrock calls proceed without the guardrail's flags",
                     problem,
@@ -230,7 +236,7 @@ class FlagCache:
                 )
                 out.append(ScopeView(Flag(scope=scope), None, now, "fail-open", problem))
             else:
-                logger.error(
+                log(
                     "guardrail flag store unreachable (%s) and no flag of %s newer than %g s: FAILING CLOSED, "
                     "Bedrock calls are refused",
                     problem,

@@ -1,0 +1,236 @@
+"""Overshoot past shutdown: 64 concurrent callers, $0.05 per request, shutdown at $25.
+
+Each caller loops on `converse` through guarded clients until it gets `GuardrailShutdown`. Bedrock is a
+stand-in that sleeps 20-80 ms per call (the GIL is released, as in real network I/O) and reports usage
+worth exactly $0.05 (global Claude Haiku 4.5: 10,000 input + 6,000 output + 8,000 cache-write tokens).
+The ledger is the real engine on moto DynamoDB (serialised with a lock, as real DynamoDB serialises
+updates of one item). Reported per scenario: spend recorded in the ledger past $25 (target: at most 2% of
+the threshold) and requests admitted after their process had seen the crossing (target: 0).
+
+Scenarios: one process with 64 threads, with direct ledger writes and with EventBridge events (ingested
+by a simulated usage handler 0.5 s later). `run(processes, threads, report)` also simulates several
+processes sharing one ledger; there each process learns the others' spend only from its own ledger
+writes and flag reads, so the bound depends on store latency (moto under this lock is not representative).
+
+Run: python benchmarks/bench_overshoot.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import threading
+import time
+from decimal import Decimal
+from typing import Any
+
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
+
+import boto3
+from moto import mock_aws
+
+from guardrail import GuardrailShutdown
+from guardrail.client import ClientOptions, GuardedBedrockClient
+from guardrail.config import Settings, load_settings
+from guardrail.engine import Engine
+from guardrail.ledger import create_table
+from guardrail.localspend import Ticket
+
+TABLE = "guardrail-bench"
+THRESHOLD = Decimal(25)
+COST = Decimal("0.05")
+MODEL = "global.anthropic.claude-haiku-4-5-20251001-v1:0"
+USAGE = {
+    "inputTokens": 10_000,
+    "outputTokens": 6_000,
+    "totalTokens": 24_000,
+    "cacheReadInputTokens": 0,
+    "cacheWriteInputTokens": 8_000,
+}
+REQUEST: dict[str, Any] = {"modelId": MODEL, "messages": [{"role": "user", "content": [{"text": "go on"}]}]}
+
+
+class Serialised:
+    """A boto3 client whose calls run one at a time (moto's DynamoDB is not atomic across threads)."""
+
+    def __init__(self, client: Any, lock: threading.Lock) -> None:
+        self._client = client
+        self._lock = lock
+        self.exceptions = client.exceptions
+        self.meta = client.meta
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._client, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                return method(*args, **kwargs)
+
+        return call
+
+
+class FakeBedrock:
+    meta = type("Meta", (), {"region_name": "us-east-1"})()
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    def converse(self, **_: Any) -> dict[str, Any]:
+        with self._lock:
+            self.calls += 1
+            rid = f"req-{self.calls}-{random.getrandbits(40):x}"
+        time.sleep(random.uniform(0.02, 0.08))
+        return {
+            "output": {"message": {"role": "assistant", "content": [{"text": "..."}]}},
+            "stopReason": "end_turn",
+            "usage": dict(USAGE),
+            "metrics": {"latencyMs": 50},
+            "ResponseMetadata": {"RequestId": rid, "HTTPStatusCode": 200, "HTTPHeaders": {}},
+        }
+
+
+class DelayedUsageHandler:
+    """EventBridge -> usage handler: one consumer ingests, with the engine, every batch of events that is
+    at least `lag` seconds old (one Lambda invocation at a time)."""
+
+    def __init__(self, engine: Engine, lag: float) -> None:
+        self.engine = engine
+        self.lag = lag
+        self.queue: list[tuple[float, dict[str, Any]]] = []
+        self.cond = threading.Condition()
+        self.stopping = False
+        self.thread = threading.Thread(target=self._consume, daemon=True)
+        self.thread.start()
+
+    def put_events(self, Entries: list[dict[str, Any]]) -> dict[str, Any]:
+        due = time.monotonic() + self.lag
+        with self.cond:
+            for e in Entries:
+                self.queue.append((due, {"detail-type": e["DetailType"], "detail": json.loads(e["Detail"])}))
+            self.cond.notify()
+        return {"FailedEntryCount": 0, "Entries": [{"EventId": str(i)} for i in range(len(Entries))]}
+
+    def _consume(self) -> None:
+        while True:
+            with self.cond:
+                while not self.queue and not self.stopping:
+                    self.cond.wait()
+                if not self.queue:
+                    return
+                wait = self.queue[0][0] - time.monotonic()
+                if wait > 0:
+                    self.cond.wait(wait)
+                    continue
+                now = time.monotonic()
+                batch = [ev for due, ev in self.queue if due <= now]
+                self.queue = [(due, ev) for due, ev in self.queue if due > now]
+            self.engine.ingest_events(batch)
+
+    def drain(self) -> None:
+        with self.cond:
+            self.stopping = True
+            self.cond.notify()
+        self.thread.join()
+
+
+def run(processes: int, threads_per_process: int, report: str) -> dict[str, Any]:
+    with mock_aws():
+        lock = threading.Lock()
+        raw = boto3.client("dynamodb", region_name="us-east-1")
+        create_table(raw, TABLE)
+        ddb = Serialised(raw, lock)
+        settings: Settings = load_settings(table_name=TABLE, thresholds="alert=5,throttle=10,shutdown=25")
+        ingest_engine = Engine(settings, dynamodb=ddb)  # type: ignore[arg-type]
+        handler = DelayedUsageHandler(ingest_engine, lag=0.5)
+        bedrock = FakeBedrock()
+        clients = []
+        tickets: list[list[Ticket]] = []
+        for _ in range(processes):
+            client = GuardedBedrockClient(
+                bedrock,  # type: ignore[arg-type]
+                settings=settings,
+                options=ClientOptions(report=report, flag_ttl=1.0),  # type: ignore[arg-type]
+                dynamodb=ddb,  # type: ignore[arg-type]
+                events=handler,  # type: ignore[arg-type]
+                engine=Engine(settings, dynamodb=ddb) if report == "ledger" else None,  # type: ignore[arg-type]
+            )
+            seen: list[Ticket] = []
+            admit = client.spend.admit
+
+            def recording_admit(*args: Any, _admit: Any = admit, _seen: list[Ticket] = seen) -> Any:
+                result = _admit(*args)
+                if isinstance(result, Ticket):
+                    _seen.append(result)
+                return result
+
+            client.spend.admit = recording_admit  # type: ignore[method-assign]
+            clients.append(client)
+            tickets.append(seen)
+
+        refused = [0]
+        done_lock = threading.Lock()
+
+        def caller(client: GuardedBedrockClient) -> None:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                try:
+                    client.converse(**REQUEST)  # type: ignore[arg-type]
+                except GuardrailShutdown:
+                    with done_lock:
+                        refused[0] += 1
+                    return
+
+        started = time.monotonic()
+        workers = [
+            threading.Thread(target=caller, args=(client,)) for client in clients for _ in range(threads_per_process)
+        ]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        elapsed = time.monotonic() - started
+        for client in clients:
+            client.flush(30)
+        handler.drain()
+        spend = ingest_engine.scope_totals("global").spend
+
+        after_crossing = 0
+        for client, seen in zip(clients, tickets, strict=True):
+            key = client._windows(client._default_scopes).keys[0]
+            crossed = client.spend.crossed_at(key)
+            if crossed is not None:
+                after_crossing += sum(1 for t in seen if t.admitted_at > crossed)
+        return {
+            "requests": bedrock.calls,
+            "spend": spend,
+            "over": spend - THRESHOLD,
+            "after_crossing": after_crossing,
+            "refused_callers": refused[0],
+            "elapsed": elapsed,
+        }
+
+
+def main() -> None:
+    print(f"overshoot past shutdown: ${THRESHOLD} threshold, ${COST} per request, 64 concurrent callers")
+    scenarios = [
+        ("1 process x 64 threads, direct ledger writes", 1, 64, "ledger"),
+        ("1 process x 64 threads, EventBridge events (0.5 s ingest lag)", 1, 64, "events"),
+    ]
+    for name, processes, threads, report in scenarios:
+        r = run(processes, threads, report)
+        pct = r["over"] / THRESHOLD * 100
+        print(f"{name}:")
+        print(
+            f"  {r['requests']} requests, ledger total ${r['spend']}, past the threshold ${r['over']} "
+            f"({pct:.2f}% of it; target <= 2%), requests admitted after the process saw the crossing: "
+            f"{r['after_crossing']} (target 0), callers stopped by GuardrailShutdown: {r['refused_callers']}/64, "
+            f"{r['elapsed']:.1f} s"
+        )
+
+
+if __name__ == "__main__":
+    main()
