@@ -47,7 +47,7 @@ from guardrail.exceptions import GuardrailShutdown
 from guardrail.flagcache import DynamoFlagSource, FailMode, FlagCache, ScopeView
 from guardrail.ledger import CounterKey
 from guardrail.localspend import LocalSpend, Refusal, Ticket, book_id
-from guardrail.models import Budget, Flag, Level, UsageRecord
+from guardrail.models import Budget, Flag, Level, UsageRecord, reset_command
 from guardrail.scopes import ScopeResolver
 from guardrail.sources import USAGE_DETAIL_TYPE, USAGE_EVENT_SOURCE, UsageEventDetail
 from guardrail.windows import window_for
@@ -578,10 +578,6 @@ class LedgerSink:
 
 
 # -- the client ------------------------------------------------------------------------------------------
-
-
-def reset_command(scope: str) -> str:
-    return f'guardrail reset --scope {scope} --reason "<why it is safe to resume>"'
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from guardrail.config import function_name
 from guardrail.exceptions import FlagConflict
 from guardrail.flags import FlagStore
-from guardrail.models import ESCALATION_LEVELS, Budget, Flag, Level, TargetState
+from guardrail.models import ESCALATION_LEVELS, Budget, Flag, Level, TargetState, reset_command
 from guardrail.notify import AlertMessage, Notifier
 
 if TYPE_CHECKING:
@@ -26,10 +26,6 @@ if TYPE_CHECKING:
     from guardrail.engine import Committed
 
 ACTOR = "guardrail"
-
-
-def reset_command(scope: str) -> str:
-    return f'guardrail reset --scope {scope} --reason "<what was fixed>"'
 
 
 @dataclass

@@ -15,6 +15,11 @@ from typing import Any, Literal
 ZERO = Decimal(0)
 
 
+def reset_command(scope: str) -> str:
+    """The exact command on-call runs to restore a scope (quoted in alerts and errors)."""
+    return f'guardrail reset --scope {scope} --reason "<what was fixed>"'
+
+
 class Level(enum.IntEnum):
     """Escalation levels, ordered: comparisons mean 'more severe than'."""
 

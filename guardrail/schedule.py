@@ -7,9 +7,9 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from guardrail.effects import EffectReport, Effects, reset_command
+from guardrail.effects import EffectReport, Effects
 from guardrail.engine import Engine
-from guardrail.models import Level, UsageRecord
+from guardrail.models import Level, UsageRecord, reset_command
 from guardrail.notify import AlertMessage
 from guardrail.scopes import GLOBAL
 
