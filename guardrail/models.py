@@ -9,10 +9,15 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Literal
 
 ZERO = Decimal(0)
+
+
+def usd(value: Decimal) -> str:
+    """Money for people: dollars and cents, half up (the ledger keeps every decimal)."""
+    return f"${value.quantize(Decimal('0.01'), rounding=ROUND_HALF_UP)}"
 
 
 def reset_command(scope: str) -> str:

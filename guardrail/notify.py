@@ -13,12 +13,12 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from cachetools import TTLCache
 
-from guardrail.models import ESCALATION_LEVELS, Level
+from guardrail.models import ESCALATION_LEVELS, Level, usd
 
 if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
@@ -39,10 +39,6 @@ def slack_escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def usd(value: Decimal) -> str:
-    return f"${value.quantize(Decimal('0.01'), rounding=ROUND_HALF_UP)}"
-
-
 @dataclass(frozen=True)
 class AlertMessage:
     """Everything on-call needs to understand a transition in seconds."""
@@ -60,6 +56,7 @@ class AlertMessage:
     actions: list[str] = field(default_factory=list)
     dry_run: bool = False
     reset_command: str = ""
+    baseline: Decimal = Decimal(0)  # re-armed after a reset: thresholds count from this spend
 
     @property
     def subject(self) -> str:
@@ -78,6 +75,7 @@ class AlertMessage:
         if nxt is None:
             return "no higher level: shutdown is the last"
         level, threshold = nxt
+        threshold += self.baseline
         left = threshold - self.spend
         if not self.burn_rate_per_hour or self.burn_rate_per_hour <= 0:
             return f"{level.label} at {usd(threshold)} ({usd(left)} to go; no recent burn)"
@@ -88,7 +86,8 @@ class AlertMessage:
         thresholds = ", ".join(f"{lvl.label} {usd(t)}" for lvl, t in self.thresholds.items())
         out = [
             f"Scope {self.scope}: {self.from_level.label} -> {self.to_level.label}",
-            f"Spend this {self.window}: {usd(self.spend)} (thresholds: {thresholds})",
+            f"Spend this {self.window}: {usd(self.spend)} (thresholds: {thresholds}"
+            + (f", counted from {usd(self.baseline)} after a reset)" if self.baseline else ")"),
             f"Why: {self.reason}",
         ]
         if self.burn_rate_per_hour is not None:

@@ -17,7 +17,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Literal
 
-from guardrail.models import ESCALATION_LEVELS, Budget, Flag, Level, Rearm, ScopeTotals, Transition
+from guardrail.models import ESCALATION_LEVELS, Budget, Flag, Level, Rearm, ScopeTotals, Transition, usd
 
 AlarmState = Literal["ALARM", "OK", "INSUFFICIENT_DATA"]
 
@@ -77,7 +77,7 @@ def evaluate(flag: Flag, budget: Budget, totals: ScopeTotals, now: datetime) -> 
     if target > flag.level:
         threshold = budget.thresholds.for_level(target) if by_spend >= target else None
         reason = (
-            f"{totals.window.kind} spend ${totals.spend} reached the {target.label} threshold ${threshold}"
+            f"{totals.window.kind} spend {usd(totals.spend)} reached the {target.label} threshold {usd(threshold)}"
             if threshold is not None
             else f"alarm floor {target.label}"
         )

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from guardrail import policy
-from guardrail.models import Budget, Flag, Level, Rearm, ScopeTotals, Thresholds
+from guardrail.models import Budget, Flag, Level, Rearm, ScopeTotals, Thresholds, usd
 from guardrail.windows import window_for
 
 NOW = datetime(2026, 11, 22, 10, 45, tzinfo=UTC)
@@ -55,7 +55,7 @@ def test_escalation_follows_highest_threshold_reached(spend: str, start: Level, 
         assert t.crossed == tuple(
             lvl for lvl in (Level.ALERT, Level.THROTTLE, Level.SHUTDOWN) if start < lvl <= expected
         )
-        assert f"${t.spend}" in t.reason
+        assert usd(t.spend) in t.reason
 
 
 def test_apply_sets_downgrades_from_throttle_and_bumps_version() -> None:
