@@ -66,6 +66,8 @@ def _composite(configuration: Mapping[str, Any]) -> bool:
 def parse_alarm_events(event: Mapping[str, Any]) -> list[AlarmChange]:
     """EventBridge `CloudWatch Alarm State Change`, the alarm's direct Lambda action payload
     (`alarmData`), or an SNS notification whose `Message` is the alarm JSON (possibly several records)."""
+    if not isinstance(event, Mapping):
+        raise AlarmEventError(f"not a CloudWatch alarm state change: a JSON {type(event).__name__}, not an object")
     try:
         if event.get("detail-type") == "CloudWatch Alarm State Change":
             d = _EventBridgeDetail.model_validate(event.get("detail"))
@@ -79,7 +81,8 @@ def parse_alarm_events(event: Mapping[str, Any]) -> list[AlarmChange]:
         if isinstance(records, list) and records:
             out = []
             for record in records:
-                message = record.get("Sns", {}).get("Message") if isinstance(record, Mapping) else None
+                sns = record.get("Sns") if isinstance(record, Mapping) else None
+                message = sns.get("Message") if isinstance(sns, Mapping) else None
                 if not isinstance(message, str):
                     raise AlarmEventError("SNS record without a Message string")
                 s = _SnsAlarm.model_validate(json.loads(message))

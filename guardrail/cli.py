@@ -179,17 +179,10 @@ def cmd_reset(args: argparse.Namespace, out: TextIO, runtime: Runtime) -> int:
             answer = ""
         if answer.strip().lower() not in ("y", "yes"):
             raise CliError("reset not confirmed: nothing changed (pass --yes to skip the question)", ATTENTION)
-    if preview.retry_only:
-        result = status.retry_restores(runtime, args.scope)
-    else:
-        request = ResetRequest(
-            scope=args.scope,
-            reason=reason,
-            actor=actor,
-            rearm=args.rearm,
-            snooze_until=snooze_until,
-        )
-        result = reset(runtime, request)
+    # A scope that is normal already but holds refused restores goes through the same audited reset:
+    # the engine retries those restores.
+    request = ResetRequest(scope=args.scope, reason=reason, actor=actor, rearm=args.rearm, snooze_until=snooze_until)
+    result = reset(runtime, request)
     if args.json:
         print(json.dumps(result, indent=2, default=str), file=out)
     else:

@@ -83,8 +83,13 @@ class Effects:
         flag = committed.after
         try:
             if t.to_level == Level.SHUTDOWN and t.from_level < Level.SHUTDOWN:
-                flag = self.shutdown(flag, committed.budget, report)
-            elif t.from_level == Level.SHUTDOWN and t.to_level < Level.SHUTDOWN:
+                # Marked applied only after the alert went out: a crash before it leaves the flag
+                # unapplied, and the schedule run finishes the shutdown and sends the alert.
+                flag = self.shutdown(flag, committed.budget, report, mark_applied=False)
+            elif (t.from_level == Level.SHUTDOWN and t.to_level < Level.SHUTDOWN) or (
+                t.trigger == "reset" and flag.targets
+            ):
+                # A reset of a scope that is already normal retries the restores AWS refused before.
                 flag = self.restore(flag, report)
             elif not flag.applied:
                 flag = self._mark_applied(flag)
@@ -97,6 +102,11 @@ class Effects:
         if t.from_level >= Level.THROTTLE and t.to_level < Level.THROTTLE:
             report.actions.append("model downgrades lifted")
         self._notify(committed, flag, report)
+        if not flag.applied and flag.targets and all(s.status == "applied" for s in flag.targets.values()):
+            try:
+                flag = self._mark_applied(flag)
+            except FlagConflict as exc:
+                report.failures.append(f"flag changed during effects: {exc}; the schedule run will reconcile")
         self._done(report)
         return flag
 
@@ -110,7 +120,7 @@ class Effects:
     def targets_of(self, budget: Budget) -> list[str]:
         return [t for t in budget.targets if function_name(t) not in self.own]
 
-    def shutdown(self, flag: Flag, budget: Budget, report: EffectReport) -> Flag:
+    def shutdown(self, flag: Flag, budget: Budget, report: EffectReport, *, mark_applied: bool = True) -> Flag:
         targets = self.targets_of(budget)
         skipped = [t for t in budget.targets if t not in targets]
         if skipped:
@@ -139,10 +149,10 @@ class Effects:
                 flag, actor=ACTOR, action="shutdown:saved", reason="saved reserved concurrency", targets=saved
             )
         # 3. Set 0, then mark applied.
-        flag = self.enforce_zero(flag, report)
+        flag = self.enforce_zero(flag, report, mark_applied=mark_applied)
         return flag
 
-    def enforce_zero(self, flag: Flag, report: EffectReport) -> Flag:
+    def enforce_zero(self, flag: Flag, report: EffectReport, *, mark_applied: bool = True) -> Flag:
         """Set 0 on every saved target that is not at 0 yet (also the schedule's drift repair)."""
         targets = dict(flag.targets)
         for name, state in flag.targets.items():
@@ -155,14 +165,15 @@ class Effects:
             report.applied += 1
             report.actions.append(f"reserved concurrency 0 on {name} (was {_describe(state.saved)})")
         ok = all(s.status == "applied" for s in targets.values())
-        if targets != flag.targets or flag.applied != ok:
+        applied = ok and mark_applied
+        if targets != flag.targets or flag.applied != applied:
             flag = self.flags.update(
                 flag,
                 actor=ACTOR,
                 action="shutdown:applied" if ok else "shutdown:partial",
                 reason="reserved concurrency 0 on targets",
                 targets=targets,
-                applied=ok,
+                applied=applied,
             )
         return flag
 
@@ -226,6 +237,7 @@ class Effects:
     def message(self, committed: Committed, report: EffectReport) -> AlertMessage:
         t = committed.transition
         totals = committed.totals
+        rearm = committed.after.rearm
         rate: Decimal | None = None
         minutes = 0
         if self.burn_rate is not None:
@@ -247,6 +259,7 @@ class Effects:
             actions=report.actions + [f"FAILED: {f}" for f in report.failures],
             dry_run=self.dry_run,
             reset_command=reset_command(t.scope),
+            baseline=rearm.baseline_spend if rearm and rearm.window_key == totals.window.key else Decimal(0),
         )
 
 

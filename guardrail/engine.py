@@ -140,8 +140,12 @@ class Engine:
         result.duplicates = outcome.duplicates
         result.write_calls = outcome.write_calls
         # Evaluate every touched counter of a current window (late records of a closed window count
-        # in the ledger but cannot escalate a window that is over).
-        current = self._current_keys(outcome.touched)
+        # in the ledger but cannot escalate a window that is over). Duplicates' counters too: a
+        # redelivered batch (the Lambda retry of an invocation that failed after its ledger write) must
+        # still make the transition the failed attempt never committed.
+        dupes = set(outcome.duplicates)
+        touched = outcome.touched | {c for e in entries if e.priced.record.request_id in dupes for c in e.counters}
+        current = self._current_keys(touched)
         totals, flags = self._read(current)
         result.totals = {scope: t for (scope, _), t in totals.items()}
         result.transitions = self._evaluate(totals, flags)

@@ -136,10 +136,13 @@ class Chunk:
         return len(self.entries) + len(self.counters)
 
 
-def plan_chunks(entries: Iterable[LedgerEntry], limit: int = MAX_TRANSACTION_ITEMS) -> list[Chunk]:
+def plan_chunks(
+    entries: Iterable[LedgerEntry], limit: int = MAX_TRANSACTION_ITEMS, dropped: list[str] | None = None
+) -> list[Chunk]:
     """Pack entries into transactions, summing each chunk's records per counter first.
 
-    A request id seen twice in the input is kept once (a transaction may not touch one item twice).
+    A request id seen twice in the input is kept once (a transaction may not touch one item twice);
+    the repeats are appended to `dropped`.
     """
     chunks: list[Chunk] = []
     current = Chunk()
@@ -147,6 +150,8 @@ def plan_chunks(entries: Iterable[LedgerEntry], limit: int = MAX_TRANSACTION_ITE
     for entry in entries:
         rid = entry.priced.record.request_id
         if rid in seen:
+            if dropped is not None:
+                dropped.append(rid)
             continue
         seen.add(rid)
         new_counters = sum(1 for c in entry.counters if c not in current.counters)
@@ -201,13 +206,14 @@ class Ledger:
 
     def record(self, entries: Sequence[LedgerEntry]) -> RecordOutcome:
         outcome = RecordOutcome()
-        for chunk in plan_chunks(entries):
+        for chunk in plan_chunks(entries, dropped=outcome.duplicates):
             self._write_chunk(chunk, outcome)
         return outcome
 
     def _write_chunk(self, chunk: Chunk, outcome: RecordOutcome) -> None:
         pending = chunk
-        for attempt in range(MAX_ATTEMPTS):
+        attempt = 0  # contended attempts only: dropping duplicates always makes progress
+        while attempt < MAX_ATTEMPTS:
             items = self._transaction_items(pending)
             outcome.write_calls += 1
             try:
@@ -230,13 +236,16 @@ class Ledger:
                 if codes and not codes <= RETRYABLE_REASONS:
                     raise LedgerError(f"ledger transaction refused: {sorted(c for c in codes if c)}") from exc
                 self._backoff(attempt)
+                attempt += 1
                 continue
             except (
                 self.client.exceptions.ProvisionedThroughputExceededException,
                 self.client.exceptions.RequestLimitExceeded,
+                self.client.exceptions.ThrottlingException,
                 self.client.exceptions.TransactionInProgressException,
             ):
                 self._backoff(attempt)
+                attempt += 1
                 continue
             outcome.recorded.extend(pending.entries)
             return

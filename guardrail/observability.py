@@ -8,22 +8,75 @@ UntrackedSpendUSD.
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer, single_metric
+from aws_lambda_powertools import Logger, Metrics, single_metric
 from aws_lambda_powertools.metrics import MetricUnit
 
 if TYPE_CHECKING:
+    from aws_lambda_powertools import Tracer
+
     from guardrail.effects import EffectReport
     from guardrail.engine import IngestResult
 
 SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "bedrock-guardrail")
 NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "BedrockGuardrail")
 
+
+Handler = Callable[[Any, Any], Any]
+
+
+class LazyTracer:
+    """Powertools Tracer, built on the first invocation instead of at import.
+
+    Building a Tracer imports the X-Ray SDK (about 250 ms, more than `import boto3`) even when tracing
+    is off. Deferring it keeps handler import time (cold start init) small; when tracing is disabled
+    (POWERTOOLS_TRACE_DISABLED, or outside Lambda) it is never built at all. Botocore is patched when
+    the Tracer is built, which is before the first AWS client is created (clients are lazy too).
+    """
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+        self._tracer: Tracer | None = None
+
+    @property
+    def enabled(self) -> bool:
+        from aws_lambda_powertools.tracing.tracer import Tracer as _Tracer
+
+        return not _Tracer._is_tracer_disabled()
+
+    def get(self) -> Tracer:
+        if self._tracer is None:
+            from aws_lambda_powertools import Tracer as _Tracer
+
+            self._tracer = _Tracer(service=self.service)
+        return self._tracer
+
+    def capture_lambda_handler(self, *, capture_response: bool = False) -> Callable[[Handler], Handler]:
+        def decorate(handler: Handler) -> Handler:
+            wrapped: list[Handler] = []
+
+            @functools.wraps(handler)
+            def run(event: Any, context: Any) -> Any:
+                if not wrapped:
+                    if self.enabled:
+                        traced = self.get().capture_lambda_handler(handler, capture_response=capture_response)
+                        wrapped.append(traced)
+                    else:
+                        wrapped.append(handler)
+                return wrapped[0](event, context)
+
+            return run
+
+        return decorate
+
+
 logger = Logger(service=SERVICE)
-tracer = Tracer(service=SERVICE)
+tracer = LazyTracer(SERVICE)
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
 
 

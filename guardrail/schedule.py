@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from guardrail.effects import EffectReport, Effects
 from guardrail.engine import Engine
-from guardrail.models import Level, UsageRecord, reset_command
+from guardrail.models import ESCALATION_LEVELS, Budget, Flag, Level, UsageRecord, reset_command
 from guardrail.notify import AlertMessage
 from guardrail.scopes import GLOBAL
 
@@ -51,22 +51,46 @@ def run(engine: Engine, effects: Effects, cloudwatch: CloudWatchClient | None) -
         if current.level == Level.SHUTDOWN and not engine.settings.dry_run:
             missing = [t for t in effects.targets_of(budget) if t not in current.targets]
             drifted = [name for name in current.targets if _concurrency(effects, name, effect) != 0]
-            if missing:
-                current = effects.shutdown(current, budget, effect)
-                report.repaired.append(f"{current.scope}: saved and stopped {', '.join(missing)}")
-            elif drifted or not current.applied:
-                current = effects.enforce_zero(current, effect)
-                report.repaired.append(
-                    f"{current.scope}: reserved concurrency 0 again on {', '.join(drifted) or 'targets'}"
-                )
+            if missing or drifted or not current.applied:
+                if missing:
+                    current = effects.shutdown(current, budget, effect)
+                    report.repaired.append(f"{current.scope}: saved and stopped {', '.join(missing)}")
+                else:
+                    current = effects.enforce_zero(current, effect)
+                    report.repaired.append(
+                        f"{current.scope}: reserved concurrency 0 again on {', '.join(drifted) or 'targets'}"
+                    )
+                # The invocation that started this shutdown may have died before its alert: tell on-call.
+                _alert_repair(engine, effects, current, budget, report.repaired[-1], effect)
         # 3. Restores AWS refused earlier are retried (the account's unreserved pool may have grown).
         elif current.level < Level.SHUTDOWN and current.targets:
             current = effects.restore(current, effect)
             report.repaired.append(f"{current.scope}: retried restore of {', '.join(current.targets) or 'all targets'}")
-        report.failures.extend(effect.failures)
+        report.failures.extend(effect.failures + effect.notification_failures)
     if cloudwatch is not None and engine.resolver.budget_for(GLOBAL) is not None:
         report.reconciliation = reconcile(engine, effects, cloudwatch)
     return report
+
+
+def _alert_repair(
+    engine: Engine, effects: Effects, flag: Flag, budget: Budget, repaired: str, effect: EffectReport
+) -> None:
+    if effects.notifier is None:
+        return
+    window = engine.current_window(budget)
+    message = AlertMessage(
+        scope=flag.scope,
+        from_level=flag.level,
+        to_level=flag.level,
+        window=window.kind,
+        spend=engine.scope_totals(flag.scope).spend,
+        thresholds={lvl: budget.thresholds.for_level(lvl) for lvl in ESCALATION_LEVELS},
+        reason=f"schedule run repaired the shutdown ({flag.reason})",
+        actions=[repaired] + effect.actions + [f"FAILED: {f}" for f in effect.failures],
+        dry_run=engine.settings.dry_run,
+        reset_command=reset_command(flag.scope),
+    )
+    effect.notification_failures.extend(effects.notifier.send(message))
 
 
 def _concurrency(effects: Effects, name: str, report: EffectReport) -> int | None:

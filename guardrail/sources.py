@@ -20,6 +20,9 @@ from guardrail.models import QuarantinedRecord, Source, UsageRecord
 USAGE_DETAIL_TYPE = "Bedrock Usage"
 USAGE_EVENT_SOURCE = "guardrail.client"
 RAW_KEEP_CHARS = 8192  # what a quarantine item keeps of the offending input
+# Timestamps outside these cannot be a Bedrock request (and would overflow calendar windows).
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
 
 Count = Annotated[int, Field(strict=True, ge=0)]
 
@@ -122,6 +125,8 @@ class RecordParser:
             return f"absurd token count {max(counts)} (limit {self.max_tokens} per request)"
         if record.timestamp.tzinfo is None:
             return "timestamp has no time zone"
+        if not EARLIEST <= record.timestamp <= LATEST:
+            return f"timestamp {record.timestamp.isoformat()} out of range ({EARLIEST.year} to {LATEST.year})"
         return None
 
     def _accept(self, result: ParseResult, record: UsageRecord, raw: Any, source: str) -> None:

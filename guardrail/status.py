@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from guardrail.effects import EffectReport
 from guardrail.flags import flag_to_dict
 from guardrail.models import ESCALATION_LEVELS, AuditEntry, Budget, Flag, Level, usd
 
@@ -306,24 +305,6 @@ def reset_preview(
     return preview
 
 
-def retry_restores(runtime: Runtime, scope: str) -> dict[str, Any]:
-    """Retry restoring targets AWS refused before (the flag is normal already). Same shape as oncall.reset."""
-    flag = runtime.engine.flags.get(scope)
-    report = EffectReport(scope=scope, level=flag.level)
-    after = runtime.effects.restore(flag, report)
-    return {
-        "ok": not report.failures,
-        "scope": scope,
-        "from_level": flag.level.label,
-        "to_level": after.level.label,
-        "restored": report.actions,
-        "failures": report.failures,
-        "notification_failures": [],
-        "rearm": flag_to_dict(after)["rearm"],
-        "flag": flag_to_dict(after),
-    }
-
-
 def render_reset(result: dict[str, Any]) -> str:
     lines = [f"scope {result['scope']}: {result['from_level']} -> {result['to_level']}"]
     lines += [f"  done: {a}" for a in result["restored"]] or ["  done: nothing needed restoring"]
@@ -333,7 +314,7 @@ def render_reset(result: dict[str, Any]) -> str:
         lines.append(f"  notification not sent: {failure} (the reset itself is done)")
     rearm = result.get("rearm")
     if rearm:
-        text = f"  re-armed: thresholds count from ${rearm['baseline_spend']} of this window's spend"
+        text = f"  re-armed: thresholds count from {usd(Decimal(str(rearm['baseline_spend'])))} of this window's spend"
         if rearm.get("snooze_until"):
             text += f"; no escalation before {rearm['snooze_until']}"
         lines.append(text)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 # Before anything imports boto3 or Powertools (Metrics reads its namespace when constructed).
 os.environ.update(
@@ -26,6 +27,11 @@ os.environ.update(
 )
 for _key in [k for k in os.environ if k.startswith("GUARDRAIL_")]:
     del os.environ[_key]
+
+# CI runs the property tests on a fixed seed so a landing never depends on luck; locally they explore.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 EVENTS = Path(__file__).parent / "events"
 TABLE = "guardrail-test"

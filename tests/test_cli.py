@@ -242,6 +242,8 @@ def test_no_credentials_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: A
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    # A default session made by an earlier test would still hold that test's credentials.
+    monkeypatch.setattr("boto3.DEFAULT_SESSION", None)
     for argv in (["status"], ["history"], ["reset", "--reason", "x", "--yes"]):
         code, out, err = run(*argv)
         assert code == 2 and out == ""

@@ -247,7 +247,7 @@ def test_sns_and_slack_down_do_not_stop_the_shutdown(world: World, monkeypatch: 
 def test_crash_between_saved_and_zero_is_repaired_by_schedule(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     from guardrail.effects import Effects
 
-    def crash(self: Effects, flag: Any, report: Any) -> Any:
+    def crash(self: Effects, flag: Any, report: Any, **_: Any) -> Any:
         raise RuntimeError("Lambda timed out after saving")
 
     with monkeypatch.context() as m:
@@ -381,3 +381,28 @@ def test_slack_message_escapes_outside_text(world: World) -> None:
     payload = json.dumps(message.slack_payload())
     assert "<script>" not in payload and "<evil>" not in payload and "<b>" not in payload
     assert "&lt;script&gt;&amp;" in payload
+
+
+def test_second_reset_retries_a_refused_restore_and_alert_counts_from_baseline(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from botocore.exceptions import ClientError
+
+    world.usage(batch("a", 60))
+    runtime = default_runtime()
+    real = runtime.effects.lambda_client.put_function_concurrency
+
+    def refuse(**kwargs: Any) -> Any:
+        if kwargs["ReservedConcurrentExecutions"] > 0:
+            raise ClientError({"Error": {"Code": "InvalidParameterValueException", "Message": "pool"}}, "Put")
+        return real(**kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(runtime.effects.lambda_client, "put_function_concurrency", refuse)
+        first = handlers.reset.handler({"scope": "global", "reason": "drill", "actor": "alice"}, world.ctx)
+    assert not first["ok"] and world.concurrency("chat-api") == 0
+    # On-call frees concurrency and runs the reset again, as the failure message says.
+    again = handlers.reset.handler({"scope": "global", "reason": "pool freed", "actor": "alice"}, world.ctx)
+    assert again["ok"] and world.concurrency("chat-api") == 7 and world.flag().targets == {}
+    # The reset's message projects the next level from the re-arm baseline ($29.70 + $5), not from $5.
+    assert "alert at $34.70" in world.slack[-1]["text"]
