@@ -21,7 +21,6 @@ import io
 import json
 import os
 import time
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -29,6 +28,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, TextIO
 
+from guardrail.embedded_aws import create_function
 from guardrail.models import Level, UsageRecord, usd
 
 SONNET = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
@@ -230,17 +230,6 @@ def _demo_environment(topic: str, secret: str) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def _make_function(lam: Any, role: str, name: str, reserved: int | None) -> None:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        z.writestr("app.py", "def handler(event, context):\n    return {}\n")
-    lam.create_function(
-        FunctionName=name, Runtime="python3.12", Role=role, Handler="app.handler", Code={"ZipFile": buf.getvalue()}
-    )
-    if reserved is not None:
-        lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=reserved)
-
-
 def _concurrency(lam: Any, name: str) -> int | str | None:
     value = lam.get_function_concurrency(FunctionName=name).get("ReservedConcurrentExecutions")
     return "none" if value is None else int(value)
@@ -314,8 +303,8 @@ class _Incident:
         role = boto3.client("iam", region_name=REGION).create_role(RoleName="demo-fn", AssumeRolePolicyDocument="{}")[
             "Role"
         ]["Arn"]
-        _make_function(self.lam, role, AGENT_FUNCTION, 7)
-        _make_function(self.lam, role, BATCH_FUNCTION, None)
+        create_function(self.lam, role, AGENT_FUNCTION, 7)
+        create_function(self.lam, role, BATCH_FUNCTION, None)
         topic = boto3.client("sns", region_name=REGION).create_topic(Name="guardrail-alerts")["TopicArn"]
         secret = boto3.client("secretsmanager", region_name=REGION).create_secret(
             Name="guardrail-slack-webhook", SecretString=WEBHOOK

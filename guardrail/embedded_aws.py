@@ -56,6 +56,21 @@ def speed_up_moto_transactions() -> None:
         _patched = True
 
 
+def create_function(lam: Any, role: str, name: str, reserved: int | None) -> None:
+    """A Lambda function on the embedded AWS (moto never runs it), optionally with reserved concurrency."""
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("app.py", "def handler(event, context):\n    return {}\n")
+    lam.create_function(
+        FunctionName=name, Runtime="python3.12", Role=role, Handler="app.handler", Code={"ZipFile": buf.getvalue()}
+    )
+    if reserved is not None:
+        lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=reserved)
+
+
 @contextlib.contextmanager
 def embedded_aws(region: str = "us-east-1") -> Iterator[None]:
     """Fake credentials and moto for every AWS service, for the duration of the block."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -110,3 +111,32 @@ class FakeLambdaContext:
 @pytest.fixture
 def lambda_context() -> FakeLambdaContext:
     return FakeLambdaContext()
+
+
+@pytest.fixture
+def serialised_dynamodb() -> Iterator[None]:
+    """moto's DynamoDB is not atomic across threads; real DynamoDB is, per item. Serialise the backend."""
+    from moto.dynamodb.models import DynamoDBBackend
+
+    lock = threading.RLock()
+    originals = {}
+    for name in (
+        "transact_write_items",
+        "update_item",
+        "put_item",
+        "get_item",
+        "batch_get_item",
+        "query",
+        "scan",
+    ):
+        original = getattr(DynamoDBBackend, name)
+        originals[name] = original
+
+        def locked(self: Any, *args: Any, __original: Any = original, **kwargs: Any) -> Any:
+            with lock:
+                return __original(self, *args, **kwargs)
+
+        setattr(DynamoDBBackend, name, locked)
+    yield
+    for name, original in originals.items():
+        setattr(DynamoDBBackend, name, original)

@@ -12,6 +12,7 @@ import boto3
 import pytest
 
 from guardrail.cli import main
+from guardrail.embedded_aws import create_function
 from guardrail.flags import FlagStore
 from guardrail.models import Level
 from guardrail.status import CONTRACT_KEYS
@@ -27,27 +28,14 @@ def run(*argv: str) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
-def make_function(lam: Any, role: str, name: str, reserved: int | None) -> None:
-    import zipfile
-
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        z.writestr("h.py", "def handler(e, c):\n    return 1\n")
-    lam.create_function(
-        FunctionName=name, Runtime="python3.12", Role=role, Handler="h.handler", Code={"ZipFile": buf.getvalue()}
-    )
-    if reserved is not None:
-        lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=reserved)
-
-
 class Account:
     """A deployed guardrail (table, two targets) whose global scope is shut down."""
 
     def __init__(self) -> None:
         self.lam = boto3.client("lambda", region_name="us-east-1")
         role = boto3.client("iam", region_name="us-east-1").create_role(RoleName="fn", AssumeRolePolicyDocument="{}")
-        make_function(self.lam, role["Role"]["Arn"], "chat-api", 7)
-        make_function(self.lam, role["Role"]["Arn"], "worker", None)
+        create_function(self.lam, role["Role"]["Arn"], "chat-api", 7)
+        create_function(self.lam, role["Role"]["Arn"], "worker", None)
 
     def concurrency(self, name: str) -> int | None:
         return self.lam.get_function_concurrency(FunctionName=name).get("ReservedConcurrentExecutions")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -203,35 +203,6 @@ def test_replaying_shuffled_and_resplit_batches_never_changes_totals(
     assert once.spend == again.spend == exact_total(list(first_seen.values()))
     assert once.requests == again.requests == len(first_seen)
     assert once.cache_read_tokens == again.cache_read_tokens
-
-
-@pytest.fixture
-def serialised_dynamodb() -> Iterator[None]:
-    """moto's DynamoDB is not atomic across threads; real DynamoDB is, per item. Serialise the backend."""
-    from moto.dynamodb.models import DynamoDBBackend
-
-    lock = threading.RLock()
-    originals = {}
-    for name in (
-        "transact_write_items",
-        "update_item",
-        "put_item",
-        "get_item",
-        "batch_get_item",
-        "query",
-        "scan",
-    ):
-        original = getattr(DynamoDBBackend, name)
-        originals[name] = original
-
-        def locked(self: Any, *args: Any, __original: Any = original, **kwargs: Any) -> Any:
-            with lock:
-                return __original(self, *args, **kwargs)
-
-        setattr(DynamoDBBackend, name, locked)
-    yield
-    for name, original in originals.items():
-        setattr(DynamoDBBackend, name, original)
 
 
 def test_eight_concurrent_ingesters_keep_exact_totals_and_one_transition_per_level(

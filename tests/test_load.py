@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 import tracemalloc
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -30,27 +29,6 @@ from tests.conftest import TABLE, Clock, FakeLambdaContext
 from tests.factories import log_line, logs_event, record
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def serialised_dynamodb() -> Iterator[None]:
-    """moto's DynamoDB is not atomic across threads; real DynamoDB is, per item. Serialise the backend."""
-    from moto.dynamodb.models import DynamoDBBackend
-
-    lock = threading.RLock()
-    originals = {}
-    for name in ("transact_write_items", "update_item", "put_item", "get_item", "batch_get_item", "query", "scan"):
-        original = getattr(DynamoDBBackend, name)
-        originals[name] = original
-
-        def locked(self: Any, *args: Any, __original: Any = original, **kwargs: Any) -> Any:
-            with lock:
-                return __original(self, *args, **kwargs)
-
-        setattr(DynamoDBBackend, name, locked)
-    yield
-    for name, original in originals.items():
-        setattr(DynamoDBBackend, name, original)
 
 
 def test_concurrent_handler_invocations_with_overlapping_duplicate_batches_keep_totals_exact(

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import io
 import json
-import zipfile
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -19,6 +17,7 @@ import handlers.alarm
 import handlers.reset
 import handlers.schedule
 import handlers.usage
+from guardrail.embedded_aws import create_function
 from guardrail.flags import FlagStore
 from guardrail.models import Level
 from guardrail.runtime import default_runtime
@@ -28,24 +27,13 @@ from tests.factories import log_line, logs_event, record
 WEBHOOK = "https://hooks.slack.com/services/T000/B000/SECRETSECRET"
 
 
-def make_function(lam: Any, role: str, name: str, reserved: int | None) -> None:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        z.writestr("h.py", "def handler(e, c):\n    return 1\n")
-    lam.create_function(
-        FunctionName=name, Runtime="python3.12", Role=role, Handler="h.handler", Code={"ZipFile": buf.getvalue()}
-    )
-    if reserved is not None:
-        lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=reserved)
-
-
 class World:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.lam = boto3.client("lambda", region_name="us-east-1")
         iam = boto3.client("iam", region_name="us-east-1")
         role = iam.create_role(RoleName="fn", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
-        make_function(self.lam, role, "chat-api", 7)
-        make_function(self.lam, role, "worker", None)
+        create_function(self.lam, role, "chat-api", 7)
+        create_function(self.lam, role, "worker", None)
         sns = boto3.client("sns", region_name="us-east-1")
         self.sqs = boto3.client("sqs", region_name="us-east-1")
         self.topic = sns.create_topic(Name="guardrail-alerts")["TopicArn"]
