@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -140,3 +142,49 @@ def serialised_dynamodb() -> Iterator[None]:
     yield
     for name, original in originals.items():
         setattr(DynamoDBBackend, name, original)
+
+
+class Output:
+    """Everything the functions print (EMF metrics) and log (Powertools JSON lines)."""
+
+    def __init__(self, capsys: pytest.CaptureFixture[str]) -> None:
+        from guardrail.observability import logger
+
+        self.capsys = capsys
+        self.logs = io.StringIO()
+        self.handler = logging.StreamHandler(self.logs)
+        self.handler.setFormatter(logger.registered_formatter)
+        logger._logger.addHandler(self.handler)
+        self.printed = ""
+
+    def text(self) -> str:
+        self.printed += self.capsys.readouterr().out
+        return self.printed + self.logs.getvalue()
+
+    def metric(self, name: str) -> float:
+        """Sum of a metric over every EMF blob printed so far."""
+        total = 0.0
+        for line in self.text().splitlines():
+            if not line.startswith("{") or "_aws" not in line:
+                continue
+            blob = json.loads(line)
+            if name in blob:
+                value = blob[name]
+                total += sum(value) if isinstance(value, list) else value
+        return total
+
+    def log_lines(self, level: str) -> list[dict[str, Any]]:
+        out = []
+        for line in self.logs.getvalue().splitlines():
+            entry = json.loads(line)
+            if entry.get("level") == level:
+                out.append(entry)
+        return out
+
+    def drain(self) -> str:
+        """Everything printed and logged since the last drain."""
+        out = self.capsys.readouterr()
+        text = out.out + out.err + self.logs.getvalue()
+        self.logs.seek(0)
+        self.logs.truncate()
+        return text

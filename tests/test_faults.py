@@ -12,9 +12,7 @@ on the Lambda retry of the same event, or on the next schedule run), and the fai
 
 from __future__ import annotations
 
-import io
 import json
-import logging
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
@@ -32,7 +30,7 @@ from guardrail.models import Level
 from guardrail.notify import Notifier
 from guardrail.observability import logger
 from guardrail.runtime import Runtime, default_runtime
-from tests.conftest import TABLE
+from tests.conftest import TABLE, Output
 from tests.test_pipeline import WEBHOOK, World, batch
 
 RECORD_USD = Decimal("0.495")  # one record of tests.test_pipeline.batch
@@ -112,42 +110,6 @@ def runtime(world: World) -> Runtime:
 @pytest.fixture
 def faults() -> Faults:
     return Faults()
-
-
-class Output:
-    """Everything the functions print (EMF metrics) and log (Powertools JSON lines)."""
-
-    def __init__(self, capsys: pytest.CaptureFixture[str]) -> None:
-        self.capsys = capsys
-        self.logs = io.StringIO()
-        self.handler = logging.StreamHandler(self.logs)
-        self.handler.setFormatter(logger.registered_formatter)
-        logger._logger.addHandler(self.handler)
-        self.printed = ""
-
-    def text(self) -> str:
-        self.printed += self.capsys.readouterr().out
-        return self.printed + self.logs.getvalue()
-
-    def metric(self, name: str) -> float:
-        """Sum of a metric over every EMF blob printed so far."""
-        total = 0.0
-        for line in self.text().splitlines():
-            if not line.startswith("{") or "_aws" not in line:
-                continue
-            blob = json.loads(line)
-            if name in blob:
-                value = blob[name]
-                total += sum(value) if isinstance(value, list) else value
-        return total
-
-    def log_lines(self, level: str) -> list[dict[str, Any]]:
-        out = []
-        for line in self.logs.getvalue().splitlines():
-            entry = json.loads(line)
-            if entry.get("level") == level:
-                out.append(entry)
-        return out
 
 
 @pytest.fixture

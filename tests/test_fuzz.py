@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import base64
 import gzip
-import io
 import json
-import logging
 import zlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -27,7 +25,7 @@ import handlers.schedule
 import handlers.usage
 from guardrail.observability import logger
 from guardrail.runtime import default_runtime
-from tests.conftest import load_event
+from tests.conftest import Output, load_event
 from tests.test_pipeline import WEBHOOK, World
 
 FUZZ = settings(
@@ -225,22 +223,6 @@ RESET = st.one_of(
 )
 
 
-class Sink:
-    def __init__(self, capsys: pytest.CaptureFixture[str]) -> None:
-        self.capsys = capsys
-        self.logs = io.StringIO()
-        self.handler = logging.StreamHandler(self.logs)
-        self.handler.setFormatter(logger.registered_formatter)
-        logger._logger.addHandler(self.handler)
-
-    def drain(self) -> str:
-        out = self.capsys.readouterr()
-        text = out.out + out.err + self.logs.getvalue()
-        self.logs.seek(0)
-        self.logs.truncate()
-        return text
-
-
 @pytest.fixture
 def world(ddb: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Iterator[World]:
     monkeypatch.setenv(
@@ -258,7 +240,7 @@ def world(ddb: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixtu
     rt.engine.ledger.sleep = lambda _: None
     assert rt.effects.notifier is not None
     rt.effects.notifier._sleep = lambda _: None
-    sink = Sink(capsys)
+    sink = Output(capsys)
     w.sink = sink  # type: ignore[attr-defined]
     yield w
     logger._logger.removeHandler(sink.handler)
