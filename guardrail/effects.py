@@ -224,6 +224,39 @@ class Effects:
             return flag
         return self.flags.update(flag, actor=ACTOR, action="applied", reason="effects applied", applied=True)
 
+    # -- unknown models ---------------------------------------------------------------------------
+
+    def alert_unknown_models(self, models: set[str], day: str) -> list[str]:
+        """Tell on-call once per model per day (across all invocations) that a model was priced at the
+        ceiling rate. Returns the models alerted now."""
+        if not models or self.notifier is None:
+            return []
+        fresh = []
+        for model in sorted(models):
+            try:
+                self.flags.client.put_item(
+                    TableName=self.flags.table,
+                    Item={
+                        "pk": {"S": f"ALERTED#unknown-model#{day}"},
+                        "sk": {"S": model},
+                        "expires_at": {"N": str(int(self.flags.now().timestamp()) + 3 * 86400)},
+                    },
+                    ConditionExpression="attribute_not_exists(pk)",
+                )
+            except self.flags.client.exceptions.ConditionalCheckFailedException:
+                continue  # already alerted today
+            fresh.append(model)
+        if fresh:
+            failures = self.notifier.send_text(
+                f"Bedrock guardrail: unknown model priced at the ceiling rate ({len(fresh)})",
+                "These model ids have no price in genai-prices or GUARDRAIL_PRICE_OVERRIDES, so the ledger "
+                "prices them at GUARDRAIL_CEILING_RATE (never $0): " + ", ".join(fresh) + ". Add a price "
+                'override, e.g. GUARDRAIL_PRICE_OVERRIDES=\'{"<model id>": {"input": 3, "output": 15}}\'.',
+            )
+            if failures:
+                self._done(EffectReport(scope="global", level=Level.NORMAL, notification_failures=failures))
+        return fresh
+
     # -- notification -----------------------------------------------------------------------------
 
     def _notify(self, committed: Committed, flag: Flag, report: EffectReport) -> None:

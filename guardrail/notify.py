@@ -181,7 +181,35 @@ class Notifier:
                 failures.append(f"slack: {error}")
         return failures
 
-    def _retry(self, send: Callable[[], None]) -> str | None:
+    def send_text(self, subject: str, text: str) -> list[str]:
+        """A plain notice (no level change) to every configured channel; returns the failures."""
+        failures: list[str] = []
+        if self.topic_arn:
+            topic = self.topic_arn
+            error = self._retry(
+                lambda: self._sns_factory().publish(TopicArn=topic, Subject=_sns_subject(subject), Message=text)
+            )
+            if error:
+                failures.append(f"sns: {error}")
+        if self.slack_secret_arn:
+            payload = {
+                "text": slack_escape(f"{subject}\n{text}"),
+                "blocks": [
+                    {"type": "header", "text": {"type": "plain_text", "text": slack_escape(subject)[:150]}},
+                    {"type": "section", "text": {"type": "mrkdwn", "text": slack_escape(text)}},
+                ],
+            }
+            error = self._retry(lambda: self._post_json(payload))
+            if error:
+                failures.append(f"slack: {error}")
+        return failures
+
+    def _post_json(self, payload: dict[str, Any]) -> None:
+        status = self._post(self._webhook_url(), json.dumps(payload).encode(), SLACK_TIMEOUT_SECONDS)
+        if status >= 300:
+            raise RuntimeError(f"Slack answered HTTP {status}")
+
+    def _retry(self, send: Callable[[], object]) -> str | None:
         last = ""
         for attempt in range(SEND_ATTEMPTS):
             try:
@@ -207,10 +235,7 @@ class Notifier:
         )
 
     def _slack(self, message: AlertMessage) -> None:
-        url = self._webhook_url()
-        status = self._post(url, json.dumps(message.slack_payload()).encode(), SLACK_TIMEOUT_SECONDS)
-        if status >= 300:
-            raise RuntimeError(f"Slack answered HTTP {status}")
+        self._post_json(message.slack_payload())
 
     def _webhook_url(self) -> str:
         assert self.slack_secret_arn

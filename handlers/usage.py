@@ -20,6 +20,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     # of a failed chunk was counted, so a retry cannot double-count.
     result = runtime.engine.ingest_events([event])
     record_ingest(result)
+    if result.unknown_models:
+        runtime.effects.alert_unknown_models(result.unknown_models, runtime.engine.now().date().isoformat())
     return {
         "recorded": len(result.recorded),
         "duplicates": len(result.duplicates),

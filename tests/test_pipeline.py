@@ -394,3 +394,19 @@ def test_second_reset_retries_a_refused_restore_and_alert_counts_from_baseline(
     assert again["ok"] and world.concurrency("chat-api") == 7 and world.flag().targets == {}
     # The reset's message projects the next level from the re-arm baseline ($29.70 + $5), not from $5.
     assert "alert at $34.70" in world.slack[-1]["text"]
+
+
+def test_unknown_model_is_counted_at_ceiling_and_alerted_once_a_day(world: World) -> None:
+    from datetime import UTC, datetime
+
+    def mystery(rid: str) -> dict[str, Any]:
+        r = record(rid, model="acme.mystery-model-v9:0", input_tokens=1000, output_tokens=1000, at=datetime.now(UTC))
+        return logs_event([log_line(r)])
+
+    first = world.usage(mystery("m1"))
+    assert first["recorded"] == 1 and first["unknown_models"] == ["acme.mystery-model-v9:0"]
+    assert Decimal(first["spend"]["global"]) == Decimal("0.09")  # ceiling 15 / 75 per 1M, never $0
+    world.usage(mystery("m2"))
+    notices = [m for m in world.sns_messages() if "acme.mystery-model-v9:0" in m]
+    assert len(notices) == 1 and "GUARDRAIL_PRICE_OVERRIDES" in notices[0]
+    assert sum("acme.mystery-model-v9:0" in p["text"] for p in world.slack) == 1
