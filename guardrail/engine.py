@@ -175,13 +175,7 @@ class Engine:
         minutes = max(1, int((now - keys[-1][1].start).total_seconds() // 60))
         return spent * 60 / minutes, minutes
 
-    def _evaluate(
-        self, totals: Mapping[CounterKey, ScopeTotals], flags: Mapping[str, Flag] | None = None
-    ) -> list[Committed]:
-        if not totals:
-            return []
-        if flags is None:
-            flags = self.flags.get_many(scope for scope, _ in totals)
+    def _evaluate(self, totals: Mapping[CounterKey, ScopeTotals], flags: Mapping[str, Flag]) -> list[Committed]:
         won: list[Committed] = []
         for (scope, _), scope_totals in totals.items():
             budget = self.resolver.budget_for(scope)
@@ -238,7 +232,7 @@ class Engine:
         """Re-evaluate one scope now (schedule: window rollover, snooze expiry)."""
         budget = self._budget(scope)
         window = self.current_window(budget)
-        return self._evaluate(self.ledger.totals([(scope, window)]))
+        return self._evaluate(*self._read([(scope, window)]))
 
     # -- alarms and on-call ----------------------------------------------------------------------
 

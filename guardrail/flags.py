@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from guardrail.exceptions import FlagConflict
-from guardrail.ledger import batch_get, new_id
+from guardrail.ledger import new_id
 from guardrail.models import AuditEntry, Flag, Level, Rearm, TargetState, Transition
 
 if TYPE_CHECKING:
@@ -137,10 +137,6 @@ class FlagStore:
 
     def key(self, scope: str) -> tuple[str, str]:
         return f"{self.prefix}{scope}", "FLAG"
-
-    def get_many(self, scopes: Iterable[str]) -> dict[str, Flag]:
-        scopes = list(scopes)
-        return self.from_items(scopes, batch_get(self.client, self.table, [self.key(s) for s in scopes]))
 
     def from_items(self, scopes: Iterable[str], items: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Flag]:
         """Flags out of a batch read (missing ones are a fresh normal flag)."""

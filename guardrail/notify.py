@@ -170,36 +170,46 @@ class Notifier:
 
     def send(self, message: AlertMessage) -> list[str]:
         """Send to every configured channel; return the failures (empty when all went out)."""
-        failures: list[str] = []
-        if self.topic_arn:
-            error = self._retry(lambda: self._publish(message))
-            if error:
-                failures.append(f"sns: {error}")
-        if self.slack_secret_arn:
-            error = self._retry(lambda: self._slack(message))
-            if error:
-                failures.append(f"slack: {error}")
-        return failures
+        attributes = {
+            "level": {"DataType": "String", "StringValue": message.to_level.label},
+            "scope": {"DataType": "String", "StringValue": message.scope},
+            "dry_run": {"DataType": "String", "StringValue": str(message.dry_run).lower()},
+        }
+        return self._deliver(message.subject, message.text(), lambda: message.slack_payload(), attributes)
 
     def send_text(self, subject: str, text: str) -> list[str]:
         """A plain notice (no level change) to every configured channel; returns the failures."""
-        failures: list[str] = []
-        if self.topic_arn:
-            topic = self.topic_arn
-            error = self._retry(
-                lambda: self._sns_factory().publish(TopicArn=topic, Subject=_sns_subject(subject), Message=text)
-            )
-            if error:
-                failures.append(f"sns: {error}")
-        if self.slack_secret_arn:
-            payload = {
+
+        def payload() -> dict[str, Any]:
+            return {
                 "text": slack_escape(f"{subject}\n{text}"),
                 "blocks": [
                     {"type": "header", "text": {"type": "plain_text", "text": slack_escape(subject)[:150]}},
                     {"type": "section", "text": {"type": "mrkdwn", "text": slack_escape(text)}},
                 ],
             }
-            error = self._retry(lambda: self._post_json(payload))
+
+        return self._deliver(subject, text, payload, {})
+
+    def _deliver(
+        self,
+        subject: str,
+        text: str,
+        slack_payload: Callable[[], dict[str, Any]],
+        attributes: dict[str, Any],
+    ) -> list[str]:
+        failures: list[str] = []
+        topic = self.topic_arn
+        if topic:
+            error = self._retry(
+                lambda: self._sns_factory().publish(
+                    TopicArn=topic, Subject=_sns_subject(subject), Message=text, MessageAttributes=attributes
+                )
+            )
+            if error:
+                failures.append(f"sns: {error}")
+        if self.slack_secret_arn:
+            error = self._retry(lambda: self._post_json(slack_payload()))
             if error:
                 failures.append(f"slack: {error}")
         return failures
@@ -220,22 +230,6 @@ class Notifier:
                 if attempt + 1 < SEND_ATTEMPTS:
                     self._sleep(0.2 * 2**attempt)
         return last
-
-    def _publish(self, message: AlertMessage) -> None:
-        assert self.topic_arn
-        self._sns_factory().publish(
-            TopicArn=self.topic_arn,
-            Subject=_sns_subject(message.subject),
-            Message=message.text(),
-            MessageAttributes={
-                "level": {"DataType": "String", "StringValue": message.to_level.label},
-                "scope": {"DataType": "String", "StringValue": message.scope},
-                "dry_run": {"DataType": "String", "StringValue": str(message.dry_run).lower()},
-            },
-        )
-
-    def _slack(self, message: AlertMessage) -> None:
-        self._post_json(message.slack_payload())
 
     def _webhook_url(self) -> str:
         assert self.slack_secret_arn
