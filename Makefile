@@ -17,6 +17,7 @@ lint: $(BIN)/guardrail
 	$(BIN)/ruff check guardrail handlers tests benchmarks
 	$(BIN)/ruff format --check guardrail handlers tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test: lint
 	$(BIN)/pytest

@@ -27,9 +27,9 @@ import boto3
 from botocore.stub import Stubber
 
 from guardrail.client import ClientOptions, GuardedBedrockClient
-from guardrail.config import load_settings
-from guardrail.flagcache import FlagCache
-from guardrail.models import Flag, ScopeTotals
+from guardrail.client.flag_cache import FlagCache
+from guardrail.core.config import load_settings
+from guardrail.core.models import Flag, ScopeTotals
 
 CALLS = 20_000
 MODEL = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"

@@ -22,9 +22,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from guardrail.config import load_settings
-from guardrail.ledger import create_table, plan_chunks
-from guardrail.sources import ParseResult, RecordParser
+from guardrail.core.config import load_settings
+from guardrail.service.sources import ParseResult, RecordParser
+from guardrail.store.ledger import plan_chunks
+from guardrail.store.table import create_table
 
 BUDGETS = '[{"scope": "global"}, {"scope": "app:*"}, {"scope": "tenant:*"}]'
 MODELS = [
@@ -67,7 +68,7 @@ def log_lines(n: int, seed: int = 7) -> list[str]:
 
 
 def throughput(n: int = 20_000, rounds: int = 5) -> float:
-    from guardrail.engine import Engine
+    from guardrail.service.engine import Engine
 
     settings = load_settings(table_name="bench", budgets=BUDGETS)
     engine = Engine(settings, dynamodb=None, now=lambda: NOW)  # type: ignore[arg-type]  # no I/O here
@@ -95,9 +96,9 @@ def throughput(n: int = 20_000, rounds: int = 5) -> float:
 def dynamodb_calls(n: int = 1000) -> dict[str, Any]:
     import boto3
 
-    from guardrail.embedded_aws import embedded_aws
-    from guardrail.engine import Engine
-    from guardrail.sources import RecordParser
+    from guardrail.service.engine import Engine
+    from guardrail.service.sources import RecordParser
+    from guardrail.tools.embedded_aws import embedded_aws
 
     calls: dict[str, int] = {}
 

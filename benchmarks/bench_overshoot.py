@@ -34,10 +34,10 @@ from moto import mock_aws
 
 from guardrail import GuardrailShutdown
 from guardrail.client import ClientOptions, GuardedBedrockClient
-from guardrail.config import Settings, load_settings
-from guardrail.engine import Engine
-from guardrail.ledger import create_table
-from guardrail.localspend import Ticket
+from guardrail.client.local_spend import Ticket
+from guardrail.core.config import Settings, load_settings
+from guardrail.service.engine import Engine
+from guardrail.store.table import create_table
 
 TABLE = "guardrail-bench"
 THRESHOLD = Decimal(25)

@@ -6,9 +6,10 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from guardrail.alarms import AlarmEventError, apply_alarm, parse_alarm_events
-from guardrail.observability import logger, metrics, tracer
-from guardrail.runtime import default_runtime
+from guardrail.core.errors import AlarmEventError
+from guardrail.service.alarms import apply_alarm, parse_alarm_events
+from guardrail.service.observability import logger, metrics, tracer
+from guardrail.service.runtime import default_runtime
 
 
 @logger.inject_lambda_context(clear_state=True)

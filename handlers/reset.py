@@ -7,10 +7,10 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
-from guardrail.engine import ScopeNotFound
-from guardrail.observability import logger, metrics, tracer
-from guardrail.oncall import ResetRequest, reset
-from guardrail.runtime import default_runtime
+from guardrail.core.errors import ScopeNotFound
+from guardrail.service.observability import logger, metrics, tracer
+from guardrail.service.oncall import ResetRequest, reset
+from guardrail.service.runtime import default_runtime
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -8,9 +8,9 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from guardrail import schedule
-from guardrail.observability import logger, metrics, tracer
-from guardrail.runtime import default_runtime
+from guardrail.service import schedule
+from guardrail.service.observability import logger, metrics, tracer
+from guardrail.service.runtime import default_runtime
 
 
 @logger.inject_lambda_context(clear_state=True)

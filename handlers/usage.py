@@ -7,8 +7,9 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from guardrail.observability import logger, metrics, record_ingest, tracer
-from guardrail.runtime import default_runtime
+from guardrail.service.ingest import ingest_events
+from guardrail.service.observability import logger, metrics, record_ingest, tracer
+from guardrail.service.runtime import default_runtime
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -18,10 +19,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     runtime = default_runtime()
     # A ledger failure raises: the asynchronous invocation is retried, then lands in the DLQ. Nothing
     # of a failed chunk was counted, so a retry cannot double-count.
-    result = runtime.engine.ingest_events([event])
+    result = ingest_events(runtime, [event])
     record_ingest(result)
-    if result.unknown_models:
-        runtime.effects.alert_unknown_models(result.unknown_models, runtime.engine.now().date().isoformat())
     return {
         "recorded": len(result.recorded),
         "duplicates": len(result.duplicates),

@@ -1,6 +1,8 @@
 """Lambda code without Docker: the repo's packages as the function asset, dependencies as one layer.
 
-- Function asset: `guardrail/` and `handlers/` copied as they are (no `__pycache__`), hashed by content.
+- Function asset: the Lambda side only, copied as it is (no `__pycache__`) and hashed by content:
+  `handlers/` and `guardrail/` with its `core`, `store` and `service` layers. The app-side client
+  (`guardrail/client`) and the on-call tools (`guardrail/tools`) never run in Lambda and are left out.
 - Layer asset: the runtime dependencies from `pyproject.toml` (`[project].dependencies`, minus boto3,
   which the Lambda runtime provides), installed by pip for the Lambda platform (arm64, CPython of the
   function runtime, binary wheels only). The result is cached under `~/.cache/bedrock-guardrail-cdk/`
@@ -29,7 +31,8 @@ from aws_cdk import AssetHashType, BundlingOptions, DockerImage, ILocalBundling
 from aws_cdk import aws_lambda as lambda_
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SOURCE_PACKAGES = ("guardrail", "handlers")
+# What the functions import (docs/architecture.md): everything below these paths, nothing else.
+SOURCE_PATHS = ("guardrail/__init__.py", "guardrail/core", "guardrail/store", "guardrail/service", "handlers")
 RUNTIME = lambda_.Runtime.PYTHON_3_14
 PYTHON_VERSION = "3.14"
 ARCHITECTURE = lambda_.Architecture.ARM_64
@@ -65,8 +68,9 @@ def layer_hash(requirements: list[str], install: bool) -> str:
 
 def source_files(root: Path = REPO_ROOT) -> list[Path]:
     files = []
-    for package in SOURCE_PACKAGES:
-        for path in sorted((root / package).rglob("*")):
+    for source in SOURCE_PATHS:
+        top = root / source
+        for path in [top] if top.is_file() else sorted(top.rglob("*")):
             if path.is_file() and "__pycache__" not in path.parts and path.suffix not in {".pyc", ".pyo"}:
                 files.append(path)
     return files

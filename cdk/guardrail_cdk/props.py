@@ -5,7 +5,7 @@ can also be overridden on its own with `-c guardrail:<field>=<value>` (JSON if i
 Field names are camelCase in context (`targetFunctions`) and snake_case in Python.
 
 Validation happens at synth, before any resource exists: the environment the functions will read is
-built here and validated with the guardrail's own settings model (`guardrail.config.load_settings`), so a
+built here and validated with the guardrail's own settings model (`guardrail.core.config.load_settings`), so a
 setting the functions would reject at cold start fails `cdk synth` instead, with the same message.
 """
 
@@ -22,9 +22,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-from guardrail.config import BudgetModel, Settings, ThresholdsModel, function_name, load_settings
-from guardrail.exceptions import ConfigError
-from guardrail.models import Level
+from guardrail.core.config import BudgetModel, Settings, ThresholdsModel, function_name, load_settings
+from guardrail.core.errors import ConfigError
+from guardrail.core.models import Level
 
 CONTEXT_KEY = "guardrail"
 
@@ -171,7 +171,7 @@ class GuardrailProps(_Model):
         return tuple(out)
 
     def function_environment(self, *, table_name: str, topic_arn: str, slack_secret_arn: str | None) -> dict[str, str]:
-        """What every guardrail function reads (the `GUARDRAIL_*` contract of guardrail.config)."""
+        """What every guardrail function reads (the `GUARDRAIL_*` contract of guardrail.core.config)."""
         t = self.thresholds
         env = {
             "GUARDRAIL_TABLE_NAME": table_name,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +67,31 @@ def test_without_dependency_bundling_the_layer_holds_a_marker_and_nothing_is_run
     assert (cache / "out" / "python" / "DEPENDENCIES_NOT_BUNDLED.txt").is_file()
 
 
-def test_source_asset_holds_only_the_packages(tmp_path: Path) -> None:
+def test_source_asset_holds_the_lambda_side_only(tmp_path: Path) -> None:
     assert bundling.SourceBundling().try_bundle(str(tmp_path))
-    assert {p.name for p in tmp_path.iterdir()} <= {"guardrail", "handlers"}
-    assert (tmp_path / "guardrail" / "ledger.py").is_file()
+    assert {p.name for p in tmp_path.iterdir()} == {"guardrail", "handlers"}
+    assert {p.name for p in (tmp_path / "guardrail").iterdir()} == {"__init__.py", "core", "service", "store"}
+    assert (tmp_path / "guardrail" / "store" / "ledger.py").is_file()
+    assert not list(tmp_path.rglob("tools")) and not list(tmp_path.rglob("client"))
     assert not list(tmp_path.rglob("__pycache__"))
+
+
+def test_every_handler_imports_from_the_asset_alone(tmp_path: Path) -> None:
+    # Given the function asset on its own (the app-side client and the tools are not in it)
+    assert bundling.SourceBundling().try_bundle(str(tmp_path))
+    probe = (
+        "import importlib, sys\n"
+        "for name in ('usage', 'alarm', 'reset', 'schedule'):\n"
+        "    importlib.import_module('handlers.' + name)\n"
+        "ours = [m for m in sys.modules.values() if m.__name__.split('.')[0] in ('guardrail', 'handlers')]\n"
+        "outside = [m.__name__ for m in ours if not (getattr(m, '__file__', None) or '').startswith(sys.argv[1])]\n"
+        "print(outside)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "POWERTOOLS_TRACE_DISABLED": "true"}
+    # When each handler module is imported from it in a fresh interpreter
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(tmp_path)], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    # Then every guardrail module it needs was found in the asset
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

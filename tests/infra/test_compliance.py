@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.infra.conftest import GUARDRAIL, Synth, synthesize
+from tests.support.synth import GUARDRAIL, Synth, synthesize
 
 ACK = "aws:cdk:acknowledged-rules"
 

@@ -2,37 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from tests.infra.conftest import PREFIX, TARGET_ARNS, Synth, as_list, resolve
-
-CONCURRENCY = {"lambda:GetFunctionConcurrency", "lambda:PutFunctionConcurrency", "lambda:DeleteFunctionConcurrency"}
-# The only actions allowed on Resource "*" (each has no resource-level permissions; each is acknowledged).
-STAR_ALLOWED = {
-    "xray:PutTraceSegments",
-    "xray:PutTelemetryRecords",
-    "cloudwatch:GetMetricData",
-    "bedrock:GetModelInvocationLoggingConfiguration",
-    "bedrock:PutModelInvocationLoggingConfiguration",
-    "bedrock:DeleteModelInvocationLoggingConfiguration",
-}
-
-
-def statements_by_function(synth: Synth) -> dict[str, list[dict[str, Any]]]:
-    """Function name -> every Allow/Deny statement attached to its role (all inline policies)."""
-    role_of = {
-        props["Properties"]["FunctionName"]: props["Properties"]["Role"]["Fn::GetAtt"][0]
-        for props in synth.of_type("AWS::Lambda::Function").values()
-    }
-    by_role: dict[str, list[dict[str, Any]]] = {}
-    for policy in synth.of_type("AWS::IAM::Policy").values():
-        for role in policy["Properties"]["Roles"]:
-            by_role.setdefault(role["Ref"], []).extend(policy["Properties"]["PolicyDocument"]["Statement"])
-    return {fn: by_role.get(role, []) for fn, role in role_of.items()}
-
-
-def actions(statement: dict[str, Any]) -> set[str]:
-    return set(as_list(statement["Action"]))
+from tests.support.synth import (
+    CONCURRENCY,
+    PREFIX,
+    STAR_ALLOWED,
+    TARGET_ARNS,
+    Synth,
+    actions,
+    as_list,
+    resolve,
+    statements_by_function,
+)
 
 
 def test_given_targets_when_synthesized_then_concurrency_statements_name_exactly_the_target_arns(synth: Synth) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from guardrail_cdk.props import GuardrailProps  # type: ignore[import-not-found, unused-ignore]
 
-from guardrail.exceptions import ConfigError
+from guardrail.core.errors import ConfigError
 
 
 def context(values: dict[str, Any]) -> Any:

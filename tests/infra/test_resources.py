@@ -8,8 +8,8 @@ from typing import Any
 
 from guardrail_cdk.props import METRICS_NAMESPACE  # type: ignore[import-not-found, unused-ignore]
 
-from tests.conftest import TABLE
-from tests.infra.conftest import PREFIX, SLACK_SECRET_ARN, Synth, as_list
+from tests.support.common import TABLE
+from tests.support.synth import PREFIX, SLACK_SECRET_ARN, Synth, as_list
 
 ROLES = ("usage", "alarm", "reset", "schedule")
 
@@ -26,7 +26,7 @@ def logical_id_of_function(synth: Synth, name: str) -> str:
 
 
 def test_table_schema_equals_create_table(synth: Synth, ddb: Any) -> None:
-    # Given the table that guardrail.ledger.create_table makes (moto)
+    # Given the table that guardrail.store.table.create_table makes (moto)
     described = ddb.describe_table(TableName=TABLE)["Table"]
     ttl = ddb.describe_time_to_live(TableName=TABLE)["TimeToLiveDescription"]
     # When the stack is synthesized
@@ -73,7 +73,7 @@ def test_four_functions_arm64_current_python_with_contract_handlers_and_environm
 
 
 def test_synthesized_environment_loads_in_the_guardrail_settings_model(synth: Synth, monkeypatch: Any) -> None:
-    from guardrail.config import load_settings
+    from guardrail.core.config import load_settings
 
     env = functions(synth)[f"{PREFIX}-usage"]["Properties"]["Environment"]["Variables"]
     for key, value in env.items():

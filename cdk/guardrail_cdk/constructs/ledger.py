@@ -1,4 +1,4 @@
-"""The ledger table: the schema of `guardrail.ledger.create_table`, on-demand, PITR, TTL, retained."""
+"""The ledger table: the schema of `guardrail.store.ledger.create_table`, on-demand, PITR, TTL, retained."""
 
 from __future__ import annotations
 

@@ -19,8 +19,8 @@ from aws_cdk import aws_cloudwatch as cw
 from aws_cdk import aws_cloudwatch_actions as cw_actions
 from constructs import Construct
 
-from guardrail.config import Settings
-from guardrail.models import ESCALATION_LEVELS, Budget
+from guardrail.core.config import Settings
+from guardrail.core.models import ESCALATION_LEVELS, Budget
 from guardrail_cdk.constructs.alerting import Alerting
 from guardrail_cdk.constructs.function import GuardrailFunction
 from guardrail_cdk.constructs.ingest import Ingest

@@ -1,0 +1,473 @@
+"""Guarded Bedrock client: every Python caller obeys the guardrail's flags, and reports its usage in
+seconds instead of waiting for invocation logs.
+
+    import boto3
+    from guardrail.client import guard
+
+    bedrock = guard(boto3.client("bedrock-runtime"), metadata={"app": "chat-api"})
+
+`converse`, `converse_stream`, `invoke_model` and `invoke_model_with_response_stream` keep boto3's call
+signatures and return values; every other attribute is the wrapped client's.
+
+Before each call: the flags of `global` and of the scopes the client's metadata selects (`app:<app>`,
+`tenant:<tenant>`) come from a TTL cache (default 1 s, one store read per TTL per process). Shutdown ->
+`guardrail.GuardrailShutdown` without calling Bedrock. Throttle -> the model id is rewritten by the flag's
+downgrades (the inference profile prefix is kept) and the response's `ResponseMetadata["Guardrail"]` and
+the log say so. Local accounting refuses a call as soon as this process knows the shutdown threshold is
+reached (see `guardrail.client.local_spend`).
+
+After each call: usage (Converse `usage`, the ConverseStream `metadata` event, InvokeModel headers and the
+Anthropic body `usage`, stream `amazon-bedrock-invocationMetrics`) is priced exactly and reported on a
+background thread, as an EventBridge `Bedrock Usage` event (`report="events"`) or straight into the ledger
+through the engine (`report="ledger"`). Both dedupe with the invocation log on the Bedrock request id.
+A stream the caller abandons is reported with the tokens it saw, marked partial.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, cast
+
+from guardrail.client.flag_cache import FlagCache, ScopeView
+from guardrail.client.local_spend import LocalSpend, Refusal, Ticket, book_id
+from guardrail.client.options import ClientOptions
+from guardrail.client.reporting import EventSink, LedgerSink, Reporter, UsageReport
+from guardrail.client.streams import GuardedStream, StreamTracker
+from guardrail.client.usage import CONVERSE, Usage, invoke_model_usage, read_usage
+from guardrail.core.downgrade import downgrade_model_id
+from guardrail.core.errors import ConfigError, GuardrailShutdown
+from guardrail.core.models import Budget, CounterKey, Flag, Level, UsageRecord, reset_command
+from guardrail.core.ports import LedgerWriter
+from guardrail.core.scopes import ScopeResolver
+from guardrail.core.windows import window_for
+from guardrail.store.flag_reader import DynamoFlagSource
+
+if TYPE_CHECKING:
+    from typing import Unpack
+
+    from mypy_boto3_bedrock_runtime import BedrockRuntimeClient
+    from mypy_boto3_bedrock_runtime.type_defs import (
+        ConverseRequestTypeDef,
+        ConverseResponseTypeDef,
+        ConverseStreamRequestTypeDef,
+        ConverseStreamResponseTypeDef,
+        InvokeModelRequestTypeDef,
+        InvokeModelResponseTypeDef,
+        InvokeModelWithResponseStreamRequestTypeDef,
+        InvokeModelWithResponseStreamResponseTypeDef,
+    )
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_events import EventBridgeClient
+
+    from guardrail.core.config import Settings
+    from guardrail.core.pricing import Pricer
+
+logger = logging.getLogger("guardrail.client")
+
+# Converse requestMetadata: at most 16 pairs, this alphabet, 256 characters.
+_REQUEST_METADATA_TEXT = re.compile(r"[a-zA-Z0-9\s:_@$#=/+,\-.]{0,256}")
+
+
+@dataclass(frozen=True, slots=True)
+class _Windows:
+    """The current window of each scope of a scope set: counter keys, book names, and until when."""
+
+    keys: tuple[CounterKey, ...] = ()
+    books: tuple[str, ...] = ()
+    cache_key: str = ""
+    valid_until: float = -1.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Verdict:
+    """What one flag snapshot means for calls: evaluated once per snapshot, not once per call."""
+
+    views: tuple[ScopeView, ...]
+    limits: tuple[Decimal | None, ...]
+    downgrades: dict[str, str] | None
+    throttled_scope: str
+    refuse: tuple[str, ScopeView] | None
+    cacheable: bool
+
+
+class _ScopeSet:
+    """The scopes one metadata selects, their current windows, and the verdict of the last flags."""
+
+    __slots__ = ("scopes", "verdict", "windows")
+
+    def __init__(self, scopes: tuple[tuple[str, Budget], ...]) -> None:
+        self.scopes = scopes
+        self.windows = _Windows()
+        self.verdict: _Verdict | None = None
+
+
+@dataclass(slots=True)
+class _Call:
+    """One guarded call between its admission and its usage report."""
+
+    operation: str
+    kwargs: dict[str, Any]
+    scopes: _ScopeSet
+    limits: tuple[Decimal | None, ...]
+    ticket: Ticket
+    metadata: dict[str, str]
+    model_id: str
+    downgrade: dict[str, str] | None = None
+
+
+class GuardedBedrockClient:
+    """A boto3 `bedrock-runtime` client that obeys the guardrail. Thread-safe; share one per process."""
+
+    def __init__(
+        self,
+        bedrock: BedrockRuntimeClient,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        caller: str = "",
+        settings: Settings | None = None,
+        options: ClientOptions | None = None,
+        dynamodb: DynamoDBClient | None = None,
+        events: EventBridgeClient | None = None,
+        ledger: LedgerWriter | None = None,
+        flag_cache: FlagCache | None = None,
+        pricer: Pricer | None = None,
+        timer: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """`timer` (monotonic seconds) paces caches and reports; `clock` (epoch seconds) picks windows and
+        ends snoozes. `ledger` is what report="ledger" writes through (default: the service's usage path
+        built from these settings, see guardrail.service.client_sink)."""
+        from guardrail.core.config import load_settings
+        from guardrail.store import aws_clients as aws
+
+        self._bedrock = bedrock
+        self.settings = settings or load_settings()
+        self.options = options or ClientOptions()
+        self.metadata = {str(k): str(v) for k, v in (metadata or {}).items()}
+        self.caller = caller
+        self.region = str(getattr(getattr(bedrock, "meta", None), "region_name", "") or "")
+        self._timer = timer
+        self._clock = clock
+        self._zone = self.settings.zone
+        self._resolver = ScopeResolver(self.settings.budget_list())
+        self._scope_cache: dict[tuple[tuple[str, str], ...], _ScopeSet] = {}
+        self._default_scopes = self._scopes(self.metadata)
+        self._downgrades: dict[tuple[str, tuple[tuple[str, str], ...]], str | None] = {}
+        self._tags = _request_metadata(self.metadata) if self.options.tag_requests else {}
+        self.spend = LocalSpend(reserve_in_flight=self.options.reserve_in_flight, clock=timer)
+
+        opts = self.options
+        if flag_cache is None:
+            flag_client = dynamodb or aws.client("dynamodb", connect_timeout=0.5, read_timeout=1, max_attempts=2)
+            flag_cache = FlagCache(
+                DynamoFlagSource(flag_client, self.settings.table_name),
+                ttl=opts.flag_ttl,
+                max_stale=opts.max_stale,
+                fail_mode=opts.fail_mode,
+                read_timeout=opts.flag_read_timeout,
+                timer=timer,
+            )
+        if flag_cache.on_read is None:
+            flag_cache.on_read = self.spend.observe
+        self.flags = flag_cache
+
+        if pricer is None:
+            from guardrail.core.pricing import Pricer
+
+            pricer = Pricer(
+                overrides=self.settings.price_overrides,
+                ceiling=self.settings.ceiling_rate,
+                bedrock_factory=lambda: aws.client("bedrock"),
+            )
+        self.pricer = pricer
+        sink: Callable[[list[UsageReport]], list[UsageReport]]
+        if opts.report == "ledger":
+            self.ledger = ledger or _service_ledger(self.settings, dynamodb)
+            sink = LedgerSink(self.ledger, self.spend, flag_cache, timer)
+        elif opts.report == "events":
+            sink = EventSink(events or aws.client("events"), opts.event_bus, self.spend, timer)
+        else:
+            raise ValueError(f"report must be 'events' or 'ledger', not {opts.report!r}")
+        self._reporter = Reporter(
+            sink,
+            lambda dropped: self.spend.dropped([(r.books, r.cost) for r in dropped]),
+            background=opts.background,
+            max_attempts=opts.max_report_attempts,
+        )
+
+    # -- the four guarded operations --------------------------------------------------------------
+
+    def converse(self, **kwargs: Unpack[ConverseRequestTypeDef]) -> ConverseResponseTypeDef:
+        call = self._admit("converse", cast(dict[str, Any], kwargs))
+        try:
+            resp = cast(dict[str, Any], self._bedrock.converse(**call.kwargs))
+        except BaseException:
+            self.spend.release(call.ticket)
+            raise
+        self._note_downgrade(call, resp)
+        self._complete(call, _request_id(resp), read_usage(CONVERSE, resp.get("usage")))
+        return cast("ConverseResponseTypeDef", resp)
+
+    def converse_stream(self, **kwargs: Unpack[ConverseStreamRequestTypeDef]) -> ConverseStreamResponseTypeDef:
+        call = self._admit("converse_stream", cast(dict[str, Any], kwargs))
+        try:
+            resp = cast(dict[str, Any], self._bedrock.converse_stream(**call.kwargs))
+        except BaseException:
+            self.spend.release(call.ticket)
+            raise
+        self._note_downgrade(call, resp)
+        resp["stream"] = GuardedStream(resp["stream"], self._tracker(call, _request_id(resp), "converse"))
+        return cast("ConverseStreamResponseTypeDef", resp)
+
+    def invoke_model(self, **kwargs: Unpack[InvokeModelRequestTypeDef]) -> InvokeModelResponseTypeDef:
+        call = self._admit("invoke_model", cast(dict[str, Any], kwargs))
+        try:
+            resp = cast(dict[str, Any], self._bedrock.invoke_model(**call.kwargs))
+            body = resp["body"].read()
+        except BaseException:
+            self.spend.release(call.ticket)
+            raise
+        from botocore.response import StreamingBody
+
+        resp["body"] = StreamingBody(io.BytesIO(body), len(body))  # the caller reads it as usual
+        self._note_downgrade(call, resp)
+        headers = resp.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+        self._complete(call, _request_id(resp), invoke_model_usage(headers, body))
+        return cast("InvokeModelResponseTypeDef", resp)
+
+    def invoke_model_with_response_stream(
+        self, **kwargs: Unpack[InvokeModelWithResponseStreamRequestTypeDef]
+    ) -> InvokeModelWithResponseStreamResponseTypeDef:
+        call = self._admit("invoke_model_with_response_stream", cast(dict[str, Any], kwargs))
+        try:
+            resp = cast(dict[str, Any], self._bedrock.invoke_model_with_response_stream(**call.kwargs))
+        except BaseException:
+            self.spend.release(call.ticket)
+            raise
+        self._note_downgrade(call, resp)
+        resp["body"] = GuardedStream(resp["body"], self._tracker(call, _request_id(resp), "invoke"))
+        return cast("InvokeModelWithResponseStreamResponseTypeDef", resp)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._bedrock, name)
+
+    def _tracker(self, call: _Call, request_id: str, kind: str) -> StreamTracker:
+        def finish(usage: Usage, partial: bool) -> None:
+            self._complete(call, request_id, usage, partial=partial)
+
+        return StreamTracker(call.operation, call.kwargs, call.model_id, request_id, kind, finish)
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every usage report so far has been sent (True) or the timeout passed (False)."""
+        return self._reporter.flush(timeout)
+
+    # -- before the call ----------------------------------------------------------------------------
+
+    def _scopes(self, metadata: Mapping[str, str]) -> _ScopeSet:
+        key = tuple(sorted(metadata.items()))
+        found = self._scope_cache.get(key)
+        if found is None:
+            probe = UsageRecord(
+                request_id="-",
+                timestamp=datetime.fromtimestamp(self._clock(), UTC),
+                model_id="-",
+                input_tokens=0,
+                output_tokens=0,
+                caller=self.caller,
+                metadata=dict(metadata),
+            )
+            found = self._scope_cache[key] = _ScopeSet(tuple(self._resolver.scopes_for(probe)))
+        return found
+
+    def _windows(self, scope_set: _ScopeSet) -> _Windows:
+        """The current window of each scope (recomputed only when a window ends)."""
+        windows = scope_set.windows
+        now = self._clock()
+        if now < windows.valid_until:
+            return windows
+        at = datetime.fromtimestamp(now, UTC)
+        keys = tuple((scope, window_for(at, budget.window, self._zone)) for scope, budget in scope_set.scopes)
+        books = tuple(book_id(k) for k in keys)
+        valid_until = min((w.end.timestamp() for _, w in keys), default=now + 3600)
+        windows = scope_set.windows = _Windows(keys, books, "\n".join(books), valid_until)
+        return windows
+
+    def _verdict(self, scope_set: _ScopeSet, windows: _Windows, views: tuple[ScopeView, ...]) -> _Verdict:
+        dry_run = self.settings.dry_run
+        downgrades: dict[str, str] | None = None
+        limits: list[Decimal | None] = []
+        refuse: tuple[str, ScopeView] | None = None
+        throttled = ""
+        cacheable = True
+        for (scope, budget), view, (_, window) in zip(scope_set.scopes, views, windows.keys, strict=True):
+            flag = view.flag
+            if flag.level is Level.SHUTDOWN and refuse is None:
+                refuse = (scope, view)
+            if flag.level >= Level.THROTTLE:
+                downgrades = {**(downgrades or {}), **(flag.model_downgrades or budget.model_downgrades)}
+                throttled = throttled or scope
+            if flag.rearm is not None and flag.rearm.snooze_until is not None:
+                cacheable = False  # a snooze ends on its own: re-evaluate on every call
+            limits.append(None if dry_run else _shutdown_limit(budget, flag, window.key, self._clock()))
+        return _Verdict(views, tuple(limits), downgrades, throttled, refuse, cacheable)
+
+    def _admit(self, operation: str, kwargs: dict[str, Any]) -> _Call:
+        metadata = self.metadata
+        if operation[0] == "c":  # converse, converse_stream: requestMetadata
+            extra = kwargs.get("requestMetadata")
+            if extra:
+                metadata = {**metadata, **extra}
+                if self._tags:
+                    kwargs = {**kwargs, "requestMetadata": {**self._tags, **extra}}
+            elif self._tags:
+                kwargs = {**kwargs, "requestMetadata": self._tags}
+        scope_set = self._default_scopes if metadata is self.metadata else self._scopes(metadata)
+        windows = self._windows(scope_set)
+        views = self.flags.views(windows.keys, windows.cache_key)
+        verdict = scope_set.verdict
+        if verdict is None or verdict.views is not views or not verdict.cacheable:
+            verdict = scope_set.verdict = self._verdict(scope_set, windows, views)
+        dry_run = self.settings.dry_run
+        if verdict.refuse is not None:
+            self._refuse(*verdict.refuse, dry_run)
+        model_id = str(kwargs.get("modelId", ""))
+        downgrade = None
+        if verdict.downgrades:
+            target = self._downgrade_target(model_id, verdict.downgrades)
+            if target is not None:
+                if dry_run:
+                    logger.warning("guardrail dry-run: would have called %s instead of %s", target, model_id)
+                else:
+                    downgrade = {
+                        "requestedModelId": model_id,
+                        "modelId": target,
+                        "scope": verdict.throttled_scope,
+                        "level": Level.THROTTLE.label,
+                    }
+                    kwargs = {**kwargs, "modelId": target}
+                    model_id = target
+        admitted = self.spend.admit(windows.books, verdict.limits, model_id)
+        if isinstance(admitted, Refusal):
+            raise GuardrailShutdown(
+                admitted.scope, Level.SHUTDOWN.label, admitted.reason, reset_command(admitted.scope)
+            )
+        if downgrade is not None:
+            logger.info(
+                "guardrail throttle on %s: calling %s instead of %s",
+                downgrade["scope"],
+                downgrade["modelId"],
+                downgrade["requestedModelId"],
+            )
+        return _Call(operation, kwargs, scope_set, verdict.limits, admitted, metadata, model_id, downgrade)
+
+    def _refuse(self, scope: str, view: ScopeView, dry_run: bool) -> None:
+        flag = view.flag
+        if view.freshness == "fail-closed":
+            how = (
+                f"restore this process's access to the flag store (DynamoDB table {self.settings.table_name}, "
+                "BatchGetItem), or construct the client with fail_mode='open'"
+            )
+        else:
+            how = reset_command(scope)
+        if dry_run:
+            logger.warning("guardrail dry-run: would have refused a Bedrock call (%s is shut down)", scope)
+            return
+        logger.warning("guardrail refused a Bedrock call: %s is shut down (%s)", scope, flag.reason)
+        raise GuardrailShutdown(scope, flag.level.label, flag.reason or "shutdown flag is set", how)
+
+    def _downgrade_target(self, model_id: str, downgrades: dict[str, str]) -> str | None:
+        key = (model_id, tuple(sorted(downgrades.items())))
+        if key not in self._downgrades:
+            self._downgrades[key] = downgrade_model_id(model_id, downgrades, self.options.known_models)
+        return self._downgrades[key]
+
+    def _note_downgrade(self, call: _Call, resp: dict[str, Any]) -> None:
+        if call.downgrade is not None:
+            resp.setdefault("ResponseMetadata", {})["Guardrail"] = dict(call.downgrade)
+
+    # -- after the call -----------------------------------------------------------------------------
+
+    def _complete(self, call: _Call, request_id: str, usage: Usage | None, *, partial: bool = False) -> None:
+        if usage is None:
+            self.spend.release(call.ticket)
+            logger.warning(
+                "guardrail: no token usage in the %s response %s; the invocation log will count it",
+                call.operation,
+                request_id,
+            )
+            return
+        model_id = call.model_id
+        rates = self.pricer.rates_for(model_id)  # a dict hit after the first call per model
+        # Rates.cost reads only the four token counts, which Usage has under the same names.
+        cost = rates.cost(cast(UsageRecord, usage))
+        books = self._windows(call.scopes).books
+        self.spend.complete(call.ticket, cost, books, call.limits, learn=not partial)
+        fields = (request_id, model_id, usage, self.region, self.caller, call.metadata, partial)
+        self._reporter.submit(UsageReport(fields, self._clock(), books, cost))
+
+
+def _shutdown_limit(budget: Budget, flag: Flag, window_key: str, now: float) -> Decimal | None:
+    """The spend at which this scope shuts down in this window (None while a reset snooze lasts)."""
+    rearm = flag.rearm
+    if rearm is None or rearm.window_key != window_key:
+        return budget.thresholds.shutdown
+    if rearm.snooze_until is not None and now < rearm.snooze_until.timestamp():
+        return None
+    return budget.thresholds.shutdown + rearm.baseline_spend
+
+
+def _request_id(resp: Mapping[str, Any]) -> str:
+    meta = resp.get("ResponseMetadata") or {}
+    rid = meta.get("RequestId") or (meta.get("HTTPHeaders") or {}).get("x-amzn-requestid")
+    if rid:
+        return str(rid)
+    logger.warning("guardrail: Bedrock response without a request id; it cannot dedupe with the invocation log")
+    return f"client-{uuid.uuid4()}"
+
+
+def _request_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
+    """The client's metadata that Converse accepts as requestMetadata (16 pairs, a restricted alphabet)."""
+    out = {
+        k: v
+        for k, v in metadata.items()
+        if 1 <= len(k) <= 256 and _REQUEST_METADATA_TEXT.fullmatch(k) and _REQUEST_METADATA_TEXT.fullmatch(v)
+    }
+    return dict(list(out.items())[:16])
+
+
+def _service_ledger(settings: Settings, dynamodb: DynamoDBClient | None) -> LedgerWriter:
+    """report="ledger" without an injected writer: the service's usage path (ledger, transitions, effects,
+    unknown-model alerts), loaded only now so that importing the client never loads the service."""
+    import importlib
+
+    try:
+        client_sink = importlib.import_module("guardrail.service.client_sink")
+    except ImportError as exc:  # the light client install has no service
+        raise ConfigError(
+            "report='ledger' needs the guardrail service package (pip install 'bedrock-cost-guardrail[service]'), "
+            "or pass ledger=... to guard(); report='events' needs neither"
+        ) from exc
+    writer: LedgerWriter = client_sink.ledger_writer(settings, dynamodb=dynamodb)
+    return writer
+
+
+def guard(
+    bedrock: BedrockRuntimeClient | None = None,
+    *,
+    metadata: Mapping[str, str] | None = None,
+    **kwargs: Any,
+) -> GuardedBedrockClient:
+    """Wrap a boto3 `bedrock-runtime` client (created with default settings when omitted)."""
+    if bedrock is None:
+        import boto3
+
+        bedrock = boto3.client("bedrock-runtime")
+    return GuardedBedrockClient(bedrock, metadata=metadata, **kwargs)

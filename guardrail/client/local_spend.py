@@ -1,0 +1,225 @@
+"""Local accounting: a process stops itself as soon as it knows a shutdown threshold is (or is about to
+be) crossed, without waiting for the flag to move.
+
+Per scope and window the process keeps:
+- `known`: the last total it read (flag store read, or the consistent read after its own ledger write),
+  and when that read started;
+- `unreported`: its own spend that completed but is in no total it has read yet (queued for the
+  reporter, or being written);
+- `sent`: usage events it put on EventBridge after the last read started (the ingest path has not
+  necessarily counted them yet; events sent before the read are assumed counted or about to be);
+- `in_flight`: requests it started and that have not finished, each reserved at the recent mean cost of
+  its model in this process.
+
+A call is admitted only while known + unreported + sent + in_flight is below the scope's shutdown
+threshold (re-armed from the reset baseline, ignored while snoozed), so one process overshoots by less
+than one request's cost. Admission and accounting share one lock: no request starts after the process
+has seen the crossing. Money is Decimal.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from guardrail.core.models import CounterKey, ScopeTotals
+
+ZERO = Decimal(0)
+EWMA_WEIGHT = Decimal("0.25")
+
+
+@dataclass(slots=True)
+class _Book:
+    known: Decimal = ZERO
+    known_read_at: float = float("-inf")
+    unreported: Decimal = ZERO
+    sent: deque[tuple[float, Decimal]] = field(default_factory=deque)
+    sent_total: Decimal = ZERO
+    in_flight: Decimal = ZERO
+    crossed_at: float | None = None  # when this process first knew spend >= limit (monotonic)
+
+    def spend(self) -> Decimal:
+        """What this process knows has been spent (excluding in-flight estimates)."""
+        return self.known + self.unreported + self.sent_total
+
+    def trim_sent(self) -> None:
+        while self.sent and self.sent[0][0] < self.known_read_at:
+            _, cost = self.sent.popleft()
+            self.sent_total -= cost
+
+
+def book_id(key: CounterKey) -> str:
+    """A scope-window's book name: a string, cheap to hash on the hot path."""
+    return f"{key[0]}|{key[1].key}"
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    book: str
+    limit: Decimal
+    known: Decimal
+    unreported: Decimal
+    in_flight: Decimal
+
+    @property
+    def scope(self) -> str:
+        return self.book.partition("|")[0]
+
+    @property
+    def reason(self) -> str:
+        text = (
+            f"this process's own accounting reached the shutdown threshold: last known spend ${self.known}"
+            f" + its unreported spend ${self.unreported}"
+        )
+        if self.in_flight:
+            text += f" + its requests in flight ~${self.in_flight.quantize(Decimal('0.000001'))}"
+        return text + f" >= ${self.limit} (the flag follows once the ledger has counted it)"
+
+
+class Ticket:
+    """An admitted call: what it reserved, released when it finishes."""
+
+    __slots__ = ("admitted_at", "books", "model_id", "reserved")
+
+    def __init__(self, books: tuple[_Book, ...], model_id: str, reserved: Decimal, admitted_at: float) -> None:
+        self.books = books
+        self.model_id = model_id
+        self.reserved = reserved
+        self.admitted_at = admitted_at  # clock() under the accounting lock
+
+
+Costs = Iterable[tuple[Sequence[str], Decimal]]
+
+
+class LocalSpend:
+    """Books are named by `book_id((scope, window))`."""
+
+    def __init__(self, *, reserve_in_flight: bool = True, clock: Callable[[], float] = time.monotonic) -> None:
+        self.reserve_in_flight = reserve_in_flight
+        self.clock = clock
+        self._books: dict[str, _Book] = {}
+        self._resolved: dict[tuple[str, ...], tuple[_Book, ...]] = {}
+        self._estimates: dict[str, Decimal] = {}
+        self._lock = threading.Lock()
+        self.admitted = 0
+        self.admitted_after_crossing = 0  # must stay 0: the guarantee the overshoot benchmark checks
+
+    def _book(self, name: str) -> _Book:
+        book = self._books.get(name)
+        if book is None:
+            book = self._books[name] = _Book()
+        return book
+
+    def _resolve(self, names: tuple[str, ...]) -> tuple[_Book, ...]:
+        found = self._resolved.get(names)
+        if found is None:
+            found = self._resolved[names] = tuple(self._book(name) for name in names)
+        return found
+
+    def admit(self, books: tuple[str, ...], limits: Sequence[Decimal | None], model_id: str) -> Ticket | Refusal:
+        """Reserve a call against every scope, or say which scope refuses it."""
+        with self._lock:
+            found = self._resolve(books)
+            crossed = False
+            for i, book in enumerate(found):
+                limit = limits[i]
+                if limit is None:
+                    continue
+                spent = book.known + book.unreported + book.sent_total
+                if spent + book.in_flight >= limit:
+                    if spent >= limit and book.crossed_at is None:
+                        book.crossed_at = self.clock()
+                    return Refusal(books[i], limit, book.known, book.unreported + book.sent_total, book.in_flight)
+                crossed = crossed or book.crossed_at is not None
+            estimate = self._estimates.get(model_id, ZERO) if self.reserve_in_flight else ZERO
+            if estimate:
+                for book in found:
+                    book.in_flight += estimate
+            if crossed:
+                self.admitted_after_crossing += 1
+            self.admitted += 1
+            return Ticket(found, model_id, estimate, self.clock())
+
+    def release(self, ticket: Ticket) -> None:
+        """The call failed before Bedrock charged anything (e.g. ThrottlingException)."""
+        if ticket.reserved:
+            with self._lock:
+                for book in ticket.books:
+                    book.in_flight -= ticket.reserved
+
+    def complete(
+        self,
+        ticket: Ticket,
+        cost: Decimal,
+        books: Sequence[str],
+        limits: Sequence[Decimal | None] = (),
+        *,
+        learn: bool = True,
+    ) -> None:
+        """The call finished and cost `cost` (counted in `books`, the windows at completion time)."""
+        with self._lock:
+            if ticket.reserved:
+                for book in ticket.books:
+                    book.in_flight -= ticket.reserved
+            for i, name in enumerate(books):
+                book = self._book(name)
+                book.unreported += cost
+                limit = limits[i] if i < len(limits) else None
+                if limit is not None and book.crossed_at is None and book.spend() >= limit:
+                    book.crossed_at = self.clock()
+            if learn:
+                old = self._estimates.get(ticket.model_id)
+                if old != cost:
+                    self._estimates[ticket.model_id] = cost if old is None else old + (cost - old) * EWMA_WEIGHT
+
+    def sent(self, costs: Costs, sent_at: float) -> None:
+        """Usage events accepted by EventBridge at `sent_at` (not yet necessarily counted)."""
+        with self._lock:
+            for books, cost in costs:
+                for name in books:
+                    book = self._book(name)
+                    book.unreported -= cost
+                    if sent_at >= book.known_read_at:
+                        book.sent.append((sent_at, cost))
+                        book.sent_total += cost
+
+    def dropped(self, costs: Costs) -> None:
+        """Records the reporter gave up on (the invocation log still counts them)."""
+        with self._lock:
+            for books, cost in costs:
+                for name in books:
+                    self._book(name).unreported -= cost
+
+    def written(self, costs: Costs, totals: Mapping[CounterKey, ScopeTotals], read_at: float) -> None:
+        """Records written to the ledger directly; `totals` is the consistent read after the write."""
+        with self._lock:
+            for books, cost in costs:
+                for name in books:
+                    self._book(name).unreported -= cost
+            self._observe(totals, read_at)
+
+    def observe(self, totals: Mapping[CounterKey, ScopeTotals], read_at: float) -> None:
+        """Totals read from the store by a read that started at `read_at`."""
+        with self._lock:
+            self._observe(totals, read_at)
+
+    def _observe(self, totals: Mapping[CounterKey, ScopeTotals], read_at: float) -> None:
+        for key, scope_totals in totals.items():
+            book = self._book(book_id(key))
+            if read_at >= book.known_read_at:
+                book.known = scope_totals.spend
+                book.known_read_at = read_at
+                book.trim_sent()
+
+    def spend(self, key: CounterKey) -> Decimal:
+        with self._lock:
+            return self._book(book_id(key)).spend()
+
+    def crossed_at(self, key: CounterKey) -> float | None:
+        with self._lock:
+            book = self._books.get(book_id(key))
+            return None if book is None else book.crossed_at

@@ -1,0 +1,41 @@
+"""How a guarded client reads flags and reports usage (one frozen options object per client)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from guardrail.client.flag_cache import FailMode
+from guardrail.core.downgrade import KNOWN_MODELS
+
+ReportMode = Literal["events", "ledger"]
+
+
+@dataclass(frozen=True, slots=True)
+class ClientOptions:
+    """How the guarded client reads flags and reports usage.
+
+    report: "events" puts a `Bedrock Usage` event on `event_bus` (the usage handler ingests it);
+        "ledger" writes the ledger directly through the engine (needs write access to the table) and
+        learns the new totals at once.
+    flag_ttl: seconds a flag read is reused. max_stale: seconds a last known flag is served while the
+        store is unreachable; after that `fail_mode` "open" lets calls through (logged at ERROR) and
+        "closed" refuses them. flag_read_timeout: the longest a caller ever waits for the flag store.
+    reserve_in_flight: count requests in flight (at this process's recent mean cost per model) in local
+        accounting, which bounds overshoot to less than one request's cost per process.
+    background: report on a background thread (False: inline, before the call returns).
+    tag_requests: add the client's metadata to Converse `requestMetadata`, so the invocation log of the
+        same request counts towards the same scopes.
+    """
+
+    report: ReportMode = "events"
+    event_bus: str = "default"
+    flag_ttl: float = 1.0
+    max_stale: float = 300.0
+    fail_mode: FailMode = "open"
+    flag_read_timeout: float = 1.0
+    reserve_in_flight: bool = True
+    background: bool = True
+    tag_requests: bool = True
+    known_models: tuple[str, ...] = KNOWN_MODELS
+    max_report_attempts: int = 5

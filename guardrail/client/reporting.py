@@ -1,0 +1,229 @@
+"""Usage reports: priced on the caller's thread, sent on a background one (or inline).
+
+A sink takes a batch of reports and returns the ones to retry: EventSink puts `Bedrock Usage` events on
+EventBridge (10 per PutEvents); LedgerSink writes through an injected LedgerWriter (ledger mode).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from guardrail.client.flag_cache import FlagCache
+from guardrail.client.local_spend import LocalSpend
+from guardrail.client.usage import Usage
+from guardrail.core.models import UsageRecord
+from guardrail.core.ports import LedgerWriter
+from guardrail.core.usage_event import USAGE_DETAIL_TYPE, USAGE_EVENT_SOURCE, UsageEventDetail
+
+if TYPE_CHECKING:
+    from mypy_boto3_events import EventBridgeClient
+
+logger = logging.getLogger("guardrail.client")
+
+MAX_EVENTS_PER_PUT = 10  # EventBridge PutEvents limit
+
+
+class UsageReport:
+    """One call's usage, priced; the UsageRecord is built on the reporter thread, off the hot path."""
+
+    __slots__ = ("_record", "at", "attempts", "books", "cost", "fields")
+
+    def __init__(
+        self,
+        fields: tuple[str, str, Usage, str, str, dict[str, str], bool],
+        at: float,
+        books: tuple[str, ...],
+        cost: Decimal,
+    ) -> None:
+        self.fields = fields  # request id, model id, usage, region, caller, metadata, partial
+        self.at = at
+        self.books = books
+        self.cost = cost
+        self.attempts = 0
+        self._record: UsageRecord | None = None
+
+    @property
+    def record(self) -> UsageRecord:
+        if self._record is None:
+            request_id, model_id, usage, region, caller, metadata, partial = self.fields
+            self._record = UsageRecord(
+                request_id=request_id,
+                timestamp=datetime.fromtimestamp(self.at, UTC),
+                model_id=model_id,
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                cache_read_tokens=usage.cache_read_tokens,
+                cache_write_tokens=usage.cache_write_tokens,
+                region=region,
+                caller=caller,
+                metadata=metadata,
+                source="client",
+                partial=partial,
+            )
+        return self._record
+
+
+class Reporter:
+    """Runs a sink over reports: on one background thread (batched by whatever queued meanwhile) or
+    inline. A sink returns the reports to retry; each gets `max_attempts` tries, then is dropped
+    (logged: the invocation log still counts it)."""
+
+    def __init__(
+        self,
+        sink: Callable[[list[UsageReport]], list[UsageReport]],
+        on_drop: Callable[[list[UsageReport]], None],
+        *,
+        background: bool,
+        max_attempts: int,
+        max_batch: int = 100,
+    ) -> None:
+        self.sink = sink
+        self.on_drop = on_drop
+        self.background = background
+        self.max_attempts = max_attempts
+        self.max_batch = max_batch
+        self._queue: queue.SimpleQueue[UsageReport | threading.Event | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    def submit(self, report: UsageReport) -> None:
+        if not self.background:
+            retry = self._process([report])
+            while retry:
+                time.sleep(_backoff(retry[0].attempts))
+                retry = self._process(retry)
+            return
+        if self._thread is None:
+            self._start()
+        self._queue.put(report)
+
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._thread is None:
+                thread = threading.Thread(target=self._loop, name="guardrail-usage-reporter", daemon=True)
+                thread.start()
+                self._thread = thread
+                atexit.register(self.flush, 2.0)
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until everything submitted so far has been reported (or dropped)."""
+        if self._thread is None:
+            return True
+        done = threading.Event()
+        self._queue.put(done)
+        return done.wait(timeout)
+
+    def _loop(self) -> None:
+        retry: list[UsageReport] = []
+        while True:
+            items: list[UsageReport | threading.Event | None] = []
+            try:
+                items.append(self._queue.get(timeout=_backoff(retry[0].attempts) if retry else None))
+                while len(items) < self.max_batch:
+                    items.append(self._queue.get_nowait())
+            except queue.Empty:
+                pass
+            waiters = [i for i in items if isinstance(i, threading.Event)]
+            batch = retry + [i for i in items if isinstance(i, UsageReport)]
+            retry = self._process(batch) if batch else []
+            if waiters:
+                while retry:  # a flush waits for retries to succeed or be given up
+                    time.sleep(_backoff(retry[0].attempts))
+                    retry = self._process(retry)
+                for waiter in waiters:
+                    waiter.set()
+
+    def _process(self, batch: list[UsageReport]) -> list[UsageReport]:
+        """Report a batch; return what to retry."""
+        try:
+            failed = self.sink(batch)
+        except Exception:
+            logger.exception("guardrail usage reporting failed; will retry")
+            failed = batch
+        for r in failed:
+            r.attempts += 1
+        give_up = [r for r in failed if r.attempts >= self.max_attempts]
+        if give_up:
+            logger.error(
+                "guardrail gave up reporting %d usage records after %d attempts (request ids %s); "
+                "the invocation log still counts them",
+                len(give_up),
+                self.max_attempts,
+                ", ".join(r.record.request_id for r in give_up[:5]),
+            )
+            self.on_drop(give_up)
+        return [r for r in failed if r.attempts < self.max_attempts]
+
+
+def _backoff(attempts: int) -> float:
+    return float(min(2.0, 0.05 * 2**attempts))
+
+
+class EventSink:
+    """`Bedrock Usage` events on EventBridge, 10 per PutEvents."""
+
+    def __init__(self, events: EventBridgeClient, bus: str, spend: LocalSpend, timer: Callable[[], float]) -> None:
+        self.events = events
+        self.bus = bus
+        self.spend = spend
+        self.timer = timer
+
+    def __call__(self, batch: list[UsageReport]) -> list[UsageReport]:
+        failed: list[UsageReport] = []
+        for i in range(0, len(batch), MAX_EVENTS_PER_PUT):
+            chunk = batch[i : i + MAX_EVENTS_PER_PUT]
+            entries = [
+                {
+                    "Source": USAGE_EVENT_SOURCE,
+                    "DetailType": USAGE_DETAIL_TYPE,
+                    "Detail": UsageEventDetail.from_record(r.record).model_dump_json(),
+                    "EventBusName": self.bus,
+                    "Time": r.record.timestamp,
+                }
+                for r in chunk
+            ]
+            try:
+                resp = self.events.put_events(Entries=entries)  # type: ignore[arg-type]
+            except Exception as exc:
+                logger.warning("guardrail: PutEvents failed (%s); will retry", exc)
+                failed.extend(chunk)
+                continue
+            sent_at = self.timer()
+            results = resp.get("Entries", [])
+            ok = []
+            for report, result in zip(chunk, results, strict=False):
+                if result.get("ErrorCode"):
+                    failed.append(report)
+                else:
+                    ok.append(report)
+            failed.extend(chunk[len(results) :])
+            self.spend.sent([(r.books, r.cost) for r in ok], sent_at)
+        return failed
+
+
+class LedgerSink:
+    """report="ledger": writes through the injected LedgerWriter (the service's usage path: the same dedupe,
+    thresholds, transitions and effects as the usage function), then learns the fresh totals and flags."""
+
+    def __init__(self, writer: LedgerWriter, spend: LocalSpend, flags: FlagCache, timer: Callable[[], float]) -> None:
+        self.writer = writer
+        self.spend = spend
+        self.flags = flags
+        self.timer = timer
+
+    def __call__(self, batch: list[UsageReport]) -> list[UsageReport]:
+        read_at = self.timer()
+        result = self.writer.write([r.record for r in batch])
+        self.spend.written([(r.books, r.cost) for r in batch], result.totals, read_at)
+        for flag in result.flags:
+            self.flags.put_flag(flag)
+            logger.warning("guardrail: %s moved to %s (%s)", flag.scope, flag.level.label, flag.reason)
+        return []

@@ -1,0 +1,101 @@
+"""Token usage out of Bedrock responses (pure).
+
+Every response shape says the same four counts under its own names; one table maps them, and one
+function reads any shape. Bedrock's input count excludes cache tokens in every shape.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+CHARS_PER_TOKEN = 4  # only for estimating what an abandoned stream had not been told yet
+
+
+class Usage(NamedTuple):
+    """Token counts of one response. `input_tokens` excludes cache tokens, as Bedrock reports them."""
+
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+
+
+class Shape(NamedTuple):
+    """Where one response shape keeps the four counts (input, output, cache read, cache write)."""
+
+    input: str
+    output: str
+    cache_read: str
+    cache_write: str
+
+
+# Converse `usage` and the ConverseStream `metadata` event's `usage`.
+CONVERSE = Shape("inputTokens", "outputTokens", "cacheReadInputTokens", "cacheWriteInputTokens")
+# Anthropic Messages `usage` (InvokeModel bodies, `message_start` stream events).
+ANTHROPIC = Shape("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+# `amazon-bedrock-invocationMetrics` in the last chunk of InvokeModelWithResponseStream.
+INVOCATION_METRICS = Shape(
+    "inputTokenCount", "outputTokenCount", "cacheReadInputTokenCount", "cacheWriteInputTokenCount"
+)
+# InvokeModel HTTP headers (not in botocore's model).
+HEADERS = Shape(
+    "x-amzn-bedrock-input-token-count",
+    "x-amzn-bedrock-output-token-count",
+    "x-amzn-bedrock-cache-read-input-token-count",
+    "x-amzn-bedrock-cache-write-input-token-count",
+)
+INVOCATION_METRICS_KEY = "amazon-bedrock-invocationMetrics"
+
+
+def count(value: Any) -> int:
+    """A token count as Bedrock sent it (int or numeric text); anything else, or negative, is 0."""
+    if type(value) is int:
+        return value if value > 0 else 0
+    if isinstance(value, bool) or value is None:
+        return 0
+    if isinstance(value, int):
+        return max(0, value)
+    try:
+        return max(0, int(str(value)))
+    except ValueError:
+        return 0
+
+
+def read_usage(shape: Shape, source: Any) -> Usage | None:
+    """The usage in `source` under `shape`'s names; None when it carries no input count."""
+    if not isinstance(source, Mapping) or shape.input not in source:
+        return None
+    return Usage(
+        input_tokens=count(source.get(shape.input)),
+        output_tokens=count(source.get(shape.output)),
+        cache_read_tokens=count(source.get(shape.cache_read)),
+        cache_write_tokens=count(source.get(shape.cache_write)),
+    )
+
+
+def invoke_model_usage(headers: Mapping[str, Any], body: bytes) -> Usage | None:
+    """InvokeModel: the Anthropic body `usage` (it has the cache counts) or else the token headers."""
+    if body[:1] == b"{" and b'"usage"' in body:
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            doc = None
+        if isinstance(doc, dict):
+            found = read_usage(ANTHROPIC, doc.get("usage"))
+            if found is not None:
+                return found
+    return read_usage(HEADERS, headers)
+
+
+def estimate_input_tokens(operation: str, kwargs: Mapping[str, Any]) -> int:
+    """A rough count for a stream abandoned before Bedrock said how many input tokens it read."""
+    if operation == "converse_stream":
+        parts = {k: kwargs.get(k) for k in ("messages", "system", "toolConfig") if kwargs.get(k)}
+        text = json.dumps(parts, default=str, ensure_ascii=False)
+    else:
+        body = kwargs.get("body", b"")
+        text = body.decode("utf-8", "replace") if isinstance(body, bytes | bytearray) else str(body)
+    return math.ceil(len(text) / CHARS_PER_TOKEN)

@@ -1,0 +1,272 @@
+"""Settings: one pydantic-settings model, read once from `GUARDRAIL_*` environment variables.
+
+A bad value fails at start with a `ConfigError` naming the variable and the accepted form.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
+
+from guardrail.core.errors import ConfigError
+from guardrail.core.models import Budget, Level, Thresholds
+
+ENV_PREFIX = "GUARDRAIL_"
+
+# The accepted form of each variable, quoted in errors.
+ACCEPTED_FORMS: dict[str, str] = {
+    "table_name": "a DynamoDB table name, e.g. bedrock-guardrail",
+    "topic_arn": "an SNS topic ARN, e.g. arn:aws:sns:us-east-1:123456789012:guardrail",
+    "target_functions": "comma-separated Lambda function names or ARNs, e.g. chat-api,worker",
+    "thresholds": "alert=5,throttle=10,shutdown=25 (USD, each level at least the one before)",
+    "window": "one of hour, day, month",
+    "timezone": "an IANA time zone, e.g. UTC or Europe/Berlin",
+    "mode": "enforce or dry-run",
+    "alarm_levels": 'a JSON object of alarm name -> level, e.g. {"bedrock-errors": "throttle"}',
+    "budgets": 'a JSON list of budgets, e.g. [{"scope": "app:*", "window": "day", '
+    '"thresholds": {"alert": 1, "throttle": 2, "shutdown": 5}}]',
+    "price_overrides": 'a JSON object of model id -> USD per 1M tokens, e.g. {"my-model": {"input": 1, '
+    '"output": 5, "cache_read": 0.1, "cache_write": 1.25}}',
+    "ceiling_rate": "input=15,output=75,cache_read=1.5,cache_write=18.75 (USD per 1M tokens)",
+    "own_functions": "comma-separated names of the guardrail's own Lambda functions",
+    "request_ttl_days": "a whole number of days between 1 and 400",
+    "max_tokens_per_request": "a positive whole number",
+    "model_downgrades": 'a JSON object of model family -> cheaper family, e.g. {"claude-sonnet": "claude-haiku"}',
+    "slack_secret_arn": "a Secrets Manager secret ARN or name holding the Slack webhook URL",
+}
+
+
+def _decimal(text: str, what: str) -> Decimal:
+    try:
+        value = Decimal(text.strip())
+    except InvalidOperation:
+        raise ValueError(f"{what}: {text!r} is not a number") from None
+    if not value.is_finite() or value < 0:
+        raise ValueError(f"{what}: {text!r} must be a non-negative number")
+    return value
+
+
+def parse_key_values(text: str) -> dict[str, Decimal]:
+    out: dict[str, Decimal] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep:
+            raise ValueError(f"{part!r} is not key=value")
+        out[key.strip().lower()] = _decimal(value, key.strip())
+    return out
+
+
+def _split_csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return tuple(p.strip() for p in value.split(",") if p.strip())
+    return value
+
+
+class ThresholdsModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    alert: Decimal = Decimal(5)
+    throttle: Decimal = Decimal(10)
+    shutdown: Decimal = Decimal(25)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return parse_key_values(value)
+        if isinstance(value, dict):  # JSON numbers arrive as float: go through str to stay exact
+            return {k: _decimal(str(v), k) for k, v in value.items()}
+        return value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ThresholdsModel:
+        if not (Decimal(0) < self.alert <= self.throttle <= self.shutdown):
+            raise ValueError("thresholds must satisfy 0 < alert <= throttle <= shutdown")
+        return self
+
+    def to_domain(self) -> Thresholds:
+        return Thresholds(alert=self.alert, throttle=self.throttle, shutdown=self.shutdown)
+
+
+class TokenRates(BaseModel):
+    """USD per 1M tokens, as Bedrock price lists state them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    input: Decimal
+    output: Decimal
+    cache_read: Decimal | None = None
+    cache_write: Decimal | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return parse_key_values(value)
+        if isinstance(value, dict):
+            return {k: None if v is None else _decimal(str(v), k) for k, v in value.items()}
+        return value
+
+
+class BudgetModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    scope: str = "global"
+    window: Literal["hour", "day", "month"] | None = None
+    thresholds: ThresholdsModel = ThresholdsModel()
+    targets: tuple[str, ...] = ()
+    model_downgrades: dict[str, str] | None = None
+    shutdown_auto_clears: bool = False
+
+    @field_validator("targets", mode="before")
+    @classmethod
+    def _targets(cls, value: Any) -> Any:
+        return _split_csv(value)
+
+    @field_validator("scope")
+    @classmethod
+    def _scope(cls, value: str) -> str:
+        value = value.strip()
+        if value != "global":
+            dim, sep, val = value.partition(":")
+            if not sep or not dim or not val:
+                raise ValueError(f"scope {value!r}: expected global, <key>:* or <key>:<value>")
+        return value
+
+
+DEFAULT_DOWNGRADES = {"claude-sonnet": "claude-haiku", "claude-3-5-sonnet": "claude-3-5-haiku"}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
+
+    table_name: str = "bedrock-guardrail"
+    topic_arn: str | None = None
+    slack_secret_arn: str | None = None
+    target_functions: Annotated[tuple[str, ...], NoDecode] = ()
+    own_functions: Annotated[tuple[str, ...], NoDecode] = ()
+    thresholds: Annotated[ThresholdsModel, NoDecode] = ThresholdsModel()
+    window: Literal["hour", "day", "month"] = "day"
+    timezone: str = "UTC"
+    mode: Literal["enforce", "dry-run"] = "enforce"
+    alarm_levels: dict[str, Level] = Field(default_factory=dict)
+    budgets: list[BudgetModel] | None = None
+    model_downgrades: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_DOWNGRADES))
+    price_overrides: dict[str, TokenRates] = Field(default_factory=dict)
+    ceiling_rate: Annotated[TokenRates, NoDecode] = TokenRates(
+        input=Decimal(15), output=Decimal(75), cache_read=Decimal("1.5"), cache_write=Decimal("18.75")
+    )
+    request_ttl_days: int = Field(default=8, ge=1, le=400)
+    max_tokens_per_request: int = Field(default=5_000_000, gt=0)
+
+    @field_validator("target_functions", "own_functions", mode="before")
+    @classmethod
+    def _csv(cls, value: Any) -> Any:
+        return _split_csv(value)
+
+    @field_validator("thresholds", mode="before")
+    @classmethod
+    def _thresholds(cls, value: Any) -> Any:
+        return ThresholdsModel.model_validate(value) if isinstance(value, str) else value
+
+    @field_validator("ceiling_rate", mode="before")
+    @classmethod
+    def _ceiling(cls, value: Any) -> Any:
+        return TokenRates.model_validate(value) if isinstance(value, str) else value
+
+    @field_validator("budgets", "price_overrides", "model_downgrades", mode="before")
+    @classmethod
+    def _json_text(cls, value: Any) -> Any:
+        # Environment values are JSON-decoded by pydantic-settings; keyword overrides may be text too.
+        return json.loads(value) if isinstance(value, str) else value
+
+    @field_validator("alarm_levels", mode="before")
+    @classmethod
+    def _alarm_levels(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = json.loads(value)
+        if isinstance(value, dict):
+            return {str(k): Level.parse(v) for k, v in value.items()}
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _targets_not_ours(self) -> Settings:
+        own = {function_name(f) for f in self.own_functions}
+        for budget in self.budget_list():
+            clash = own & {function_name(t) for t in budget.targets}
+            if clash:
+                raise ValueError(
+                    f"target_functions: {sorted(clash)} are the guardrail's own functions; "
+                    "stopping them would leave spend unmetered"
+                )
+        selectors = [b.selector for b in self.budget_list()]
+        if len(selectors) != len(set(selectors)):
+            raise ValueError("budgets: two budgets select the same scope; give each scope one budget")
+        return self
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def dry_run(self) -> bool:
+        return self.mode == "dry-run"
+
+    def budget_list(self) -> list[Budget]:
+        """The configured budgets; without GUARDRAIL_BUDGETS one global budget from the flat settings."""
+        models = self.budgets or [BudgetModel(scope="global")]
+        out = []
+        for m in models:
+            is_global = m.scope == "global"
+            out.append(
+                Budget(
+                    selector=m.scope,
+                    window=m.window or self.window,
+                    thresholds=(m.thresholds if self.budgets else self.thresholds).to_domain(),
+                    targets=m.targets or (self.target_functions if is_global else ()),
+                    model_downgrades=dict(
+                        m.model_downgrades if m.model_downgrades is not None else self.model_downgrades
+                    ),
+                    shutdown_auto_clears=m.shutdown_auto_clears,
+                )
+            )
+        return out
+
+
+def function_name(name_or_arn: str) -> str:
+    """`arn:aws:lambda:region:account:function:name[:qualifier]` or a bare name -> the name."""
+    parts = name_or_arn.split(":")
+    return parts[6] if name_or_arn.startswith("arn:") and len(parts) >= 7 else name_or_arn
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings once; turn pydantic's errors into one message naming each variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            field = str(err["loc"][0]) if err["loc"] else ""
+            var = f"{ENV_PREFIX}{field.upper()}" if field else "GUARDRAIL settings"
+            msg = err["msg"].removeprefix("Value error, ")
+            form = ACCEPTED_FORMS.get(field)
+            lines.append(f"{var}: {msg}" + (f" (accepted form: {form})" if form else ""))
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+    except SettingsError as exc:  # a complex value (JSON) that did not even decode
+        found = re.search(r'field "([a-z_]+)"', str(exc))
+        name = found.group(1) if found else ""
+        var = f"{ENV_PREFIX}{name.upper()}" if name else "a GUARDRAIL_ setting"
+        form = ACCEPTED_FORMS.get(name, "valid JSON")
+        raise ConfigError(f"invalid configuration:\n  {var}: not valid JSON (accepted form: {form})") from None

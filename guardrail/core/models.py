@@ -1,0 +1,249 @@
+"""Domain types shared by every layer. Pure: no boto3, no I/O.
+
+Money is always `Decimal` (exact USD). Records inside the engine are frozen dataclasses (cheap to build
+on the hot path); pydantic models validate what crosses an edge (events, settings, stored items).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any, Literal
+
+ZERO = Decimal(0)
+
+
+def usd(value: Decimal) -> str:
+    """Money for people: dollars and cents, half up (the ledger keeps every decimal)."""
+    return f"${value.quantize(Decimal('0.01'), rounding=ROUND_HALF_UP)}"
+
+
+def reset_command(scope: str) -> str:
+    """The exact command on-call runs to restore a scope (quoted in alerts and errors)."""
+    return f'guardrail reset --scope {scope} --reason "<what was fixed>"'
+
+
+class Level(enum.IntEnum):
+    """Escalation levels, ordered: comparisons mean 'more severe than'."""
+
+    NORMAL = 0
+    ALERT = 1
+    THROTTLE = 2
+    SHUTDOWN = 3
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+    @classmethod
+    def parse(cls, value: str | int | Level) -> Level:
+        if isinstance(value, Level):
+            return value
+        if isinstance(value, int):
+            return cls(value)
+        try:
+            return cls[value.strip().upper()]
+        except KeyError:
+            raise ValueError(f"unknown level {value!r}; expected one of normal, alert, throttle, shutdown") from None
+
+
+ESCALATION_LEVELS = (Level.ALERT, Level.THROTTLE, Level.SHUTDOWN)
+
+WindowKind = Literal["5min", "hour", "day", "month"]
+BudgetWindow = Literal["hour", "day", "month"]
+RATE_WINDOW: WindowKind = "5min"  # short buckets kept beside each budget window, for burn rates
+Source = Literal["invocation-log", "client", "event"]
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRecord:
+    """One Bedrock request's tokens. `input_tokens` excludes cache tokens, as Bedrock reports it."""
+
+    request_id: str
+    timestamp: datetime
+    model_id: str
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    region: str = ""
+    caller: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+    source: Source = "invocation-log"
+    partial: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """Exact cost of one record, with how it was priced."""
+
+    cost: Decimal
+    priced_model: str
+    at_ceiling: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PricedRecord:
+    record: UsageRecord
+    price: Price
+
+    @property
+    def cost(self) -> Decimal:
+        return self.price.cost
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantinedRecord:
+    """Input we could not trust. Kept with the reason; never counted as $0, never dropped."""
+
+    reason: str
+    raw: str
+    source: str
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    alert: Decimal
+    throttle: Decimal
+    shutdown: Decimal
+
+    def for_level(self, level: Level) -> Decimal:
+        return {Level.ALERT: self.alert, Level.THROTTLE: self.throttle, Level.SHUTDOWN: self.shutdown}[level]
+
+    def level_for(self, spend: Decimal) -> Level:
+        for level in reversed(ESCALATION_LEVELS):
+            if spend >= self.for_level(level):
+                return level
+        return Level.NORMAL
+
+    def as_strings(self) -> dict[str, str]:
+        return {lvl.label: str(self.for_level(lvl)) for lvl in ESCALATION_LEVELS}
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """What one scope may spend per window, and what each level does.
+
+    `selector` is `global`, `<dimension>:*` (one budget per value, e.g. every app) or
+    `<dimension>:<value>` (one exact scope). Dimensions: request metadata keys, or `caller`.
+    """
+
+    selector: str
+    window: BudgetWindow
+    thresholds: Thresholds
+    targets: tuple[str, ...] = ()
+    model_downgrades: dict[str, str] = field(default_factory=dict)
+    shutdown_auto_clears: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class WindowRef:
+    kind: WindowKind
+    start: datetime
+    end: datetime
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}#{self.start.isoformat()}"
+
+
+CounterKey = tuple[str, WindowRef]  # (scope, window): one scope-window counter
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeTotals:
+    """Counters of one scope in one window, read back consistently after a write."""
+
+    scope: str
+    window: WindowRef
+    spend: Decimal = ZERO
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    breakdown: dict[str, Decimal] = field(default_factory=dict)  # "model:<id>", "app:<app>", "caller:<arn>"
+
+    def spend_by(self, dimension: str) -> dict[str, Decimal]:
+        prefix = f"{dimension}:"
+        return {k.removeprefix(prefix): v for k, v in self.breakdown.items() if k.startswith(prefix)}
+
+    @property
+    def spend_by_model(self) -> dict[str, Decimal]:
+        return self.spend_by("model")
+
+
+TriggerKind = Literal["threshold", "alarm", "manual", "rollover", "reset"]
+
+
+@dataclass(frozen=True, slots=True)
+class Rearm:
+    """After a reset, thresholds count from `baseline_spend` in `window_key`; or nothing escalates
+    before `snooze_until`."""
+
+    window_key: str
+    baseline_spend: Decimal = ZERO
+    snooze_until: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TargetState:
+    """A shutdown target. `saved` is the reserved concurrency before we touched it: an int, or None
+    meaning the function had no reserved concurrency (which is different from 0)."""
+
+    saved: int | None
+    status: Literal["saved", "applied", "restored", "restore_failed"] = "saved"
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Flag:
+    """The enforced state of one scope. Moves only by a conditional write on `version`."""
+
+    scope: str
+    level: Level = Level.NORMAL
+    since: datetime | None = None
+    trigger: TriggerKind = "threshold"
+    reason: str = ""
+    window_key: str = ""
+    version: int = 0
+    rearm: Rearm | None = None
+    active_alarms: dict[str, Level] = field(default_factory=dict)
+    model_downgrades: dict[str, str] = field(default_factory=dict)
+    targets: dict[str, TargetState] = field(default_factory=dict)
+    applied: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """A decided change of one scope's level. `crossed` lists every level passed on the way up."""
+
+    scope: str
+    from_level: Level
+    to_level: Level
+    trigger: TriggerKind
+    reason: str
+    window_key: str
+    spend: Decimal = ZERO
+    crossed: tuple[Level, ...] = ()
+    rearm: Rearm | None = None
+    alarm: tuple[str, Level | None] | None = None
+
+    @property
+    def is_escalation(self) -> bool:
+        return self.to_level > self.from_level
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    scope: str
+    at: datetime
+    actor: str
+    action: str
+    reason: str
+    before: dict[str, Any]
+    after: dict[str, Any]
+    entry_id: str

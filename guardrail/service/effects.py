@@ -1,0 +1,269 @@
+"""Effects: turn a won transition into reversible changes in the world, then tell people.
+
+Order (DESIGN.md section 6): enforcement first, notification last, so a failing SNS or Slack never
+blocks or undoes a shutdown. Shutdown saves each target's reserved concurrency durably in the flag
+before setting 0; restore puts back exactly what was saved ("none" -> DeleteFunctionConcurrency).
+Every step is idempotent, so the schedule handler can finish a half-applied transition.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+from guardrail.core.config import function_name
+from guardrail.core.errors import FlagConflict
+from guardrail.core.models import Budget, Flag, Level, TargetState
+from guardrail.service.messages import Burn, alert_message
+from guardrail.service.notify import AlertMessage, Notifier
+from guardrail.service.targets import Concurrency, aws_error, describe_saved, restore_cli
+from guardrail.store.flags import FlagStore
+from guardrail.store.table import alerted_key, item_key
+
+if TYPE_CHECKING:
+    from mypy_boto3_lambda import LambdaClient
+
+    from guardrail.service.engine import Committed
+
+ACTOR = "guardrail"
+
+
+@dataclass
+class EffectReport:
+    """What one application of effects did; handlers turn it into metrics and their response."""
+
+    scope: str
+    level: Level
+    actions: list[str] = field(default_factory=list)
+    applied: int = 0
+    failures: list[str] = field(default_factory=list)
+    notification_failures: list[str] = field(default_factory=list)
+
+
+class Effects:
+    def __init__(
+        self,
+        flags: FlagStore,
+        *,
+        lambda_factory: Callable[[], LambdaClient],
+        notifier: Notifier | None,
+        dry_run: bool = False,
+        own_functions: tuple[str, ...] = (),
+        burn_rate: Callable[[str], Burn] | None = None,
+        on_report: Callable[[EffectReport], None] | None = None,
+    ) -> None:
+        self.flags = flags
+        self.concurrency = Concurrency(lambda_factory)
+        self.notifier = notifier
+        self.dry_run = dry_run
+        own = {function_name(f) for f in own_functions}
+        if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+            own.add(os.environ["AWS_LAMBDA_FUNCTION_NAME"])
+        self.own = own
+        self.burn_rate = burn_rate
+        self.on_report = on_report
+        self.reports: list[EffectReport] = []
+
+    @property
+    def lambda_client(self) -> LambdaClient:
+        return self.concurrency.client
+
+    # -- the entry point the engine calls ---------------------------------------------------------
+
+    def apply(self, committed: Committed) -> Flag:
+        t = committed.transition
+        report = EffectReport(scope=t.scope, level=t.to_level)
+        flag = committed.after
+        try:
+            if t.to_level == Level.SHUTDOWN and t.from_level < Level.SHUTDOWN:
+                # Marked applied only after the alert went out: a crash before it leaves the flag
+                # unapplied, and the schedule run finishes the shutdown and sends the alert.
+                flag = self.shutdown(flag, committed.budget, report, mark_applied=False)
+            elif (t.from_level == Level.SHUTDOWN and t.to_level < Level.SHUTDOWN) or (
+                t.trigger == "reset" and flag.targets
+            ):
+                # A reset of a scope that is already normal retries the restores AWS refused before.
+                flag = self.restore(flag, report)
+            elif not flag.applied:
+                flag = self._mark_applied(flag)
+        except FlagConflict as exc:
+            # Someone moved the flag while we worked (e.g. a reset): their transition owns it now.
+            report.failures.append(f"flag changed during effects: {exc}; the schedule run will reconcile")
+        if t.to_level >= Level.THROTTLE and t.from_level < Level.THROTTLE and flag.model_downgrades:
+            pairs = ", ".join(f"{a} -> {b}" for a, b in flag.model_downgrades.items())
+            report.actions.append(f"model downgrades in force: {pairs}")
+        if t.from_level >= Level.THROTTLE and t.to_level < Level.THROTTLE:
+            report.actions.append("model downgrades lifted")
+        self._notify(committed, flag, report)
+        if not flag.applied and flag.targets and all(s.status == "applied" for s in flag.targets.values()):
+            try:
+                flag = self._mark_applied(flag)
+            except FlagConflict as exc:
+                report.failures.append(f"flag changed during effects: {exc}; the schedule run will reconcile")
+        self._done(report)
+        return flag
+
+    def _done(self, report: EffectReport) -> None:
+        self.reports.append(report)
+        if self.on_report is not None:
+            self.on_report(report)
+
+    # -- shutdown and restore ---------------------------------------------------------------------
+
+    def targets_of(self, budget: Budget) -> list[str]:
+        return [t for t in budget.targets if function_name(t) not in self.own]
+
+    def shutdown(self, flag: Flag, budget: Budget, report: EffectReport, *, mark_applied: bool = True) -> Flag:
+        targets = self.targets_of(budget)
+        skipped = [t for t in budget.targets if t not in targets]
+        if skipped:
+            report.failures.append(f"refused to stop the guardrail's own functions: {', '.join(skipped)}")
+        if self.dry_run:
+            for name in targets:
+                current = self.concurrency.read(name)
+                if not current.readable:
+                    report.failures.append(f"{name}: could not read reserved concurrency: {current.error}")
+                report.actions.append(f"set reserved concurrency 0 on {name} (now {current.describe()})")
+            return self._mark_applied(flag)
+        # 1. Save what each target has now, unless we saved it before (then it may be our own 0).
+        saved = dict(flag.targets)
+        for name in targets:
+            if name in saved:
+                continue
+            current = self.concurrency.read(name)
+            if not current.readable:
+                report.failures.append(f"{name}: could not read reserved concurrency: {current.error}")
+                continue
+            saved[name] = TargetState(saved=current.value, status="saved")
+        # 2. Persist before touching anything: a crash after this point is repaired from the flag.
+        if saved != flag.targets:
+            flag = self.flags.update(
+                flag, actor=ACTOR, action="shutdown:saved", reason="saved reserved concurrency", targets=saved
+            )
+        # 3. Set 0, then mark applied.
+        flag = self.enforce_zero(flag, report, mark_applied=mark_applied)
+        return flag
+
+    def enforce_zero(self, flag: Flag, report: EffectReport, *, mark_applied: bool = True) -> Flag:
+        """Set 0 on every saved target that is not at 0 yet (also the schedule's drift repair)."""
+        targets = dict(flag.targets)
+        for name, state in flag.targets.items():
+            try:
+                self.concurrency.stop(name)
+            except Exception as exc:
+                report.failures.append(f"{name}: could not set reserved concurrency 0: {aws_error(exc)}")
+                continue
+            targets[name] = replace(state, status="applied", message="")
+            report.applied += 1
+            report.actions.append(f"reserved concurrency 0 on {name} (was {describe_saved(state.saved)})")
+        ok = all(s.status == "applied" for s in targets.values())
+        applied = ok and mark_applied
+        if targets != flag.targets or flag.applied != applied:
+            flag = self.flags.update(
+                flag,
+                actor=ACTOR,
+                action="shutdown:applied" if ok else "shutdown:partial",
+                reason="reserved concurrency 0 on targets",
+                targets=targets,
+                applied=applied,
+            )
+        return flag
+
+    def restore(self, flag: Flag, report: EffectReport) -> Flag:
+        if self.dry_run:
+            for name, state in flag.targets.items():
+                report.actions.append(f"restore {name} to {describe_saved(state.saved)}")
+            return self._mark_applied(flag)
+        remaining: dict[str, TargetState] = {}
+        for name, state in flag.targets.items():
+            try:
+                self.concurrency.restore(name, state.saved)
+            except Exception as exc:
+                message = aws_error(exc)
+                remaining[name] = replace(state, status="restore_failed", message=message)
+                report.failures.append(
+                    f"{name}: restore to {describe_saved(state.saved)} failed ({message}); the saved value is kept. "
+                    "Free unreserved concurrency (the account keeps at least 10-100 unreserved) or restore "
+                    f"by hand: {restore_cli(name, state.saved)}, then run the reset again"
+                )
+                continue
+            report.applied += 1
+            report.actions.append(f"restored {name} to {describe_saved(state.saved)}")
+        return self.flags.update(
+            flag,
+            actor=ACTOR,
+            action="restore:applied" if not remaining else "restore:partial",
+            reason="restored reserved concurrency" if not remaining else "some targets could not be restored",
+            targets=remaining,
+            applied=True,
+        )
+
+    def _mark_applied(self, flag: Flag) -> Flag:
+        if flag.applied:
+            return flag
+        return self.flags.update(flag, actor=ACTOR, action="applied", reason="effects applied", applied=True)
+
+    # -- unknown models ---------------------------------------------------------------------------
+
+    def alert_unknown_models(self, models: set[str], day: str) -> list[str]:
+        """Tell on-call once per model per day (across all invocations) that a model was priced at the
+        ceiling rate. Returns the models alerted now."""
+        if not models or self.notifier is None:
+            return []
+        fresh = []
+        for model in sorted(models):
+            try:
+                self.flags.client.put_item(
+                    TableName=self.flags.table,
+                    Item={
+                        **item_key(alerted_key("unknown-model", day, model)),
+                        "expires_at": {"N": str(int(self.flags.now().timestamp()) + 3 * 86400)},
+                    },
+                    ConditionExpression="attribute_not_exists(pk)",
+                )
+            except self.flags.client.exceptions.ConditionalCheckFailedException:
+                continue  # already alerted today
+            fresh.append(model)
+        if fresh:
+            failures = self.notifier.send_text(
+                f"Bedrock guardrail: unknown model priced at the ceiling rate ({len(fresh)})",
+                "These model ids have no price in genai-prices or GUARDRAIL_PRICE_OVERRIDES, so the ledger "
+                "prices them at GUARDRAIL_CEILING_RATE (never $0): " + ", ".join(fresh) + ". Add a price "
+                'override, e.g. GUARDRAIL_PRICE_OVERRIDES=\'{"<model id>": {"input": 3, "output": 15}}\'.',
+            )
+            if failures:
+                self._done(EffectReport(scope="global", level=Level.NORMAL, notification_failures=failures))
+        return fresh
+
+    # -- notification -----------------------------------------------------------------------------
+
+    def _notify(self, committed: Committed, flag: Flag, report: EffectReport) -> None:
+        t = committed.transition
+        if t.from_level == t.to_level:
+            return  # bookkeeping (an alarm joining or leaving at the same level): no page
+        message = self.message(committed, report)
+        if self.notifier is not None:
+            report.notification_failures = self.notifier.send(message)
+
+    def message(self, committed: Committed, report: EffectReport) -> AlertMessage:
+        t = committed.transition
+        burn = None
+        if self.burn_rate is not None:
+            try:
+                burn = self.burn_rate(t.scope)
+            except Exception as exc:  # a missing burn rate must not cost the alert
+                report.failures.append(f"burn rate unavailable: {exc}")
+        return alert_message(
+            scope=t.scope,
+            from_level=t.from_level,
+            to_level=t.to_level,
+            budget=committed.budget,
+            totals=committed.totals,
+            reason=t.reason,
+            actions=report.actions + [f"FAILED: {f}" for f in report.failures],
+            dry_run=self.dry_run,
+            rearm=committed.after.rearm,
+            burn=burn,
+        )

@@ -1,0 +1,291 @@
+"""The engine: the one path every entry point (handlers, CLI, demo) takes.
+
+records -> price -> ledger (exactly once) -> consistent totals -> policy -> conditional flag transition
+(+ audit). It returns the transitions this caller won, so whoever called can apply their effects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+from typing import TYPE_CHECKING, Any, Protocol
+
+from guardrail.core import policy
+from guardrail.core.errors import FlagConflict, GuardrailError, ScopeNotFound
+from guardrail.core.models import (
+    RATE_WINDOW,
+    AuditEntry,
+    Budget,
+    CounterKey,
+    Flag,
+    Level,
+    PricedRecord,
+    QuarantinedRecord,
+    ScopeTotals,
+    Transition,
+    UsageRecord,
+    WindowRef,
+)
+from guardrail.core.pricing import Pricer
+from guardrail.core.scopes import ScopeResolver
+from guardrail.core.windows import window_at, window_for
+from guardrail.service.sources import RecordParser
+from guardrail.store.flags import FlagStore
+from guardrail.store.ledger import Ledger, LedgerEntry, totals_from_items
+from guardrail.store.table import batch_get, counter_key
+
+if TYPE_CHECKING:
+    from mypy_boto3_bedrock import BedrockClient
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+    from guardrail.core.config import Settings
+
+MAX_DECIDE_ATTEMPTS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """A transition this caller won: the flag before and after, and its audit entry."""
+
+    transition: Transition
+    before: Flag
+    after: Flag
+    audit: AuditEntry
+    totals: ScopeTotals
+    budget: Budget
+
+
+class EffectsApplier(Protocol):
+    def apply(self, committed: Committed) -> Flag: ...
+
+
+@dataclass
+class IngestResult:
+    recorded: list[PricedRecord] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+    quarantined: list[QuarantinedRecord] = field(default_factory=list)
+    unknown_models: set[str] = field(default_factory=set)
+    totals: dict[str, ScopeTotals] = field(default_factory=dict)
+    transitions: list[Committed] = field(default_factory=list)
+    write_calls: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeStatus:
+    scope: str
+    budget: Budget
+    totals: ScopeTotals
+    flag: Flag
+
+
+class Engine:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        dynamodb: DynamoDBClient,
+        bedrock_factory: Callable[[], BedrockClient] | None = None,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        effects: EffectsApplier | None = None,
+        ledger: Ledger | None = None,
+        flags: FlagStore | None = None,
+    ) -> None:
+        """`now` is the one clock of the engine, its ledger and its flags; `effects` applies every transition
+        this engine wins (None: transitions are committed and returned, nothing else happens)."""
+        self.settings = settings
+        self.now = now
+        self.zone = settings.zone
+        self.resolver = ScopeResolver(settings.budget_list())
+        self.pricer = Pricer(
+            overrides=settings.price_overrides, ceiling=settings.ceiling_rate, bedrock_factory=bedrock_factory
+        )
+        self.parser = RecordParser(settings.max_tokens_per_request)
+        self.ledger = ledger or Ledger(
+            dynamodb, settings.table_name, request_ttl_days=settings.request_ttl_days, now=now
+        )
+        self.flags = flags or FlagStore(dynamodb, settings.table_name, now=now, dry_run=settings.dry_run)
+        self.effects = effects
+
+    # -- spend -----------------------------------------------------------------------------------
+
+    def entries(self, records: Iterable[UsageRecord]) -> tuple[list[LedgerEntry], set[str]]:
+        """Price each record and name the counters it adds to (pure compute, no I/O)."""
+        out: list[LedgerEntry] = []
+        unknown: set[str] = set()
+        price = self.pricer.price
+        zone = self.zone
+        for record in records:
+            priced = PricedRecord(record, price(record))
+            if priced.price.at_ceiling:
+                unknown.add(record.model_id)
+            epoch = int(record.timestamp.timestamp())
+            rate = window_at(epoch, RATE_WINDOW, zone)
+            counters: list[CounterKey] = []
+            for scope, budget in self.resolver.scopes_for(record):
+                counters.append((scope, window_at(epoch, budget.window, zone)))
+                counters.append((scope, rate))
+            out.append(LedgerEntry(priced, tuple(counters)))
+        return out, unknown
+
+    def ingest_events(self, events: Iterable[Mapping[str, Any]]) -> IngestResult:
+        parsed = self.parser.events(events)
+        return self.ingest(parsed.records, parsed.quarantined)
+
+    def ingest(self, records: Sequence[UsageRecord], quarantined: Sequence[QuarantinedRecord] = ()) -> IngestResult:
+        result = IngestResult(quarantined=list(quarantined))
+        if quarantined:
+            self.ledger.quarantine(quarantined)
+        entries, result.unknown_models = self.entries(records)
+        outcome = self.ledger.record(entries)
+        result.recorded = [e.priced for e in outcome.recorded]
+        result.duplicates = outcome.duplicates
+        result.write_calls = outcome.write_calls
+        # Evaluate every touched counter of a current window (late records of a closed window count
+        # in the ledger but cannot escalate a window that is over). Duplicates' counters too: a
+        # redelivered batch (the Lambda retry of an invocation that failed after its ledger write) must
+        # still make the transition the failed attempt never committed.
+        dupes = set(outcome.duplicates)
+        touched = outcome.touched | {c for e in entries if e.priced.record.request_id in dupes for c in e.counters}
+        current = self._current_keys(touched)
+        totals, flags = self._read(current)
+        result.totals = {scope: t for (scope, _), t in totals.items()}
+        result.transitions = self._evaluate(totals, flags)
+        return result
+
+    def _read(self, keys: Sequence[CounterKey]) -> tuple[dict[CounterKey, ScopeTotals], dict[str, Flag]]:
+        """Counters and the flags of their scopes in one consistent BatchGetItem."""
+        if not keys:
+            return {}, {}
+        scopes = list(dict.fromkeys(scope for scope, _ in keys))
+        items = batch_get(
+            self.ledger.client,
+            self.ledger.table,
+            [counter_key(k) for k in keys] + [self.flags.key(s) for s in scopes],
+        )
+        return totals_from_items(keys, items), self.flags.from_items(scopes, items)
+
+    def _current_keys(self, keys: Iterable[CounterKey]) -> list[CounterKey]:
+        now = self.now()
+        return [(s, w) for s, w in keys if w.kind != RATE_WINDOW and (w.start <= now < w.end or w.start > now)]
+
+    def _evaluate(self, totals: Mapping[CounterKey, ScopeTotals], flags: Mapping[str, Flag]) -> list[Committed]:
+        won: list[Committed] = []
+        for (scope, _), scope_totals in totals.items():
+            budget = self.resolver.budget_for(scope)
+            if budget is None:
+                continue
+            decide = partial(self._evaluate_one, budget=budget, totals=scope_totals)
+            won.extend(self._decide_and_commit(flags[scope], decide, budget, scope_totals, actor="guardrail"))
+        return won
+
+    def _evaluate_one(self, flag: Flag, *, budget: Budget, totals: ScopeTotals) -> Transition | None:
+        return policy.evaluate(flag, budget, totals, self.now())
+
+    def _decide_and_commit(
+        self,
+        flag: Flag,
+        decide: Callable[[Flag], Transition | None],
+        budget: Budget,
+        totals: ScopeTotals,
+        *,
+        actor: str,
+    ) -> list[Committed]:
+        """Decide on the freshest flag and commit; on a lost race re-read and decide again."""
+        for _ in range(MAX_DECIDE_ATTEMPTS):
+            transition = decide(flag)
+            if transition is None:
+                return []
+            after = policy.apply(flag, transition, budget, self.now())
+            try:
+                audit = self.flags.transition(flag, after, transition, actor=actor)
+            except FlagConflict:
+                flag = self.flags.get(flag.scope)
+                continue
+            committed = Committed(transition, flag, after, audit, totals, budget)
+            if self.effects is not None:
+                self.effects.apply(committed)
+            return [committed]
+        raise GuardrailError(f"flag {flag.scope!r} kept changing under us; the next event will retry")
+
+    def current_window(self, budget: Budget) -> WindowRef:
+        return window_for(self.now(), budget.window, self.zone)
+
+    def budget(self, scope: str) -> Budget:
+        """The budget that governs `scope` (raises ScopeNotFound when none does)."""
+        budget = self.resolver.budget_for(scope)
+        if budget is None:
+            known = ", ".join(b.selector for b in self.resolver.budgets)
+            raise ScopeNotFound(f"no budget governs scope {scope!r} (configured: {known})")
+        return budget
+
+    def scope_totals(self, scope: str) -> ScopeTotals:
+        window = self.current_window(self.budget(scope))
+        return self.ledger.totals([(scope, window)])[(scope, window)]
+
+    def evaluate_scope(self, scope: str) -> list[Committed]:
+        """Re-evaluate one scope now (schedule: window rollover, snooze expiry)."""
+        budget = self.budget(scope)
+        window = self.current_window(budget)
+        return self._evaluate(*self._read([(scope, window)]))
+
+    # -- alarms and on-call ----------------------------------------------------------------------
+
+    def alarm(self, *, alarm: str, state: policy.AlarmState, level: Level, scope: str = "global") -> list[Committed]:
+        budget = self.budget(scope)
+        totals = self.scope_totals(scope)
+        return self._decide_and_commit(
+            self.flags.get(scope),
+            lambda f: policy.on_alarm(f, budget, totals, self.now(), alarm=alarm, state=state, level=level),
+            budget,
+            totals,
+            actor=f"alarm:{alarm}",
+        )
+
+    def reset(
+        self,
+        *,
+        scope: str,
+        actor: str,
+        reason: str,
+        snooze_until: datetime | None = None,
+        rearm_from_zero: bool = False,
+    ) -> Committed:
+        if not reason or not reason.strip():
+            raise GuardrailError("a reset needs a reason; it goes into the audit trail")
+        budget = self.budget(scope)
+        totals = self.scope_totals(scope)
+        committed = self._decide_and_commit(
+            self.flags.get(scope),
+            lambda f: policy.on_reset(
+                f, totals, reason=reason.strip(), snooze_until=snooze_until, rearm_from_zero=rearm_from_zero
+            ),
+            budget,
+            totals,
+            actor=actor,
+        )
+        return committed[0]
+
+    def status(self) -> list[ScopeStatus]:
+        """Every scope with a flag or a configured exact budget, with its current window's totals."""
+        flags = {f.scope: f for f in self.flags.list_all()}
+        scopes = list(flags)
+        scopes += [
+            b.selector for b in self.resolver.budgets if not b.selector.endswith(":*") and b.selector not in flags
+        ]
+        keys: list[CounterKey] = []
+        for scope in scopes:
+            scope_budget = self.resolver.budget_for(scope)
+            if scope_budget is not None:
+                keys.append((scope, self.current_window(scope_budget)))
+        totals = self.ledger.totals(keys)
+        return [
+            ScopeStatus(
+                scope=scope,
+                budget=self.budget(scope),
+                totals=totals[(scope, window)],
+                flag=flags.get(scope, Flag(scope=scope)),
+            )
+            for scope, window in keys
+        ]

@@ -1,0 +1,62 @@
+"""On-call operations shared by the reset handler and the CLI."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from guardrail.service.effects import EffectReport
+from guardrail.service.runtime import Runtime
+from guardrail.store.flags import flag_to_dict
+
+
+class ResetRequest(BaseModel):
+    """`{"scope": "global", "reason": "...", "actor": "..."}` plus optional re-arm options."""
+
+    model_config = ConfigDict(extra="forbid")
+    scope: str = "global"
+    reason: Annotated[str, Field(min_length=1, max_length=2000)]
+    actor: Annotated[str, Field(min_length=1, max_length=512)]
+    rearm: Literal["from-spend", "from-zero"] = "from-spend"
+    snooze_until: datetime | None = None
+
+    @field_validator("reason", "actor")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank: it goes into the audit trail")
+        return value.strip()
+
+    @field_validator("snooze_until")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("snooze_until needs a time zone, e.g. 2026-11-22T18:00:00Z")
+        return value
+
+
+def reset(runtime: Runtime, request: ResetRequest) -> dict[str, Any]:
+    """Restore every effect of the scope, audit, notify and re-arm. Returns what happened."""
+    before_reports = len(runtime.effects.reports)
+    committed = runtime.engine.reset(
+        scope=request.scope,
+        actor=request.actor,
+        reason=request.reason,
+        snooze_until=request.snooze_until,
+        rearm_from_zero=request.rearm == "from-zero",
+    )
+    reports: list[EffectReport] = runtime.effects.reports[before_reports:]
+    after = runtime.engine.flags.get(request.scope)
+    return {
+        "ok": not any(r.failures for r in reports),
+        "scope": request.scope,
+        "from_level": committed.transition.from_level.label,
+        "to_level": after.level.label,
+        "restored": [a for r in reports for a in r.actions],
+        "failures": [f for r in reports for f in r.failures],
+        "notification_failures": [f for r in reports for f in r.notification_failures],
+        "rearm": flag_to_dict(after)["rearm"],
+        "flag": flag_to_dict(after),
+    }

@@ -1,0 +1,197 @@
+"""The periodic run: window rollover, drift repair, and reconciliation against Bedrock's own metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from guardrail.core.models import Budget, Flag, Level, UsageRecord
+from guardrail.core.scopes import GLOBAL
+from guardrail.service.effects import EffectReport, Effects
+from guardrail.service.engine import Engine
+from guardrail.service.messages import alert_message
+
+if TYPE_CHECKING:
+    from mypy_boto3_cloudwatch import CloudWatchClient
+
+# AWS/Bedrock runtime metrics (dimension ModelId); token counts exclude cache tokens, like the logs.
+TOKEN_METRICS = {
+    "InputTokenCount": "input_tokens",
+    "OutputTokenCount": "output_tokens",
+    "CacheReadInputTokenCount": "cache_read_tokens",
+    "CacheWriteInputTokenCount": "cache_write_tokens",
+}
+UNTRACKED_RATIO = Decimal("0.10")
+UNTRACKED_MIN_USD = Decimal(1)
+
+
+@dataclass
+class ScheduleReport:
+    transitions: list[str] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    reconciliation: dict[str, str] = field(default_factory=dict)
+
+
+def run(engine: Engine, effects: Effects, cloudwatch: CloudWatchClient | None) -> ScheduleReport:
+    report = ScheduleReport()
+    for flag in engine.flags.list_all():
+        budget = engine.resolver.budget_for(flag.scope)
+        if budget is None:
+            continue
+        # 1. Rollover and snooze expiry: the same policy path as new spend.
+        for committed in engine.evaluate_scope(flag.scope):
+            t = committed.transition
+            report.transitions.append(f"{t.scope}: {t.from_level.label} -> {t.to_level.label} ({t.trigger})")
+        current = engine.flags.get(flag.scope)
+        effect = EffectReport(scope=current.scope, level=current.level)
+        # 2. Drift repair: a shutdown whose targets are not all at 0, or a half-applied transition.
+        if current.level == Level.SHUTDOWN and not engine.settings.dry_run:
+            missing = [t for t in effects.targets_of(budget) if t not in current.targets]
+            drifted = [name for name in current.targets if _drifted(effects, name, effect)]
+            if missing or drifted or not current.applied:
+                if missing:
+                    current = effects.shutdown(current, budget, effect)
+                    report.repaired.append(f"{current.scope}: saved and stopped {', '.join(missing)}")
+                else:
+                    current = effects.enforce_zero(current, effect)
+                    report.repaired.append(
+                        f"{current.scope}: reserved concurrency 0 again on {', '.join(drifted) or 'targets'}"
+                    )
+                # The invocation that started this shutdown may have died before its alert: tell on-call.
+                _alert_repair(engine, effects, current, budget, report.repaired[-1], effect)
+        # 3. Restores AWS refused earlier are retried (the account's unreserved pool may have grown).
+        elif current.level < Level.SHUTDOWN and current.targets:
+            current = effects.restore(current, effect)
+            report.repaired.append(f"{current.scope}: retried restore of {', '.join(current.targets) or 'all targets'}")
+        report.failures.extend(effect.failures + effect.notification_failures)
+    if cloudwatch is not None and engine.resolver.budget_for(GLOBAL) is not None:
+        report.reconciliation = reconcile(engine, effects, cloudwatch)
+    return report
+
+
+def _alert_repair(
+    engine: Engine, effects: Effects, flag: Flag, budget: Budget, repaired: str, effect: EffectReport
+) -> None:
+    if effects.notifier is None:
+        return
+    message = alert_message(
+        scope=flag.scope,
+        from_level=flag.level,
+        to_level=flag.level,
+        budget=budget,
+        totals=engine.scope_totals(flag.scope),
+        reason=f"schedule run repaired the shutdown ({flag.reason})",
+        actions=[repaired] + effect.actions + [f"FAILED: {f}" for f in effect.failures],
+        dry_run=engine.settings.dry_run,
+        rearm=flag.rearm,
+    )
+    effect.notification_failures.extend(effects.notifier.send(message))
+
+
+def _drifted(effects: Effects, name: str, report: EffectReport) -> bool:
+    """A target of a shutdown that is not at 0 (unreadable is reported, not called drift)."""
+    current = effects.concurrency.read(name)
+    if not current.readable:
+        report.failures.append(f"{name}: could not read reserved concurrency: {current.error}")
+        return False
+    return not current.stopped
+
+
+def bedrock_metric_spend(engine: Engine, cloudwatch: CloudWatchClient, start: datetime, end: datetime) -> Decimal:
+    """Spend implied by AWS/Bedrock token metrics per model for [start, end)."""
+    models: set[str] = set()
+    paginator = cloudwatch.get_paginator("list_metrics")
+    for page in paginator.paginate(Namespace="AWS/Bedrock", MetricName="InputTokenCount"):
+        for listed in page.get("Metrics", []):
+            for dim in listed.get("Dimensions", []):
+                if dim.get("Name") == "ModelId":
+                    models.add(dim["Value"])
+    if not models:
+        return Decimal(0)
+    # Periods CloudWatch keeps for the whole window (1 min for 15 days, 1 h for 63); the end is pushed one
+    # period out so the current, partial period is included.
+    span = (end - start).total_seconds()
+    period = 60 if span <= 6 * 3600 else 300 if span <= 14 * 86400 else 3600
+    end = end + timedelta(seconds=period)
+    queries: list[Any] = []
+    ids: dict[str, tuple[str, str]] = {}
+    for i, model in enumerate(sorted(models)):
+        for j, (metric, attr) in enumerate(TOKEN_METRICS.items()):
+            qid = f"m{i}_{j}"
+            ids[qid] = (model, attr)
+            queries.append(
+                {
+                    "Id": qid,
+                    "MetricStat": {
+                        "Metric": {
+                            "Namespace": "AWS/Bedrock",
+                            "MetricName": metric,
+                            "Dimensions": [{"Name": "ModelId", "Value": model}],
+                        },
+                        "Period": period,
+                        "Stat": "Sum",
+                    },
+                    "ReturnData": True,
+                }
+            )
+    tokens: dict[str, dict[str, int]] = {m: dict.fromkeys(TOKEN_METRICS.values(), 0) for m in models}
+    for k in range(0, len(queries), 500):
+        kwargs: dict[str, Any] = {"MetricDataQueries": queries[k : k + 500], "StartTime": start, "EndTime": end}
+        while True:
+            resp = cloudwatch.get_metric_data(**kwargs)
+            for result in resp.get("MetricDataResults", []):
+                model, attr = ids[result["Id"]]
+                tokens[model][attr] += int(sum(result.get("Values", [])))
+            if not resp.get("NextToken"):
+                break
+            kwargs["NextToken"] = resp["NextToken"]
+    total = Decimal(0)
+    for model, counts in tokens.items():
+        record = UsageRecord(
+            request_id="reconcile",
+            timestamp=start,
+            model_id=model,
+            input_tokens=counts["input_tokens"],
+            output_tokens=counts["output_tokens"],
+            cache_read_tokens=counts["cache_read_tokens"],
+            cache_write_tokens=counts["cache_write_tokens"],
+        )
+        total += engine.pricer.price(record).cost
+    return total
+
+
+def reconcile(engine: Engine, effects: Effects, cloudwatch: CloudWatchClient) -> dict[str, str]:
+    """Compare the ledger's global spend with what Bedrock's metrics imply; alert when the ledger is
+    lower by more than 10% and $1 (invocation logging off, or callers bypassing it)."""
+    budget = engine.budget(GLOBAL)
+    window = engine.current_window(budget)
+    ledger = engine.scope_totals(GLOBAL).spend
+    implied = bedrock_metric_spend(engine, cloudwatch, window.start, engine.now())
+    gap = implied - ledger
+    out = {"ledger_usd": str(ledger), "bedrock_metrics_usd": str(implied), "gap_usd": str(gap)}
+    if gap > UNTRACKED_MIN_USD and gap > implied * UNTRACKED_RATIO:
+        out["alert"] = "untracked Bedrock spend"
+        if effects.notifier is not None:
+            flag = engine.flags.get(GLOBAL)
+            message = alert_message(
+                scope=GLOBAL,
+                from_level=flag.level,
+                to_level=flag.level,
+                budget=budget,
+                totals=engine.scope_totals(GLOBAL),
+                reason=(
+                    f"untracked Bedrock spend: Bedrock's metrics imply ${implied.quantize(Decimal('0.01'))} this "
+                    f"{window.kind}, the ledger has ${ledger.quantize(Decimal('0.01'))}. Check that model invocation "
+                    "logging is on and delivered to the guardrail, and that no caller bypasses it"
+                ),
+                actions=["none: the ledger only counts what it sees; thresholds act on the ledger"],
+                dry_run=engine.settings.dry_run,
+                rearm=flag.rearm,
+            )
+            failures = effects.notifier.send(message)
+            if failures:
+                out["notification_failures"] = "; ".join(failures)
+    return out

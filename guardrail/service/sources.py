@@ -1,0 +1,177 @@
+"""Turn raw input into usage records: Bedrock model invocation log records (via a CloudWatch Logs
+subscription) and `Bedrock Usage` EventBridge events from the guarded client.
+
+Nothing here raises on bad input: every record that cannot be trusted becomes a `QuarantinedRecord`
+with the reason, so the good records of the same batch still count and the bad ones are kept.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from guardrail.core.models import QuarantinedRecord, UsageRecord
+from guardrail.core.usage_event import USAGE_DETAIL_TYPE, UsageEventDetail, record_from_detail
+
+RAW_KEEP_CHARS = 8192  # what a quarantine item keeps of the offending input
+# Timestamps outside these cannot be a Bedrock request (and would overflow calendar windows).
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+
+Count = Annotated[int, Field(strict=True, ge=0)]
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    inputTokenCount: Count
+    cacheReadInputTokenCount: Count = 0
+    cacheWriteInputTokenCount: Count = 0
+
+
+class _Output(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    outputTokenCount: Count
+
+
+class _Identity(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    arn: str = ""
+
+
+class InvocationLogRecord(BaseModel):
+    """The fields of a Bedrock ModelInvocationLog record that pricing needs."""
+
+    model_config = ConfigDict(extra="ignore")
+    schemaType: Literal["ModelInvocationLog"] = "ModelInvocationLog"
+    requestId: Annotated[str, Field(min_length=1, max_length=256)]
+    timestamp: datetime
+    modelId: Annotated[str, Field(min_length=1, max_length=2048)]
+    region: str = ""
+    identity: _Identity = _Identity()
+    input: _Input
+    output: _Output
+    requestMetadata: dict[str, str] = Field(default_factory=dict)
+
+
+@dataclass
+class ParseResult:
+    records: list[UsageRecord] = field(default_factory=list)
+    quarantined: list[QuarantinedRecord] = field(default_factory=list)
+
+    def extend(self, other: ParseResult) -> None:
+        self.records.extend(other.records)
+        self.quarantined.extend(other.quarantined)
+
+
+class RecordParser:
+    """Validates records against the schema and the sanity bound on token counts."""
+
+    def __init__(self, max_tokens_per_request: int = 5_000_000) -> None:
+        self.max_tokens = max_tokens_per_request
+
+    def quarantine(self, reason: str, raw: Any, source: str) -> QuarantinedRecord:
+        text = raw if isinstance(raw, str) else json.dumps(raw, default=str, ensure_ascii=False)
+        return QuarantinedRecord(
+            reason=reason[:1000], raw=text[:RAW_KEEP_CHARS], source=source, received_at=datetime.now(UTC)
+        )
+
+    def _check(self, record: UsageRecord) -> str | None:
+        counts = (
+            record.input_tokens,
+            record.output_tokens,
+            record.cache_read_tokens,
+            record.cache_write_tokens,
+        )
+        if max(counts) > self.max_tokens:
+            return f"absurd token count {max(counts)} (limit {self.max_tokens} per request)"
+        if record.timestamp.tzinfo is None:
+            return "timestamp has no time zone"
+        if not EARLIEST <= record.timestamp <= LATEST:
+            return f"timestamp {record.timestamp.isoformat()} out of range ({EARLIEST.year} to {LATEST.year})"
+        return None
+
+    def _accept(self, result: ParseResult, record: UsageRecord, raw: Any, source: str) -> None:
+        problem = self._check(record)
+        if problem:
+            result.quarantined.append(self.quarantine(problem, raw, source))
+        else:
+            result.records.append(record)
+
+    def invocation_log_line(self, line: str, result: ParseResult, source: str = "invocation-log") -> None:
+        """One log event `message`: a JSON ModelInvocationLog record."""
+        try:
+            log = InvocationLogRecord.model_validate_json(line)
+        except ValidationError as exc:
+            result.quarantined.append(self.quarantine(_describe(exc), line, source))
+            return
+        record = UsageRecord(
+            request_id=log.requestId,
+            timestamp=log.timestamp,
+            model_id=log.modelId,
+            input_tokens=log.input.inputTokenCount,
+            output_tokens=log.output.outputTokenCount,
+            cache_read_tokens=log.input.cacheReadInputTokenCount,
+            cache_write_tokens=log.input.cacheWriteInputTokenCount,
+            region=log.region,
+            caller=log.identity.arn,
+            metadata=log.requestMetadata,
+            source="invocation-log",
+        )
+        self._accept(result, record, line, source)
+
+    def cloudwatch_logs_event(self, event: Mapping[str, Any]) -> ParseResult:
+        """A CloudWatch Logs subscription event (`{"awslogs": {"data": base64(gzip|zlib(json))}}`)."""
+        from aws_lambda_powertools.utilities.parser.models import CloudWatchLogsModel
+
+        result = ParseResult()
+        try:
+            decoded = CloudWatchLogsModel.model_validate(event).awslogs.decoded_data
+        except (ValidationError, ValueError, TypeError) as exc:
+            result.quarantined.append(self.quarantine(f"undecodable log subscription event: {exc}", event, "logs"))
+            return result
+        if decoded.messageType != "DATA_MESSAGE":
+            return result  # CONTROL_MESSAGE: CloudWatch Logs checking the destination is reachable
+        for log_event in decoded.logEvents:
+            message = log_event.message
+            self.invocation_log_line(message if isinstance(message, str) else str(message), result)
+        return result
+
+    def usage_event(self, event: Mapping[str, Any]) -> ParseResult:
+        """An EventBridge `Bedrock Usage` event from the guarded client."""
+        result = ParseResult()
+        detail = event.get("detail") if isinstance(event, Mapping) else None
+        if not isinstance(detail, Mapping):
+            result.quarantined.append(self.quarantine("usage event has no detail object", event, "client"))
+            return result
+        try:
+            usage = UsageEventDetail.model_validate(detail)
+        except ValidationError as exc:
+            result.quarantined.append(self.quarantine(_describe(exc), event, "client"))
+            return result
+        self._accept(result, record_from_detail(usage, "event"), event, "client")
+        return result
+
+    def events(self, events: Iterable[Mapping[str, Any]]) -> ParseResult:
+        """Any mix of the two shapes (what the usage handler and the demo receive)."""
+        result = ParseResult()
+        for event in events:
+            if isinstance(event, Mapping) and "awslogs" in event:
+                result.extend(self.cloudwatch_logs_event(event))
+            elif isinstance(event, Mapping) and event.get("detail-type") == USAGE_DETAIL_TYPE:
+                result.extend(self.usage_event(event))
+            else:
+                result.quarantined.append(self.quarantine("not a log subscription or usage event", event, "unknown"))
+        return result
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = ".".join(str(p) for p in err["loc"]) or "record"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)

@@ -1,0 +1,152 @@
+"""The one DynamoDB table: its schema, every key format, and consistent batch reads.
+
+No other module writes a key literal. String keys `pk` / `sk`, on-demand, TTL attribute `expires_at`:
+
+| item                   | pk                                | sk                                       | TTL |
+|------------------------|-----------------------------------|------------------------------------------|-----|
+| per request            | `REQ#<request id>`                | `REQ`                                    | yes |
+| scope-window counter   | `SCOPE#<scope>`                   | `WINDOW#<kind>#<start>`                  | no  |
+| burn-rate bucket       | `SCOPE#<scope>`                   | `WINDOW#5min#<start>`                    | yes |
+| flag                   | `FLAG#<scope>`                    | `FLAG`                                   | no  |
+| dry-run flag           | `DRYRUN-FLAG#<scope>`             | `FLAG`                                   | no  |
+| audit entry            | `AUDIT`                           | `<iso time>#<scope>#<version>#<id>`      | no  |
+| quarantined input      | `QUARANTINE#<date>`               | `<iso time>#<digest>`                    | yes |
+| "already alerted" mark | `ALERTED#<what>#<date>`           | `<subject>`                              | yes |
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from guardrail.core.models import CounterKey, WindowRef
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+Key = tuple[str, str]  # (pk, sk)
+
+REQUEST_PREFIX = "REQ#"
+REQUEST_SK = "REQ"
+COUNTER_PREFIX = "SCOPE#"
+WINDOW_PREFIX = "WINDOW#"
+FLAG_PREFIX = "FLAG#"
+# Dry-run flags live beside the real ones: the whole path runs (and alerts once per transition), but
+# the flags that guarded clients read never change.
+DRY_RUN_FLAG_PREFIX = "DRYRUN-FLAG#"
+FLAG_SK = "FLAG"
+AUDIT_PK = "AUDIT"
+QUARANTINE_PREFIX = "QUARANTINE#"
+ALERTED_PREFIX = "ALERTED#"
+BREAKDOWN_PREFIX = "by:"  # counter attributes holding spend by model/app/caller
+
+
+def request_key(request_id: str) -> Key:
+    return f"{REQUEST_PREFIX}{request_id}", REQUEST_SK
+
+
+def counter_pk(scope: str) -> str:
+    return f"{COUNTER_PREFIX}{scope}"
+
+
+def counter_sk(window: WindowRef) -> str:
+    return f"{WINDOW_PREFIX}{window.key}"
+
+
+def counter_key(key: CounterKey) -> Key:
+    return counter_pk(key[0]), counter_sk(key[1])
+
+
+def flag_key(scope: str, *, dry_run: bool = False) -> Key:
+    return f"{DRY_RUN_FLAG_PREFIX if dry_run else FLAG_PREFIX}{scope}", FLAG_SK
+
+
+def flag_prefix(*, dry_run: bool = False) -> str:
+    return DRY_RUN_FLAG_PREFIX if dry_run else FLAG_PREFIX
+
+
+def is_flag(key: Key) -> bool:
+    return key[1] == FLAG_SK
+
+
+def audit_key(at: datetime, scope: str, version: int, entry_id: str) -> Key:
+    # Version in the key keeps one scope's entries in order even when the clock does not move.
+    return AUDIT_PK, f"{at.astimezone(UTC).isoformat()}#{scope}#{version:012d}#{entry_id}"
+
+
+def quarantine_pk(day: datetime) -> str:
+    return f"{QUARANTINE_PREFIX}{day.astimezone(UTC).date().isoformat()}"
+
+
+def quarantine_key(received_at: datetime, digest: str) -> Key:
+    return quarantine_pk(received_at), f"{received_at.astimezone(UTC).isoformat()}#{digest}"
+
+
+def alerted_key(what: str, day: str, subject: str) -> Key:
+    return f"{ALERTED_PREFIX}{what}#{day}", bounded(subject)
+
+
+MAX_KEY_TEXT_BYTES = 512  # DynamoDB allows 1,024 bytes of sort key and 2,048 of partition key
+
+
+def bounded(text: str) -> str:
+    """Outside text made safe to use in a key: short text as it is, long text cut and suffixed with its
+    digest (so two long values never share a key)."""
+    data = text.encode("utf-8", "surrogatepass")
+    if len(data) <= MAX_KEY_TEXT_BYTES:
+        return text
+    digest = hashlib.sha256(data).hexdigest()[:32]
+    return data[:400].decode("utf-8", "ignore") + "#" + digest
+
+
+def item_key(key: Key) -> dict[str, dict[str, str]]:
+    """A (pk, sk) pair as DynamoDB wants it in Key / Keys / an Item."""
+    return {"pk": {"S": key[0]}, "sk": {"S": key[1]}}
+
+
+def create_table(dynamodb_client: DynamoDBClient, table_name: str) -> None:
+    """Create the table (for local use and tests; the CDK stack defines the same schema)."""
+    dynamodb_client.create_table(
+        TableName=table_name,
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
+        KeySchema=[
+            {"AttributeName": "pk", "KeyType": "HASH"},
+            {"AttributeName": "sk", "KeyType": "RANGE"},
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    dynamodb_client.get_waiter("table_exists").wait(TableName=table_name, WaiterConfig={"Delay": 1})
+    dynamodb_client.update_time_to_live(
+        TableName=table_name, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"}
+    )
+
+
+def batch_get(
+    client: DynamoDBClient, table: str, keys: Sequence[Key], on_call: Callable[[], None] | None = None
+) -> dict[Key, dict[str, Any]]:
+    """Consistent BatchGetItem of (pk, sk) keys, 100 per call, retrying unprocessed keys (`on_call` is
+    told of each call). Returns the items found, by key."""
+    out: dict[Key, dict[str, Any]] = {}
+    pending = [item_key(k) for k in dict.fromkeys(keys)]
+    while pending:
+        batch, pending = pending[:100], pending[100:]
+        request: dict[str, Any] = {table: {"Keys": batch, "ConsistentRead": True}}
+        while request:
+            if on_call is not None:
+                on_call()
+            resp = client.batch_get_item(RequestItems=request)
+            for item in resp.get("Responses", {}).get(table, []):
+                out[(item["pk"]["S"], item["sk"]["S"])] = item
+            request = dict(resp.get("UnprocessedKeys") or {})
+    return out
+
+
+def new_id() -> str:
+    """A unique id for an item's sort key (audit entries)."""
+    return uuid.uuid4().hex

@@ -1,0 +1,84 @@
+"""Builders for usage records and invocation-log events used across tests, demo-free."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import zlib
+from datetime import UTC, datetime
+from typing import Any
+
+from guardrail.core.models import UsageRecord
+
+SONNET_45_US = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
+HAIKU_3 = "anthropic.claude-3-haiku-20240307-v1:0"
+
+
+def record(
+    request_id: str,
+    *,
+    model: str = SONNET_45_US,
+    input_tokens: int = 1000,
+    output_tokens: int = 100,
+    cache_read: int = 0,
+    cache_write: int = 0,
+    at: datetime | None = None,
+    app: str | None = None,
+    tenant: str | None = None,
+) -> UsageRecord:
+    metadata = {k: v for k, v in {"app": app, "tenant": tenant}.items() if v}
+    return UsageRecord(
+        request_id=request_id,
+        timestamp=at or datetime(2026, 11, 22, 10, 41, tzinfo=UTC),
+        model_id=model,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cache_read_tokens=cache_read,
+        cache_write_tokens=cache_write,
+        metadata=metadata,
+    )
+
+
+def log_line(r: UsageRecord) -> str:
+    """The invocation-log JSON Bedrock writes for a record."""
+    return json.dumps(
+        {
+            "schemaType": "ModelInvocationLog",
+            "schemaVersion": "1.0",
+            "timestamp": r.timestamp.isoformat(),
+            "accountId": "123456789012",
+            "identity": {"arn": r.caller or "arn:aws:sts::123456789012:assumed-role/app/app"},
+            "region": "us-east-1",
+            "requestId": r.request_id,
+            "operation": "Converse",
+            "modelId": r.model_id,
+            "input": {
+                "inputContentType": "application/json",
+                "inputTokenCount": r.input_tokens,
+                "cacheReadInputTokenCount": r.cache_read_tokens,
+                "cacheWriteInputTokenCount": r.cache_write_tokens,
+            },
+            "output": {"outputContentType": "application/json", "outputTokenCount": r.output_tokens},
+            "requestMetadata": r.metadata,
+        }
+    )
+
+
+def logs_event(lines: list[str], *, compression: str = "gzip") -> dict[str, Any]:
+    """A CloudWatch Logs subscription event carrying `lines` as log events."""
+    payload = json.dumps(
+        {
+            "messageType": "DATA_MESSAGE",
+            "owner": "123456789012",
+            "logGroup": "/aws/bedrock/modelinvocations",
+            "logStream": "aws/bedrock/modelinvocations",
+            "subscriptionFilters": ["guardrail-usage"],
+            "logEvents": [
+                {"id": str(i), "timestamp": int(datetime.now(UTC).timestamp() * 1000), "message": line}
+                for i, line in enumerate(lines)
+            ],
+        }
+    ).encode()
+    data = gzip.compress(payload) if compression == "gzip" else zlib.compress(payload)
+    return {"awslogs": {"data": base64.b64encode(data).decode()}}
