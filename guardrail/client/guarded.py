@@ -27,24 +27,22 @@ from __future__ import annotations
 
 import io
 import logging
-import re
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any, cast
 
+from guardrail.client.admission import Call, ScopeSet, Windows, decide, request_metadata
 from guardrail.client.flag_cache import FlagCache, ScopeView
-from guardrail.client.local_spend import LocalSpend, Refusal, Ticket, book_id
+from guardrail.client.local_spend import LocalSpend, Refusal, book_id
 from guardrail.client.options import ClientOptions
 from guardrail.client.reporting import EventSink, LedgerSink, Reporter, UsageReport
 from guardrail.client.streams import GuardedStream, StreamTracker
 from guardrail.client.usage import CONVERSE, Usage, invoke_model_usage, read_usage
 from guardrail.core.downgrade import downgrade_model_id
 from guardrail.core.errors import ConfigError, GuardrailShutdown
-from guardrail.core.models import Budget, CounterKey, Flag, Level, UsageRecord, reset_command
+from guardrail.core.models import Level, UsageRecord, reset_command
 from guardrail.core.ports import LedgerWriter
 from guardrail.core.scopes import ScopeResolver
 from guardrail.core.windows import window_for
@@ -71,56 +69,6 @@ if TYPE_CHECKING:
     from guardrail.core.pricing import Pricer
 
 logger = logging.getLogger("guardrail.client")
-
-# Converse requestMetadata: at most 16 pairs, this alphabet, 256 characters.
-_REQUEST_METADATA_TEXT = re.compile(r"[a-zA-Z0-9\s:_@$#=/+,\-.]{0,256}")
-
-
-@dataclass(frozen=True, slots=True)
-class _Windows:
-    """The current window of each scope of a scope set: counter keys, book names, and until when."""
-
-    keys: tuple[CounterKey, ...] = ()
-    books: tuple[str, ...] = ()
-    cache_key: str = ""
-    valid_until: float = -1.0
-
-
-@dataclass(frozen=True, slots=True)
-class _Verdict:
-    """What one flag snapshot means for calls: evaluated once per snapshot, not once per call."""
-
-    views: tuple[ScopeView, ...]
-    limits: tuple[Decimal | None, ...]
-    downgrades: dict[str, str] | None
-    throttled_scope: str
-    refuse: tuple[str, ScopeView] | None
-    cacheable: bool
-
-
-class _ScopeSet:
-    """The scopes one metadata selects, their current windows, and the verdict of the last flags."""
-
-    __slots__ = ("scopes", "verdict", "windows")
-
-    def __init__(self, scopes: tuple[tuple[str, Budget], ...]) -> None:
-        self.scopes = scopes
-        self.windows = _Windows()
-        self.verdict: _Verdict | None = None
-
-
-@dataclass(slots=True)
-class _Call:
-    """One guarded call between its admission and its usage report."""
-
-    operation: str
-    kwargs: dict[str, Any]
-    scopes: _ScopeSet
-    limits: tuple[Decimal | None, ...]
-    ticket: Ticket
-    metadata: dict[str, str]
-    model_id: str
-    downgrade: dict[str, str] | None = None
 
 
 class GuardedBedrockClient:
@@ -158,10 +106,10 @@ class GuardedBedrockClient:
         self._clock = clock
         self._zone = self.settings.zone
         self._resolver = ScopeResolver(self.settings.budget_list())
-        self._scope_cache: dict[tuple[tuple[str, str], ...], _ScopeSet] = {}
+        self._scope_cache: dict[tuple[tuple[str, str], ...], ScopeSet] = {}
         self._default_scopes = self._scopes(self.metadata)
         self._downgrades: dict[tuple[str, tuple[tuple[str, str], ...]], str | None] = {}
-        self._tags = _request_metadata(self.metadata) if self.options.tag_requests else {}
+        self._tags = request_metadata(self.metadata) if self.options.tag_requests else {}
         self.spend = LocalSpend(reserve_in_flight=self.options.reserve_in_flight, clock=timer)
 
         opts = self.options
@@ -259,7 +207,7 @@ class GuardedBedrockClient:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._bedrock, name)
 
-    def _tracker(self, call: _Call, request_id: str, kind: str) -> StreamTracker:
+    def _tracker(self, call: Call, request_id: str, kind: str) -> StreamTracker:
         def finish(usage: Usage, partial: bool) -> None:
             self._complete(call, request_id, usage, partial=partial)
 
@@ -271,7 +219,7 @@ class GuardedBedrockClient:
 
     # -- before the call ----------------------------------------------------------------------------
 
-    def _scopes(self, metadata: Mapping[str, str]) -> _ScopeSet:
+    def _scopes(self, metadata: Mapping[str, str]) -> ScopeSet:
         key = tuple(sorted(metadata.items()))
         found = self._scope_cache.get(key)
         if found is None:
@@ -284,10 +232,10 @@ class GuardedBedrockClient:
                 caller=self.caller,
                 metadata=dict(metadata),
             )
-            found = self._scope_cache[key] = _ScopeSet(tuple(self._resolver.scopes_for(probe)))
+            found = self._scope_cache[key] = ScopeSet(tuple(self._resolver.scopes_for(probe)))
         return found
 
-    def _windows(self, scope_set: _ScopeSet) -> _Windows:
+    def _windows(self, scope_set: ScopeSet) -> Windows:
         """The current window of each scope (recomputed only when a window ends)."""
         windows = scope_set.windows
         now = self._clock()
@@ -297,29 +245,10 @@ class GuardedBedrockClient:
         keys = tuple((scope, window_for(at, budget.window, self._zone)) for scope, budget in scope_set.scopes)
         books = tuple(book_id(k) for k in keys)
         valid_until = min((w.end.timestamp() for _, w in keys), default=now + 3600)
-        windows = scope_set.windows = _Windows(keys, books, "\n".join(books), valid_until)
+        windows = scope_set.windows = Windows(keys, books, "\n".join(books), valid_until)
         return windows
 
-    def _verdict(self, scope_set: _ScopeSet, windows: _Windows, views: tuple[ScopeView, ...]) -> _Verdict:
-        dry_run = self.settings.dry_run
-        downgrades: dict[str, str] | None = None
-        limits: list[Decimal | None] = []
-        refuse: tuple[str, ScopeView] | None = None
-        throttled = ""
-        cacheable = True
-        for (scope, budget), view, (_, window) in zip(scope_set.scopes, views, windows.keys, strict=True):
-            flag = view.flag
-            if flag.level is Level.SHUTDOWN and refuse is None:
-                refuse = (scope, view)
-            if flag.level >= Level.THROTTLE:
-                downgrades = {**(downgrades or {}), **(flag.model_downgrades or budget.model_downgrades)}
-                throttled = throttled or scope
-            if flag.rearm is not None and flag.rearm.snooze_until is not None:
-                cacheable = False  # a snooze ends on its own: re-evaluate on every call
-            limits.append(None if dry_run else _shutdown_limit(budget, flag, window.key, self._clock()))
-        return _Verdict(views, tuple(limits), downgrades, throttled, refuse, cacheable)
-
-    def _admit(self, operation: str, kwargs: dict[str, Any]) -> _Call:
+    def _admit(self, operation: str, kwargs: dict[str, Any]) -> Call:
         metadata = self.metadata
         if operation[0] == "c":  # converse, converse_stream: requestMetadata
             extra = kwargs.get("requestMetadata")
@@ -334,7 +263,9 @@ class GuardedBedrockClient:
         views = self.flags.views(windows.keys, windows.cache_key)
         verdict = scope_set.verdict
         if verdict is None or verdict.views is not views or not verdict.cacheable:
-            verdict = scope_set.verdict = self._verdict(scope_set, windows, views)
+            verdict = scope_set.verdict = decide(
+                scope_set, windows, views, dry_run=self.settings.dry_run, now=self._clock()
+            )
         dry_run = self.settings.dry_run
         if verdict.refuse is not None:
             self._refuse(*verdict.refuse, dry_run)
@@ -366,7 +297,7 @@ class GuardedBedrockClient:
                 downgrade["modelId"],
                 downgrade["requestedModelId"],
             )
-        return _Call(operation, kwargs, scope_set, verdict.limits, admitted, metadata, model_id, downgrade)
+        return Call(operation, kwargs, scope_set, verdict.limits, admitted, metadata, model_id, downgrade)
 
     def _refuse(self, scope: str, view: ScopeView, dry_run: bool) -> None:
         flag = view.flag
@@ -389,13 +320,13 @@ class GuardedBedrockClient:
             self._downgrades[key] = downgrade_model_id(model_id, downgrades, self.options.known_models)
         return self._downgrades[key]
 
-    def _note_downgrade(self, call: _Call, resp: dict[str, Any]) -> None:
+    def _note_downgrade(self, call: Call, resp: dict[str, Any]) -> None:
         if call.downgrade is not None:
             resp.setdefault("ResponseMetadata", {})["Guardrail"] = dict(call.downgrade)
 
     # -- after the call -----------------------------------------------------------------------------
 
-    def _complete(self, call: _Call, request_id: str, usage: Usage | None, *, partial: bool = False) -> None:
+    def _complete(self, call: Call, request_id: str, usage: Usage | None, *, partial: bool = False) -> None:
         if usage is None:
             self.spend.release(call.ticket)
             logger.warning(
@@ -414,16 +345,6 @@ class GuardedBedrockClient:
         self._reporter.submit(UsageReport(fields, self._clock(), books, cost))
 
 
-def _shutdown_limit(budget: Budget, flag: Flag, window_key: str, now: float) -> Decimal | None:
-    """The spend at which this scope shuts down in this window (None while a reset snooze lasts)."""
-    rearm = flag.rearm
-    if rearm is None or rearm.window_key != window_key:
-        return budget.thresholds.shutdown
-    if rearm.snooze_until is not None and now < rearm.snooze_until.timestamp():
-        return None
-    return budget.thresholds.shutdown + rearm.baseline_spend
-
-
 def _request_id(resp: Mapping[str, Any]) -> str:
     meta = resp.get("ResponseMetadata") or {}
     rid = meta.get("RequestId") or (meta.get("HTTPHeaders") or {}).get("x-amzn-requestid")
@@ -431,16 +352,6 @@ def _request_id(resp: Mapping[str, Any]) -> str:
         return str(rid)
     logger.warning("guardrail: Bedrock response without a request id; it cannot dedupe with the invocation log")
     return f"client-{uuid.uuid4()}"
-
-
-def _request_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
-    """The client's metadata that Converse accepts as requestMetadata (16 pairs, a restricted alphabet)."""
-    out = {
-        k: v
-        for k, v in metadata.items()
-        if 1 <= len(k) <= 256 and _REQUEST_METADATA_TEXT.fullmatch(k) and _REQUEST_METADATA_TEXT.fullmatch(v)
-    }
-    return dict(list(out.items())[:16])
 
 
 def _service_ledger(settings: Settings, dynamodb: DynamoDBClient | None) -> LedgerWriter:

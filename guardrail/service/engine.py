@@ -32,8 +32,9 @@ from guardrail.core.pricing import Pricer
 from guardrail.core.scopes import ScopeResolver
 from guardrail.core.windows import window_at, window_for
 from guardrail.service.sources import RecordParser
+from guardrail.store.counters import totals_from_items
 from guardrail.store.flags import FlagStore
-from guardrail.store.ledger import Ledger, LedgerEntry, totals_from_items
+from guardrail.store.ledger import Ledger, LedgerEntry
 from guardrail.store.table import batch_get, counter_key
 
 if TYPE_CHECKING:

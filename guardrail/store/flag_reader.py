@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from guardrail.core.models import CounterKey, Flag, ScopeTotals
+from guardrail.store.counters import totals_from_item
 from guardrail.store.flags import flag_from_item
-from guardrail.store.ledger import totals_from_item
 from guardrail.store.table import Key, batch_get, counter_key, flag_key
 
 if TYPE_CHECKING:
