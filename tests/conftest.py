@@ -43,11 +43,35 @@ def _fast_moto_transactions() -> None:
     speed_up_moto_transactions()
 
 
+# Every test on the embedded AWS runs on a clock that starts mid-morning of a fixed day and ticks: a suite run
+# across UTC midnight cannot see a record written "yesterday" evaluated "today".
+SUITE_START = "2026-11-22T10:00:00+00:00"
+
+
+def _import_every_model() -> None:
+    """Pydantic builds a model's schema when its class is defined: every module that defines one is imported
+    before the clock is patched (a class defined under it would see freezegun's datetime)."""
+    import importlib
+    import pkgutil
+
+    import aws_lambda_powertools.utilities.parser as parser
+
+    import guardrail
+    import handlers
+
+    # Powertools' parser builds its models lazily, on first attribute access: touch them all now.
+    for package in (parser, guardrail, handlers):
+        for module in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+            importlib.import_module(module.name)
+
+
 @pytest.fixture
 def aws() -> Iterator[None]:
+    from freezegun import freeze_time
     from moto import mock_aws
 
-    with mock_aws():
+    _import_every_model()
+    with freeze_time(SUITE_START, tick=True), mock_aws():
         yield
 
 

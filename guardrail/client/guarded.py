@@ -88,7 +88,7 @@ class GuardedBedrockClient:
         flag_cache: FlagCache | None = None,
         pricer: Pricer | None = None,
         timer: Callable[[], float] = time.monotonic,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         """`timer` (monotonic seconds) paces caches and reports; `clock` (epoch seconds) picks windows and
         ends snoozes. `ledger` is what report="ledger" writes through (default: the service's usage path
@@ -103,7 +103,7 @@ class GuardedBedrockClient:
         self.caller = caller
         self.region = str(getattr(getattr(bedrock, "meta", None), "region_name", "") or "")
         self._timer = timer
-        self._clock = clock
+        self._clock = clock or _wall_clock
         self._zone = self.settings.zone
         self._resolver = ScopeResolver(self.settings.budget_list())
         self._scope_cache: dict[tuple[tuple[str, str], ...], ScopeSet] = {}
@@ -352,6 +352,10 @@ def _request_id(resp: Mapping[str, Any]) -> str:
         return str(rid)
     logger.warning("guardrail: Bedrock response without a request id; it cannot dedupe with the invocation log")
     return f"client-{uuid.uuid4()}"
+
+
+def _wall_clock() -> float:
+    return time.time()  # looked up per call, so a patched clock (tests) is the one used
 
 
 def _service_ledger(settings: Settings, dynamodb: DynamoDBClient | None) -> LedgerWriter:

@@ -550,7 +550,7 @@ def test_64_threads_read_the_flag_store_once_per_ttl(ddb: Any, bedrock: Bedrock)
         bedrock.client,
         metadata={"app": "chat-api"},
         settings=load_settings(table_name=TABLE),
-        options=ClientOptions(flag_ttl=1.0),
+        options=ClientOptions(flag_ttl=1.0, flag_read_timeout=30.0),  # wall time: never the limit here
         dynamodb=ddb,
         events=events,  # type: ignore[arg-type]
         timer=timer,
@@ -611,7 +611,8 @@ def test_store_outage_serves_the_last_known_flag_then_fails_by_configuration(
     set_flag(ddb, "global", Level.THROTTLE, model_downgrades={"claude-sonnet": "claude-haiku"})
     timer = FakeTimer()
     source = BrokenSource(DynamoFlagSource(ddb, TABLE))
-    cache = FlagCache(source, ttl=1.0, max_stale=60.0, fail_mode=fail_mode, read_timeout=0.2, timer=timer)  # type: ignore[arg-type]
+    # read_timeout is wall time: generous, so a slow moto read on a busy machine is not taken for an outage
+    cache = FlagCache(source, ttl=1.0, max_stale=60.0, fail_mode=fail_mode, read_timeout=30.0, timer=timer)  # type: ignore[arg-type]
     client = GuardedBedrockClient(
         bedrock.client,
         settings=load_settings(table_name=TABLE),
