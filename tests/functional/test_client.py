@@ -244,6 +244,9 @@ def make_client(ddb: Any, bedrock: Bedrock) -> Callable[..., GuardedBedrockClien
         *, metadata: dict[str, str] | None = None, settings: dict[str, Any] | None = None, **options: Any
     ) -> GuardedBedrockClient:
         options.setdefault("background", False)
+        # The flag read timeout is wall time: on a machine with both cores busy a moto read can pass the
+        # default 1 s, and the client would (rightly) fail open. Only the outage tests exercise it.
+        options.setdefault("flag_read_timeout", 30.0)
         return GuardedBedrockClient(
             bedrock.client,
             metadata={"app": "chat-api"} if metadata is None else metadata,

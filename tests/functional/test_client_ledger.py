@@ -46,7 +46,11 @@ def test_ledger_mode_client_that_crosses_shutdown_stops_targets_and_alerts_witho
         )
     stubber.activate()
     # And a guarded client that writes the ledger directly (built through the public guard())
-    client = guard(bedrock, metadata={"app": "chat-api"}, options=ClientOptions(report="ledger", background=False))
+    client = guard(
+        bedrock,
+        metadata={"app": "chat-api"},
+        options=ClientOptions(report="ledger", background=False, flag_read_timeout=30.0),
+    )
 
     # When two calls spend $3.00
     client.converse(modelId=HAIKU_3, messages=MESSAGES)  # type: ignore[arg-type]
