@@ -3,10 +3,10 @@ CLI run); every part gets its collaborators and the one clock at construction.""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cache
 from typing import Any
 
 from guardrail.core.config import Settings, load_settings
@@ -84,9 +84,33 @@ def build(
     return Runtime(settings=settings, engine=engine, effects=effects, clients=pool)
 
 
-@cache
-def default_runtime() -> Runtime:
-    """The process-wide runtime of a Lambda container (settings read once, clients reused)."""
-    from guardrail.service.observability import record_effects
+class ProcessRuntime:
+    """The runtime of this process (a Lambda container, a CLI run): settings read once, clients reused.
 
-    return build(on_report=record_effects)
+    Built on first use from the environment; an embedded run (the demo, on its simulated clock) installs
+    one built for it instead, so nothing is patched onto a runtime after it was built."""
+
+    def __init__(self) -> None:
+        self._runtime: Runtime | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> Runtime:
+        runtime = self._runtime
+        if runtime is None:
+            with self._lock:
+                if self._runtime is None:
+                    from guardrail.service.observability import record_effects
+
+                    self._runtime = build(on_report=record_effects)
+                runtime = self._runtime
+        return runtime
+
+    def install(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+
+    def cache_clear(self) -> None:
+        """Forget the runtime: the next call builds one from the environment again."""
+        self._runtime = None
+
+
+default_runtime = ProcessRuntime()

@@ -326,15 +326,13 @@ class _Incident:
         import handlers.reset
         import handlers.usage
         from guardrail.core.downgrade import downgrade_model_id
-        from guardrail.service.runtime import default_runtime
+        from guardrail.service.observability import record_effects
+        from guardrail.service.runtime import build, default_runtime
 
-        default_runtime.cache_clear()
-        rt = default_runtime()
+        # The handlers' runtime, built on the simulated clock (windows, burn rate, audit times).
+        rt = build(now=self.clock, on_report=record_effects)
+        default_runtime.install(rt)
         self.rt = rt
-        # The handlers' runtime on the simulated clock (windows, burn rate, audit times).
-        rt.engine.now = self.clock
-        rt.engine.ledger.now = self.clock
-        rt.engine.flags.now = self.clock
         usage_ctx, reset_ctx = _Context("guardrail-usage"), _Context("guardrail-reset")
         pricer = rt.engine.pricer
         result = self.result
