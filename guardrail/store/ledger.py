@@ -121,8 +121,7 @@ def plan_chunks(
     A request id seen twice in the input is kept once (a transaction may not touch one item twice);
     the repeats are appended to `dropped`.
     """
-    chunks: list[Chunk] = []
-    current = Chunk()
+    unique: list[LedgerEntry] = []
     seen: set[str] = set()
     for entry in entries:
         rid = entry.priced.record.request_id
@@ -131,6 +130,13 @@ def plan_chunks(
                 dropped.append(rid)
             continue
         seen.add(rid)
+        unique.append(entry)
+    # Entries that share counters (the same scopes and 5-minute bucket) go into the same transaction, so a
+    # batch spread over hours costs close to ceil((requests + distinct counters) / 100) transactions.
+    unique.sort(key=_counter_order)
+    chunks: list[Chunk] = []
+    current = Chunk()
+    for entry in unique:
         new_counters = sum(1 for c in entry.counters if c not in current.counters)
         if current.entries and current.size + 1 + new_counters > limit:
             chunks.append(current)
@@ -146,6 +152,14 @@ def plan_chunks(
     if current.entries:
         chunks.append(current)
     return chunks
+
+
+_NO_BUCKET = datetime.min.replace(tzinfo=UTC)
+
+
+def _counter_order(entry: LedgerEntry) -> datetime:
+    """Records of one 5-minute bucket share its burn-rate counters (and mostly their window counters)."""
+    return next((window.start for _, window in entry.counters if window.kind == RATE_WINDOW), _NO_BUCKET)
 
 
 @dataclass
