@@ -1,0 +1,109 @@
+"""Cold start as Lambda pays it: process start to the first handled event, against a bare `import boto3`.
+
+Each run is a fresh interpreter. The handler run imports the usage handler and handles one invocation-log
+subscription event (10 records): the import, the runtime (settings, DynamoDB client), genai-prices' import
+and first lookup, the parser models, the ledger write and the consistent read, with botocore's full
+pipeline and only the HTTP send replaced (an empty success). The baseline imports boto3 and does nothing
+else. Both are measured as the child's CPU time (user + system, `resource.getrusage(RUSAGE_CHILDREN)`),
+median of 7 runs with min and max. Goal: the handler run at most 2x the baseline.
+
+Run: python benchmarks/bench_cold_start.py [--runs 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+GOAL_RATIO = 2.0
+ENV = {
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_ACCESS_KEY_ID": "bench",
+    "AWS_SECRET_ACCESS_KEY": "bench",
+    "AWS_LAMBDA_FUNCTION_NAME": "guardrail-usage",
+    "POWERTOOLS_SERVICE_NAME": "bedrock-guardrail",
+    "POWERTOOLS_METRICS_NAMESPACE": "BedrockGuardrail",
+    "GUARDRAIL_TABLE_NAME": "bedrock-guardrail",
+}
+BASELINE = "import boto3"
+FIRST_EVENT = """
+import base64, gzip, json, os, sys
+sys.stdout = open(os.devnull, "w")
+import handlers.usage
+from botocore.awsrequest import AWSResponse
+from guardrail.service.runtime import default_runtime
+
+class Body:
+    def __init__(self, data): self.data = data
+    def stream(self, **_): yield self.data
+
+def answer(request, **_):
+    target = request.headers.get("X-Amz-Target", b"")
+    body = b'{"Responses": {}, "UnprocessedKeys": {}}' if b"BatchGetItem" in target else b"{}"
+    return AWSResponse(request.url, 200, {}, Body(body))
+
+default_runtime().client("dynamodb").meta.events.register("before-send.dynamodb.*", answer)
+records = [{
+    "schemaType": "ModelInvocationLog", "timestamp": "2026-11-22T10:00:00Z", "requestId": f"cold-{i}",
+    "modelId": "us.anthropic.claude-sonnet-4-5-20250929-v1:0", "region": "us-east-1",
+    "identity": {"arn": "arn:aws:sts::123456789012:assumed-role/app/x"},
+    "input": {"inputTokenCount": 1200, "cacheReadInputTokenCount": 8000}, "output": {"outputTokenCount": 350},
+} for i in range(10)]
+payload = {"messageType": "DATA_MESSAGE", "owner": "123456789012", "logGroup": "/aws/bedrock/modelinvocations",
+    "logStream": "s", "subscriptionFilters": ["guardrail"], "logEvents": [
+    {"id": str(i), "timestamp": 0, "message": json.dumps(r)} for i, r in enumerate(records)]}
+event = {"awslogs": {"data": base64.b64encode(gzip.compress(json.dumps(payload).encode())).decode()}}
+
+class Context:
+    function_name = "guardrail-usage"; function_version = "$LATEST"; memory_limit_in_mb = 1024
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:guardrail-usage"
+    aws_request_id = "cold"
+
+result = handlers.usage.handler(event, Context())
+assert result["recorded"] == 10, result
+"""
+
+
+def cpu_of(code: str) -> float:
+    """CPU seconds (user + system) of one fresh interpreter running `code`."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**os.environ, **ENV, "PYTHONPATH": str(ROOT)},
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="cold start to the first handled event")
+    parser.add_argument("--runs", type=int, default=7)
+    runs = parser.parse_args().runs
+    base = [cpu_of(BASELINE) for _ in range(runs)]
+    first = [cpu_of(FIRST_EVENT) for _ in range(runs)]
+    ratio = statistics.median(first) / statistics.median(base)
+    print(f"process start -> first handled usage event (CPU, median of {runs}; min, max):")
+    print(
+        f"  bare `import boto3`   {statistics.median(base) * 1000:7.1f} ms  "
+        f"({min(base) * 1000:.1f}, {max(base) * 1000:.1f})"
+    )
+    print(
+        f"  usage handler, event  {statistics.median(first) * 1000:7.1f} ms  "
+        f"({min(first) * 1000:.1f}, {max(first) * 1000:.1f})"
+    )
+    verdict = "meets" if ratio <= GOAL_RATIO else "MISSES"
+    print(f"  ratio {ratio:.2f}x; goal <= {GOAL_RATIO:.0f}x: {verdict}")
+
+
+if __name__ == "__main__":
+    main()
