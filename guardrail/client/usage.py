@@ -21,6 +21,7 @@ class Usage(NamedTuple):
     output_tokens: int
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
+    cache_write_1h_tokens: int = 0  # part of cache_write_tokens; not read from responses yet
 
 
 class Shape(NamedTuple):

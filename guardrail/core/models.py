@@ -12,6 +12,8 @@ from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Literal
 
+from guardrail.core.price_table import Billing
+
 ZERO = Decimal(0)
 
 
@@ -73,6 +75,11 @@ class UsageRecord:
     metadata: dict[str, str] = field(default_factory=dict)
     source: Source = "invocation-log"
     partial: bool = False
+    # The part of `cache_write_tokens` written with a 1-hour TTL (the rest is 5-minute), when the source says.
+    cache_write_1h_tokens: int = 0
+    # `priority`, `flex`, `batch`, `reserved` when the source names the tier; "" for standard or unknown.
+    service_tier: str = ""
+    latency_optimized: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +89,7 @@ class Price:
     cost: Decimal
     priced_model: str
     at_ceiling: bool = False
+    billing: Billing = "token"  # anything else: Bedrock bills it otherwise and `cost` is 0
 
 
 @dataclass(frozen=True, slots=True)
