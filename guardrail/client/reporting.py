@@ -62,6 +62,7 @@ class UsageReport:
                 output_tokens=usage.output_tokens,
                 cache_read_tokens=usage.cache_read_tokens,
                 cache_write_tokens=usage.cache_write_tokens,
+                cache_write_1h_tokens=usage.cache_write_1h_tokens,
                 region=region,
                 caller=caller,
                 metadata=metadata,

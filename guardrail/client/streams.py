@@ -99,6 +99,7 @@ class StreamTracker:
                     metrics.output_tokens,
                     started.cache_read_tokens,
                     started.cache_write_tokens,
+                    started.cache_write_1h_tokens,
                 )
             self.final = metrics
 

@@ -11,6 +11,8 @@ import math
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
+from guardrail.core.usage_event import one_hour_cache_writes
+
 CHARS_PER_TOKEN = 4  # only for estimating what an abandoned stream had not been told yet
 
 
@@ -21,7 +23,7 @@ class Usage(NamedTuple):
     output_tokens: int
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
-    cache_write_1h_tokens: int = 0  # part of cache_write_tokens; not read from responses yet
+    cache_write_1h_tokens: int = 0  # the part of cache_write_tokens written with a 1-hour TTL
 
 
 class Shape(NamedTuple):
@@ -69,11 +71,13 @@ def read_usage(shape: Shape, source: Any) -> Usage | None:
     """The usage in `source` under `shape`'s names; None when it carries no input count."""
     if not isinstance(source, Mapping) or shape.input not in source:
         return None
+    cache_write = count(source.get(shape.cache_write))
     return Usage(
         input_tokens=count(source.get(shape.input)),
         output_tokens=count(source.get(shape.output)),
         cache_read_tokens=count(source.get(shape.cache_read)),
-        cache_write_tokens=count(source.get(shape.cache_write)),
+        cache_write_tokens=cache_write,
+        cache_write_1h_tokens=min(one_hour_cache_writes(source), cache_write),
     )
 
 

@@ -103,6 +103,17 @@ class PricedRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class FailedRequest:
+    """A request Bedrock refused or failed (a log record with `errorCode` and no token counts): not
+    billed, so it costs $0; counted apart from malformed input."""
+
+    request_id: str
+    timestamp: datetime
+    model_id: str
+    error_code: str
+
+
+@dataclass(frozen=True, slots=True)
 class QuarantinedRecord:
     """Input we could not trust. Kept with the reason; never counted as $0, never dropped."""
 
