@@ -82,9 +82,10 @@ class UsageRecord:
     latency_optimized: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Price:
-    """Exact cost of one record, with how it was priced."""
+    """Exact cost of one record, with how it was priced. Treat as immutable: not `frozen` only because
+    one is built per record on the pricing hot path, where a frozen init costs three times as much."""
 
     cost: Decimal
     priced_model: str

@@ -264,7 +264,7 @@ class Pricer:
         self._bedrock: BedrockClient | None = None
         self._rates: dict[str, Rates] = {}
         self._variants: dict[tuple[str, str, bool], Rates] = {}
-        self._profiles: TTLCache[str, str | None] = TTLCache(maxsize=1024, ttl=profile_ttl_seconds)
+        self._profiles: TTLCache[str, str | None] = TTLCache(maxsize=1024, ttl=profile_ttl_seconds, timer=clock)
         self._profile_ttl = profile_ttl_seconds
         self._clock = clock
         self._lock = threading.Lock()
@@ -277,8 +277,7 @@ class Pricer:
             rates = self.variant(rates, record.model_id, record.service_tier, record.latency_optimized)
         cost = rates.cost(record)
         # A request with no tokens (a failed or empty call) costs nothing, whatever the model: no ceiling flag.
-        flagged = rates.at_ceiling and cost > 0
-        return Price(cost=cost, priced_model=rates.source, at_ceiling=flagged, billing=rates.billing)
+        return Price(cost, rates.source, rates.at_ceiling and cost > 0, rates.billing)
 
     def rates_for(self, model_id: str) -> Rates:
         rates = self._rates.get(model_id)

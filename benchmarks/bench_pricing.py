@@ -1,0 +1,107 @@
+"""Pricing throughput per model id form, on warm caches (as a running Lambda prices).
+
+For each form (base id, geo profile, global profile, foundation-model ARN, application inference profile
+ARN) one Pricer prices the same 20,000 records (Sonnet 4.5 shapes: input, output, cache read and write);
+the first pass warms the caches and is not counted. Prints the median records/s of several rounds with
+min and max, and the CPU time per round (time.process_time). Goal: every form at least 200,000 records/s,
+the application profile ARN within 2x of the base id (it was about 80x slower before its rates were cached).
+
+Run: python benchmarks/bench_pricing.py
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import sys
+import time
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from guardrail.core.config import load_settings
+from guardrail.core.models import UsageRecord
+from guardrail.core.pricing import Pricer
+
+GOAL = 200_000
+APP_PROFILE = "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/bench"
+FORMS = {
+    "base id": "anthropic.claude-sonnet-4-5-20250929-v1:0",
+    "geo profile": "us.anthropic.claude-sonnet-4-5-20250929-v1:0",
+    "global profile": "global.anthropic.claude-sonnet-4-5-20250929-v1:0",
+    "foundation-model ARN": "arn:aws:bedrock:us-east-1::foundation-model/anthropic.claude-sonnet-4-5-20250929-v1:0",
+    "application profile ARN": APP_PROFILE,
+}
+
+
+class FakeBedrock:
+    """GetInferenceProfile for the application profile (no AWS)."""
+
+    calls = 0
+
+    def get_inference_profile(self, **_: Any) -> dict[str, Any]:
+        FakeBedrock.calls += 1
+        arn = "arn:aws:bedrock:us-east-1::foundation-model/anthropic.claude-sonnet-4-5-20250929-v1:0"
+        return {"models": [{"modelArn": arn}]}
+
+
+def records(n: int, seed: int = 7) -> list[UsageRecord]:
+    rng = random.Random(seed)
+    at = datetime(2026, 11, 22, 10, 45, tzinfo=UTC)
+    return [
+        UsageRecord(
+            request_id=f"bench-{i}",
+            timestamp=at,
+            model_id="",
+            input_tokens=rng.randint(1, 20_000),
+            output_tokens=rng.randint(1, 2000),
+            cache_read_tokens=rng.choice([0, 0, 8000]),
+            cache_write_tokens=rng.choice([0, 0, 0, 25_000]),
+        )
+        for i in range(n)
+    ]
+
+
+def measure(model_id: str, base: list[UsageRecord], rounds: int) -> tuple[list[float], list[float]]:
+    settings = load_settings()
+    pricer = Pricer(ceiling=settings.ceiling_rate, bedrock_factory=FakeBedrock)  # type: ignore[arg-type]
+    recs = [replace(r, model_id=model_id) for r in base]
+    price = pricer.price
+    for r in recs:  # warm: rates resolved once, then dict hits
+        price(r)
+    assert not price(recs[0]).at_ceiling, model_id
+    rates, cpu = [], []
+    for _ in range(rounds):
+        wall0, cpu0 = time.perf_counter(), time.process_time()
+        for r in recs:
+            price(r)
+        wall, used = time.perf_counter() - wall0, time.process_time() - cpu0
+        rates.append(len(recs) / wall)
+        cpu.append(used)
+    return rates, cpu
+
+
+def main(n: int = 20_000, rounds: int = 7) -> None:
+    base = records(n)
+    print(f"Pricer.price, warm caches, {n:,} records x {rounds} rounds (goal >= {GOAL:,} records/s per form)")
+    medians = {}
+    for form, model_id in FORMS.items():
+        rates, cpu = measure(model_id, base, rounds)
+        medians[form] = statistics.median(rates)
+        ok = "ok" if medians[form] >= GOAL else "BELOW GOAL"
+        print(
+            f"  {form:<24} median {medians[form]:>9,.0f}/s  (min {min(rates):>9,.0f}, max {max(rates):>9,.0f})"
+            f"  CPU {statistics.median(cpu) * 1000:6.1f} ms/round  {ok}"
+        )
+    ratio = medians["base id"] / medians["application profile ARN"]
+    print(
+        f"  application profile ARN vs base id: {ratio:.2f}x slower (goal <= 2x); GetInferenceProfile calls: ", end=""
+    )
+    print(FakeBedrock.calls)
+
+
+if __name__ == "__main__":
+    main()
