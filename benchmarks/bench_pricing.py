@@ -2,9 +2,11 @@
 
 For each form (base id, geo profile, global profile, foundation-model ARN, application inference profile
 ARN) one Pricer prices the same 20,000 records (Sonnet 4.5 shapes: input, output, cache read and write);
-the first pass warms the caches and is not counted. Prints the median records/s of several rounds with
-min and max, and the CPU time per round (time.process_time). Goal: every form at least 200,000 records/s,
-the application profile ARN within 2x of the base id (it was about 80x slower before its rates were cached).
+the first pass warms the caches and is not counted. Prints the median wall-clock records/s of several
+rounds with min and max, and the median CPU time per round (time.process_time) as records/s: on a shared
+machine the wall clock also counts time other processes held the core, so the goal is checked on CPU time.
+Goal: every form at least 200,000 records/s, the application profile ARN within 2x of the base id (it was
+about 80x slower before its rates were cached).
 
 Run: python benchmarks/bench_pricing.py
 """
@@ -90,17 +92,17 @@ def main(n: int = 20_000, rounds: int = 7) -> None:
     medians = {}
     for form, model_id in FORMS.items():
         rates, cpu = measure(model_id, base, rounds)
-        medians[form] = statistics.median(rates)
-        ok = "ok" if medians[form] >= GOAL else "BELOW GOAL"
+        cpu_rate = n / statistics.median(cpu)
+        medians[form] = cpu_rate
+        ok = "ok" if cpu_rate >= GOAL else "BELOW GOAL"
         print(
-            f"  {form:<24} median {medians[form]:>9,.0f}/s  (min {min(rates):>9,.0f}, max {max(rates):>9,.0f})"
-            f"  CPU {statistics.median(cpu) * 1000:6.1f} ms/round  {ok}"
+            f"  {form:<24} wall median {statistics.median(rates):>9,.0f}/s (min {min(rates):>9,.0f}, "
+            f"max {max(rates):>9,.0f});  CPU {statistics.median(cpu) * 1000:5.1f} ms/round = {cpu_rate:>9,.0f}/s  {ok}"
         )
     ratio = medians["base id"] / medians["application profile ARN"]
-    print(
-        f"  application profile ARN vs base id: {ratio:.2f}x slower (goal <= 2x); GetInferenceProfile calls: ", end=""
-    )
-    print(FakeBedrock.calls)
+    calls = FakeBedrock.calls
+    print(f"  application profile ARN vs base id (CPU): {ratio:.2f}x the time per record (goal <= 2x); ", end="")
+    print(f"GetInferenceProfile calls: {calls}")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -65,7 +65,7 @@ class InvocationLogRecord(BaseModel):
     output: _Output | None = None
     requestMetadata: dict[str, str] = Field(default_factory=dict)
     errorCode: str | None = None
-    performanceConfig: _Performance = _Performance()
+    performanceConfig: _Performance | None = None  # None, not a default instance: pydantic would copy it per record
     serviceTier: Any = None
 
 
@@ -133,7 +133,6 @@ class RecordParser:
                 result.quarantined.append(self.quarantine(f"{missing}: Field required", line, source))
                 return
             in_count, out_count = in_count or 0, out_count or 0  # billed per image / second / hour
-        body = out.outputBodyJson
         record = UsageRecord(
             request_id=log.requestId,
             timestamp=log.timestamp,
@@ -146,10 +145,9 @@ class RecordParser:
             caller=log.identity.arn,
             metadata=log.requestMetadata,
             source="invocation-log",
-            cache_write_1h_tokens=min(one_hour_cache_writes(_get(body, "usage")), inp.cacheWriteInputTokenCount),
-            service_tier=service_tier(log.serviceTier) or service_tier(_get(body, "serviceTier")),
-            latency_optimized=_latency_optimized(log.performanceConfig.latency, body),
         )
+        if out.outputBodyJson is not None or log.serviceTier is not None or log.performanceConfig is not None:
+            record = _with_billing_details(record, log, out.outputBodyJson)
         self._accept(result, record, line, source)
 
     def cloudwatch_logs_event(self, event: Mapping[str, Any]) -> ParseResult:
@@ -212,8 +210,16 @@ def _get(body: Any, *path: str) -> Any:
     return body
 
 
-def _latency_optimized(logged: str, body: Any) -> bool:
-    return "optimized" in (logged, _get(body, "performanceConfig", "latency"))
+def _with_billing_details(record: UsageRecord, log: InvocationLogRecord, body: Any) -> UsageRecord:
+    """What changes the price beyond the token counts, where the record says it: the 1-hour share of
+    cache writes (only in a logged body), the service tier, latency-optimized inference."""
+    latency = log.performanceConfig.latency if log.performanceConfig else ""
+    return replace(
+        record,
+        cache_write_1h_tokens=min(one_hour_cache_writes(_get(body, "usage")), record.cache_write_tokens),
+        service_tier=service_tier(log.serviceTier) or service_tier(_get(body, "serviceTier")),
+        latency_optimized="optimized" in (latency, _get(body, "performanceConfig", "latency")),
+    )
 
 
 def service_tier(value: Any) -> str:
