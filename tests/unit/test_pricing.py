@@ -210,3 +210,15 @@ def test_application_profile_rates_are_cached_and_re_resolved_after_the_ttl(monk
     stub.assert_no_pending_responses()
     assert costs == {expected(("0.25", "1.25", "0", "0"), 1000, 500, 0, 0)}
     assert len(lookups) == 2
+
+
+def test_override_may_set_the_one_hour_cache_write_rate() -> None:
+    from dataclasses import replace
+
+    negotiated = TokenRates.model_validate({"input": 2, "output": 10, "cache_write": "2.5", "cache_write_1h": 4})
+    p = pricer(overrides={"acme.model-v1": negotiated})
+    r = replace(
+        record("r", model="acme.model-v1", input_tokens=0, output_tokens=0, cache_write=3000),
+        cache_write_1h_tokens=1000,
+    )
+    assert p.price(r).cost == (2000 * Decimal("2.5") + 1000 * Decimal(4)) / Decimal(1_000_000)
