@@ -63,6 +63,8 @@ class UsageReport:
                 cache_read_tokens=usage.cache_read_tokens,
                 cache_write_tokens=usage.cache_write_tokens,
                 cache_write_1h_tokens=usage.cache_write_1h_tokens,
+                service_tier=usage.service_tier,
+                latency_optimized=usage.latency_optimized,
                 region=region,
                 caller=caller,
                 metadata=metadata,

@@ -11,7 +11,7 @@ import math
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from guardrail.core.usage_event import one_hour_cache_writes
+from guardrail.core.usage_event import one_hour_cache_writes, tier_name
 
 CHARS_PER_TOKEN = 4  # only for estimating what an abandoned stream had not been told yet
 
@@ -24,6 +24,8 @@ class Usage(NamedTuple):
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
     cache_write_1h_tokens: int = 0  # the part of cache_write_tokens written with a 1-hour TTL
+    service_tier: str = ""  # as the response names it; "" for standard
+    latency_optimized: bool = False
 
 
 class Shape(NamedTuple):
@@ -104,3 +106,12 @@ def estimate_input_tokens(operation: str, kwargs: Mapping[str, Any]) -> int:
         body = kwargs.get("body", b"")
         text = body.decode("utf-8", "replace") if isinstance(body, bytes | bytearray) else str(body)
     return math.ceil(len(text) / CHARS_PER_TOKEN)
+
+
+def with_tier(usage: Usage | None, tier: Any, latency: Any) -> Usage | None:
+    """`usage` with the service tier and latency mode the response names (Converse `serviceTier` /
+    `performanceConfig.latency`, InvokeModel `serviceTier` / `performanceConfigLatency`)."""
+    name, optimized = tier_name(tier), latency == "optimized"
+    if usage is None or not (name or optimized):
+        return usage
+    return usage._replace(service_tier=name, latency_optimized=optimized)

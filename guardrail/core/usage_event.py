@@ -66,7 +66,7 @@ def record_from_detail(usage: UsageEventDetail, source: Source) -> UsageRecord:
         cache_read_tokens=usage.cacheReadInputTokens,
         cache_write_tokens=usage.cacheWriteInputTokens,
         cache_write_1h_tokens=min(usage.cacheWrite1hInputTokens, usage.cacheWriteInputTokens),
-        service_tier=usage.serviceTier if usage.serviceTier in ("priority", "flex", "batch", "reserved") else "",
+        service_tier=tier_name(usage.serviceTier),
         latency_optimized=usage.latencyOptimized,
         region=usage.region,
         caller=usage.caller,
@@ -95,3 +95,13 @@ def one_hour_cache_writes(usage: Any) -> int:
     creation = usage.get("cache_creation")
     n = creation.get("ephemeral_1h_input_tokens") if isinstance(creation, Mapping) else None
     return n if type(n) is int and n > 0 else 0
+
+
+PRICED_TIERS = ("priority", "flex", "batch", "reserved")  # "default" (standard) prices as no tier
+
+
+def tier_name(value: Any) -> str:
+    """A service tier as Bedrock names it (Converse `{"type": "priority"}`, the InvokeModel header's
+    string); "" for the standard tier or anything unknown."""
+    tier = value.get("type") if isinstance(value, Mapping) else value
+    return tier.lower() if isinstance(tier, str) and tier.lower() in PRICED_TIERS else ""

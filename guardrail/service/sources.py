@@ -18,7 +18,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from guardrail.core import price_table
 from guardrail.core.models import FailedRequest, QuarantinedRecord, UsageRecord
 from guardrail.core.pricing import resource_of
-from guardrail.core.usage_event import USAGE_DETAIL_TYPE, UsageEventDetail, one_hour_cache_writes, record_from_detail
+from guardrail.core.usage_event import (
+    USAGE_DETAIL_TYPE,
+    UsageEventDetail,
+    one_hour_cache_writes,
+    record_from_detail,
+    tier_name,
+)
 
 RAW_KEEP_CHARS = 8192  # what a quarantine item keeps of the offending input
 # Timestamps outside these cannot be a Bedrock request (and would overflow calendar windows).
@@ -217,17 +223,9 @@ def _with_billing_details(record: UsageRecord, log: InvocationLogRecord, body: A
     return replace(
         record,
         cache_write_1h_tokens=min(one_hour_cache_writes(_get(body, "usage")), record.cache_write_tokens),
-        service_tier=service_tier(log.serviceTier) or service_tier(_get(body, "serviceTier")),
+        service_tier=tier_name(log.serviceTier) or tier_name(_get(body, "serviceTier")),
         latency_optimized="optimized" in (latency, _get(body, "performanceConfig", "latency")),
     )
-
-
-def service_tier(value: Any) -> str:
-    """Converse's `serviceTier` ({"type": "priority"}) or a plain string; "" for default or unknown."""
-    tier = _get(value, "type") if isinstance(value, Mapping) else value
-    if isinstance(tier, str) and tier.lower() in ("priority", "flex", "batch", "reserved"):
-        return tier.lower()
-    return ""
 
 
 def _describe(exc: ValidationError) -> str:
