@@ -155,3 +155,29 @@ def test_zero_token_record_is_never_flagged_at_ceiling() -> None:
     assert price.cost == 0 and not price.at_ceiling
     unknown = Pricer(ceiling=CEILING).price(rec("acme.unknown-model-v1:0", 10, 10))
     assert unknown.at_ceiling and unknown.cost > 0
+
+
+class _Profiles:
+    """GetInferenceProfile for an application profile over Sonnet 4.5 (no AWS)."""
+
+    def get_inference_profile(self, **_: object) -> dict[str, object]:
+        arn = "arn:aws:bedrock:us-east-1::foundation-model/anthropic.claude-sonnet-4-5-20250929-v1:0"
+        return {"models": [{"modelArn": arn}]}
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        "anthropic.claude-sonnet-4-5-20250929-v1:0",
+        SONNET_45_US,
+        "arn:aws:bedrock:us-east-1::foundation-model/anthropic.claude-sonnet-4-5-20250929-v1:0",
+        "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-sonnet-4-5-20250929-v1:0",
+        "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/team-a",
+    ],
+)
+def test_every_regional_id_form_prices_a_long_context_request_alike(model: str) -> None:
+    # 8. The application profile ARN resolves to the regional Sonnet 4.5 rate, cached like the others.
+    p = Pricer(ceiling=CEILING, bedrock_factory=_Profiles)  # type: ignore[arg-type]
+    usage = rec(model, 1000, 500, cr=150_000, cw=60_000, cache_write_1h_tokens=10_000)
+    expected = usd((1000, "6.6"), (500, "24.75"), (150_000, "0.66"), (50_000, "8.25"), (10_000, "13.2"))
+    assert [p.price(usage).cost for _ in range(3)] == [expected] * 3
