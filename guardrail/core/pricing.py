@@ -281,12 +281,17 @@ class Pricer:
 
     def rates_for(self, model_id: str) -> Rates:
         rates = self._rates.get(model_id)
-        if rates is not None and not (rates.expires and rates.expires < self._clock()):
+        if rates is not None and not self._expired(rates):
             return rates
         with self._lock:
-            rates = self._resolve(model_id)
-            self._rates[model_id] = rates
+            rates = self._rates.get(model_id)
+            if rates is None or self._expired(rates):  # not resolved meanwhile by another thread
+                rates = self._resolve(model_id)
+                self._rates[model_id] = rates
             return rates
+
+    def _expired(self, rates: Rates) -> bool:
+        return bool(rates.expires) and rates.expires < self._clock()
 
     def variant(self, rates: Rates, model_id: str, tier: str, latency_optimized: bool) -> Rates:
         """The rates of one service tier / latency mode of a model (cached like the rates themselves)."""
