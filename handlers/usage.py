@@ -26,6 +26,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         "duplicates": len(result.duplicates),
         "quarantined": [q.reason for q in result.quarantined],
         "unknown_models": sorted(result.unknown_models),
+        "failed_requests": len(result.failed),
+        "not_token_priced": result.not_token_priced,
         "transitions": [
             f"{c.transition.scope}: {c.transition.from_level.label} -> {c.transition.to_level.label}"
             for c in result.transitions

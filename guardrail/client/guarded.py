@@ -39,7 +39,7 @@ from guardrail.client.local_spend import LocalSpend, Refusal, book_id
 from guardrail.client.options import ClientOptions
 from guardrail.client.reporting import EventSink, LedgerSink, Reporter, UsageReport
 from guardrail.client.streams import GuardedStream, StreamTracker
-from guardrail.client.usage import CONVERSE, Usage, invoke_model_usage, read_usage
+from guardrail.client.usage import CONVERSE, Usage, invoke_model_usage, read_usage, with_tier
 from guardrail.core.downgrade import downgrade_model_id
 from guardrail.core.errors import ConfigError, GuardrailShutdown
 from guardrail.core.models import Level, UsageRecord, reset_command
@@ -161,7 +161,9 @@ class GuardedBedrockClient:
             self.spend.release(call.ticket)
             raise
         self._note_downgrade(call, resp)
-        self._complete(call, _request_id(resp), read_usage(CONVERSE, resp.get("usage")))
+        usage = read_usage(CONVERSE, resp.get("usage"))
+        usage = with_tier(usage, resp.get("serviceTier"), (resp.get("performanceConfig") or {}).get("latency"))
+        self._complete(call, _request_id(resp), usage)
         return cast("ConverseResponseTypeDef", resp)
 
     def converse_stream(self, **kwargs: Unpack[ConverseStreamRequestTypeDef]) -> ConverseStreamResponseTypeDef:
@@ -188,7 +190,10 @@ class GuardedBedrockClient:
         resp["body"] = StreamingBody(io.BytesIO(body), len(body))  # the caller reads it as usual
         self._note_downgrade(call, resp)
         headers = resp.get("ResponseMetadata", {}).get("HTTPHeaders", {})
-        self._complete(call, _request_id(resp), invoke_model_usage(headers, body))
+        usage = with_tier(
+            invoke_model_usage(headers, body), resp.get("serviceTier"), resp.get("performanceConfigLatency")
+        )
+        self._complete(call, _request_id(resp), usage)
         return cast("InvokeModelResponseTypeDef", resp)
 
     def invoke_model_with_response_stream(
@@ -337,6 +342,8 @@ class GuardedBedrockClient:
             return
         model_id = call.model_id
         rates = self.pricer.rates_for(model_id)  # a dict hit after the first call per model
+        if usage.service_tier or usage.latency_optimized:
+            rates = self.pricer.variant(rates, model_id, usage.service_tier, usage.latency_optimized)
         # Rates.cost reads only the four token counts, which Usage has under the same names.
         cost = rates.cost(cast(UsageRecord, usage))
         books = self._windows(call.scopes).books

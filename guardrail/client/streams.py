@@ -24,6 +24,7 @@ from guardrail.client.usage import (
     count,
     estimate_input_tokens,
     read_usage,
+    with_tier,
 )
 
 logger = logging.getLogger("guardrail.client")
@@ -72,7 +73,9 @@ class StreamTracker:
             reasoning = (delta.get("reasoningContent") or {}).get("text") or ""
             self.chars += len(text) + len(reasoning)
         elif "metadata" in event:
-            self.final = read_usage(CONVERSE, event["metadata"].get("usage"))
+            meta = event["metadata"]
+            usage = read_usage(CONVERSE, meta.get("usage"))
+            self.final = with_tier(usage, meta.get("serviceTier"), (meta.get("performanceConfig") or {}).get("latency"))
 
     def _see_invoke(self, event: Mapping[str, Any]) -> None:
         chunk = event.get("chunk")
@@ -99,6 +102,7 @@ class StreamTracker:
                     metrics.output_tokens,
                     started.cache_read_tokens,
                     started.cache_write_tokens,
+                    started.cache_write_1h_tokens,
                 )
             self.final = metrics
 

@@ -11,6 +11,8 @@ import math
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
+from guardrail.core.usage_event import one_hour_cache_writes, tier_name
+
 CHARS_PER_TOKEN = 4  # only for estimating what an abandoned stream had not been told yet
 
 
@@ -21,6 +23,9 @@ class Usage(NamedTuple):
     output_tokens: int
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
+    cache_write_1h_tokens: int = 0  # the part of cache_write_tokens written with a 1-hour TTL
+    service_tier: str = ""  # as the response names it; "" for standard
+    latency_optimized: bool = False
 
 
 class Shape(NamedTuple):
@@ -68,11 +73,13 @@ def read_usage(shape: Shape, source: Any) -> Usage | None:
     """The usage in `source` under `shape`'s names; None when it carries no input count."""
     if not isinstance(source, Mapping) or shape.input not in source:
         return None
+    cache_write = count(source.get(shape.cache_write))
     return Usage(
         input_tokens=count(source.get(shape.input)),
         output_tokens=count(source.get(shape.output)),
         cache_read_tokens=count(source.get(shape.cache_read)),
-        cache_write_tokens=count(source.get(shape.cache_write)),
+        cache_write_tokens=cache_write,
+        cache_write_1h_tokens=min(one_hour_cache_writes(source), cache_write),
     )
 
 
@@ -99,3 +106,12 @@ def estimate_input_tokens(operation: str, kwargs: Mapping[str, Any]) -> int:
         body = kwargs.get("body", b"")
         text = body.decode("utf-8", "replace") if isinstance(body, bytes | bytearray) else str(body)
     return math.ceil(len(text) / CHARS_PER_TOKEN)
+
+
+def with_tier(usage: Usage | None, tier: Any, latency: Any) -> Usage | None:
+    """`usage` with the service tier and latency mode the response names (Converse `serviceTier` /
+    `performanceConfig.latency`, InvokeModel `serviceTier` / `performanceConfigLatency`)."""
+    name, optimized = tier_name(tier), latency == "optimized"
+    if usage is None or not (name or optimized):
+        return usage
+    return usage._replace(service_tier=name, latency_optimized=optimized)

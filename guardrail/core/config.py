@@ -101,6 +101,7 @@ class TokenRates(BaseModel):
     output: Decimal
     cache_read: Decimal | None = None
     cache_write: Decimal | None = None
+    cache_write_1h: Decimal | None = None  # None: the (5-minute) cache_write rate
 
     @model_validator(mode="before")
     @classmethod

@@ -12,6 +12,8 @@ from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Literal
 
+from guardrail.core.price_table import Billing
+
 ZERO = Decimal(0)
 
 
@@ -73,15 +75,22 @@ class UsageRecord:
     metadata: dict[str, str] = field(default_factory=dict)
     source: Source = "invocation-log"
     partial: bool = False
+    # The part of `cache_write_tokens` written with a 1-hour TTL (the rest is 5-minute), when the source says.
+    cache_write_1h_tokens: int = 0
+    # `priority`, `flex`, `batch`, `reserved` when the source names the tier; "" for standard or unknown.
+    service_tier: str = ""
+    latency_optimized: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Price:
-    """Exact cost of one record, with how it was priced."""
+    """Exact cost of one record, with how it was priced. Treat as immutable: not `frozen` only because
+    one is built per record on the pricing hot path, where a frozen init costs three times as much."""
 
     cost: Decimal
     priced_model: str
     at_ceiling: bool = False
+    billing: Billing = "token"  # anything else: Bedrock bills it otherwise and `cost` is 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +101,17 @@ class PricedRecord:
     @property
     def cost(self) -> Decimal:
         return self.price.cost
+
+
+@dataclass(frozen=True, slots=True)
+class FailedRequest:
+    """A request Bedrock refused or failed (a log record with `errorCode` and no token counts): not
+    billed, so it costs $0; counted apart from malformed input."""
+
+    request_id: str
+    timestamp: datetime
+    model_id: str
+    error_code: str
 
 
 @dataclass(frozen=True, slots=True)

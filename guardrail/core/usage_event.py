@@ -3,8 +3,9 @@ the usage function (which ingests it)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -27,6 +28,9 @@ class UsageEventDetail(BaseModel):
     outputTokens: Count
     cacheReadInputTokens: Count = 0
     cacheWriteInputTokens: Count = 0
+    cacheWrite1hInputTokens: Count = 0  # the part of cacheWriteInputTokens written with a 1-hour TTL
+    serviceTier: str = ""
+    latencyOptimized: bool = False
     region: str = ""
     caller: str = ""
     metadata: dict[str, str] = Field(default_factory=dict)
@@ -42,6 +46,9 @@ class UsageEventDetail(BaseModel):
             outputTokens=record.output_tokens,
             cacheReadInputTokens=record.cache_read_tokens,
             cacheWriteInputTokens=record.cache_write_tokens,
+            cacheWrite1hInputTokens=record.cache_write_1h_tokens,
+            serviceTier=record.service_tier,
+            latencyOptimized=record.latency_optimized,
             region=record.region,
             caller=record.caller,
             metadata=record.metadata,
@@ -58,9 +65,43 @@ def record_from_detail(usage: UsageEventDetail, source: Source) -> UsageRecord:
         output_tokens=usage.outputTokens,
         cache_read_tokens=usage.cacheReadInputTokens,
         cache_write_tokens=usage.cacheWriteInputTokens,
+        cache_write_1h_tokens=min(usage.cacheWrite1hInputTokens, usage.cacheWriteInputTokens),
+        service_tier=tier_name(usage.serviceTier),
+        latency_optimized=usage.latencyOptimized,
         region=usage.region,
         caller=usage.caller,
         metadata=usage.metadata,
         source=source,
         partial=usage.partial,
     )
+
+
+def one_hour_cache_writes(usage: Any) -> int:
+    """Cache writes with a 1-hour TTL in a response `usage`: Converse `cacheDetails` ([{ttl: "1h",
+    inputTokens}]) or Anthropic's `cache_creation.ephemeral_1h_input_tokens`; 0 when it says nothing
+    (the writes are then priced at the 5-minute rate)."""
+    if not isinstance(usage, Mapping):
+        return 0
+    details = usage.get("cacheDetails")
+    if isinstance(details, list):
+        return sum(
+            d["inputTokens"]
+            for d in details
+            if isinstance(d, Mapping)
+            and d.get("ttl") == "1h"
+            and type(d.get("inputTokens")) is int
+            and d["inputTokens"] > 0
+        )
+    creation = usage.get("cache_creation")
+    n = creation.get("ephemeral_1h_input_tokens") if isinstance(creation, Mapping) else None
+    return n if type(n) is int and n > 0 else 0
+
+
+PRICED_TIERS = ("priority", "flex", "batch", "reserved")  # "default" (standard) prices as no tier
+
+
+def tier_name(value: Any) -> str:
+    """A service tier as Bedrock names it (Converse `{"type": "priority"}`, the InvokeModel header's
+    string); "" for the standard tier or anything unknown."""
+    tier = value.get("type") if isinstance(value, Mapping) else value
+    return tier.lower() if isinstance(tier, str) and tier.lower() in PRICED_TIERS else ""

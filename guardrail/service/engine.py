@@ -19,6 +19,7 @@ from guardrail.core.models import (
     AuditEntry,
     Budget,
     CounterKey,
+    FailedRequest,
     Flag,
     Level,
     PricedRecord,
@@ -68,6 +69,8 @@ class IngestResult:
     duplicates: list[str] = field(default_factory=list)
     quarantined: list[QuarantinedRecord] = field(default_factory=list)
     unknown_models: set[str] = field(default_factory=set)
+    failed: list[FailedRequest] = field(default_factory=list)  # errorCode records: $0, not quarantined
+    not_token_priced: dict[str, int] = field(default_factory=dict)  # model -> requests billed otherwise ($0 here)
     totals: dict[str, ScopeTotals] = field(default_factory=dict)
     transitions: list[Committed] = field(default_factory=list)
     write_calls: int = 0
@@ -132,7 +135,9 @@ class Engine:
 
     def ingest_events(self, events: Iterable[Mapping[str, Any]]) -> IngestResult:
         parsed = self.parser.events(events)
-        return self.ingest(parsed.records, parsed.quarantined)
+        result = self.ingest(parsed.records, parsed.quarantined)
+        result.failed = parsed.failed
+        return result
 
     def ingest(self, records: Sequence[UsageRecord], quarantined: Sequence[QuarantinedRecord] = ()) -> IngestResult:
         result = IngestResult(quarantined=list(quarantined))
@@ -141,6 +146,10 @@ class Engine:
         entries, result.unknown_models = self.entries(records)
         outcome = self.ledger.record(entries)
         result.recorded = [e.priced for e in outcome.recorded]
+        for priced in result.recorded:
+            if priced.price.billing != "token":
+                model = priced.record.model_id
+                result.not_token_priced[model] = result.not_token_priced.get(model, 0) + 1
         result.duplicates = outcome.duplicates
         result.write_calls = outcome.write_calls
         # Evaluate every touched counter of a current window (late records of a closed window count

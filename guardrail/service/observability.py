@@ -95,6 +95,14 @@ def record_ingest(result: IngestResult) -> None:
     unknown = sum(1 for p in result.recorded if p.price.at_ceiling)
     metrics.add_metric(name="UnknownModelRecords", unit=MetricUnit.Count, value=unknown)
     metrics.add_metric(name="Transitions", unit=MetricUnit.Count, value=len(result.transitions))
+    metrics.add_metric(name="FailedRequests", unit=MetricUnit.Count, value=len(result.failed))
+    not_token = sum(result.not_token_priced.values())
+    metrics.add_metric(name="NotTokenPricedRecords", unit=MetricUnit.Count, value=not_token)
+    if result.not_token_priced:
+        logger.warning(
+            "requests billed per image, per second or by the hour: counted, their cost is not per token ($0 here)",
+            extra={"models": result.not_token_priced},
+        )
     for scope, totals in result.totals.items():
         scoped_metric("SpendUSD", float(totals.spend.quantize(Decimal("0.000001"))), scope, MetricUnit.NoUnit)
     for committed in result.transitions:

@@ -159,7 +159,8 @@ def bedrock_metric_spend(engine: Engine, cloudwatch: CloudWatchClient, start: da
             cache_read_tokens=counts["cache_read_tokens"],
             cache_write_tokens=counts["cache_write_tokens"],
         )
-        total += engine.pricer.price(record).cost
+        # Metric sums span many requests: base rates, as per-request tiers cannot be told from a sum.
+        total += engine.pricer.rates_for(model).cost(record, tiered=False)
     return total
 
 

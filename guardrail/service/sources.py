@@ -9,14 +9,22 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from guardrail.core.models import QuarantinedRecord, UsageRecord
-from guardrail.core.usage_event import USAGE_DETAIL_TYPE, UsageEventDetail, record_from_detail
+from guardrail.core import price_table
+from guardrail.core.models import FailedRequest, QuarantinedRecord, UsageRecord
+from guardrail.core.pricing import resource_of
+from guardrail.core.usage_event import (
+    USAGE_DETAIL_TYPE,
+    UsageEventDetail,
+    one_hour_cache_writes,
+    record_from_detail,
+    tier_name,
+)
 
 RAW_KEEP_CHARS = 8192  # what a quarantine item keeps of the offending input
 # Timestamps outside these cannot be a Bedrock request (and would overflow calendar windows).
@@ -28,14 +36,20 @@ Count = Annotated[int, Field(strict=True, ge=0)]
 
 class _Input(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    inputTokenCount: Count
+    inputTokenCount: Count | None = None  # absent on failed requests and per-image/video models
     cacheReadInputTokenCount: Count = 0
     cacheWriteInputTokenCount: Count = 0
 
 
 class _Output(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    outputTokenCount: Count
+    outputTokenCount: Count | None = None
+    outputBodyJson: Any = None  # present when body logging is on: cache TTLs and service tier live here
+
+
+class _Performance(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    latency: str = ""
 
 
 class _Identity(BaseModel):
@@ -53,19 +67,24 @@ class InvocationLogRecord(BaseModel):
     modelId: Annotated[str, Field(min_length=1, max_length=2048)]
     region: str = ""
     identity: _Identity = _Identity()
-    input: _Input
-    output: _Output
+    input: _Input | None = None
+    output: _Output | None = None
     requestMetadata: dict[str, str] = Field(default_factory=dict)
+    errorCode: str | None = None
+    performanceConfig: _Performance | None = None  # None, not a default instance: pydantic would copy it per record
+    serviceTier: Any = None
 
 
 @dataclass
 class ParseResult:
     records: list[UsageRecord] = field(default_factory=list)
     quarantined: list[QuarantinedRecord] = field(default_factory=list)
+    failed: list[FailedRequest] = field(default_factory=list)
 
     def extend(self, other: ParseResult) -> None:
         self.records.extend(other.records)
         self.quarantined.extend(other.quarantined)
+        self.failed.extend(other.failed)
 
 
 class RecordParser:
@@ -109,19 +128,32 @@ class RecordParser:
         except ValidationError as exc:
             result.quarantined.append(self.quarantine(_describe(exc), line, source))
             return
+        inp, out = log.input or _Input(), log.output or _Output()
+        in_count, out_count = inp.inputTokenCount, out.outputTokenCount
+        if in_count is None or out_count is None:
+            if log.errorCode:  # refused or failed: AWS bills nothing; not malformed either
+                result.failed.append(FailedRequest(log.requestId, log.timestamp, log.modelId, log.errorCode[:256]))
+                return
+            if not _not_token_billed(log.modelId):
+                missing = "input.inputTokenCount" if in_count is None else "output.outputTokenCount"
+                result.quarantined.append(self.quarantine(f"{missing}: Field required", line, source))
+                return
+            in_count, out_count = in_count or 0, out_count or 0  # billed per image / second / hour
         record = UsageRecord(
             request_id=log.requestId,
             timestamp=log.timestamp,
             model_id=log.modelId,
-            input_tokens=log.input.inputTokenCount,
-            output_tokens=log.output.outputTokenCount,
-            cache_read_tokens=log.input.cacheReadInputTokenCount,
-            cache_write_tokens=log.input.cacheWriteInputTokenCount,
+            input_tokens=in_count,
+            output_tokens=out_count,
+            cache_read_tokens=inp.cacheReadInputTokenCount,
+            cache_write_tokens=inp.cacheWriteInputTokenCount,
             region=log.region,
             caller=log.identity.arn,
             metadata=log.requestMetadata,
             source="invocation-log",
         )
+        if out.outputBodyJson is not None or log.serviceTier is not None or log.performanceConfig is not None:
+            record = _with_billing_details(record, log, out.outputBodyJson)
         self._accept(result, record, line, source)
 
     def cloudwatch_logs_event(self, event: Mapping[str, Any]) -> ParseResult:
@@ -167,6 +199,33 @@ class RecordParser:
             else:
                 result.quarantined.append(self.quarantine("not a log subscription or usage event", event, "unknown"))
         return result
+
+
+def _not_token_billed(model_id: str) -> bool:
+    if resource_of(model_id)[0] == "provisioned-model":
+        return True
+    row = price_table.find(price_table.SUPPLEMENTAL, resource_of(model_id)[1])
+    return row is not None and row.billing != "token"
+
+
+def _get(body: Any, *path: str) -> Any:
+    for key in path:
+        if not isinstance(body, Mapping):
+            return None
+        body = body.get(key)
+    return body
+
+
+def _with_billing_details(record: UsageRecord, log: InvocationLogRecord, body: Any) -> UsageRecord:
+    """What changes the price beyond the token counts, where the record says it: the 1-hour share of
+    cache writes (only in a logged body), the service tier, latency-optimized inference."""
+    latency = log.performanceConfig.latency if log.performanceConfig else ""
+    return replace(
+        record,
+        cache_write_1h_tokens=min(one_hour_cache_writes(_get(body, "usage")), record.cache_write_tokens),
+        service_tier=tier_name(log.serviceTier) or tier_name(_get(body, "serviceTier")),
+        latency_optimized="optimized" in (latency, _get(body, "performanceConfig", "latency")),
+    )
 
 
 def _describe(exc: ValidationError) -> str:

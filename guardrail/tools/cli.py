@@ -96,6 +96,10 @@ def parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="a scripted runaway-agent incident on an embedded AWS (no account needed)")
     d.add_argument("--chart", default="guardrail-demo-spend.svg", help="where to write the spend chart (SVG)")
     d.add_argument("--pace", type=float, default=None, help="seconds to pause between timeline steps")
+
+    from guardrail.tools import prices
+
+    prices.add_parser(sub)
     return p
 
 
@@ -287,6 +291,10 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
             return cmd_replay(args, out)
         if args.command == "demo":
             return cmd_demo(args, out)
+        if args.command == "prices":
+            from guardrail.tools.prices import cmd_prices
+
+            return cmd_prices(args, out)
         runtime = _runtime()
         commands: dict[str, Callable[[argparse.Namespace, TextIO, Runtime], int]] = {
             "status": cmd_status,

@@ -672,3 +672,28 @@ def test_a_hanging_flag_store_never_hangs_the_caller(ddb: Any, bedrock: Bedrock)
 
     assert time.monotonic() - started < 5.0  # the store hangs forever: returning at all proves the timeout
     source.hang.set()
+
+
+def test_service_tier_and_one_hour_writes_named_by_the_response_are_priced_and_reported(
+    bedrock: Bedrock, make_client: Callable[..., GuardedBedrockClient], usage_events: Any
+) -> None:
+    client = make_client()
+    usage = {"input": 1000, "output": 1000, "cache_read": 0, "cache_write": 3000}
+    resp = response("converse", "req-tier", usage)
+    resp["serviceTier"] = {"type": "priority"}
+    resp["usage"]["cacheDetails"] = [{"ttl": "1h", "inputTokens": 1000}, {"ttl": "5m", "inputTokens": 2000}]
+    bedrock.respond("converse", resp, expected_request("converse", SONNET))
+
+    call(client, "converse")
+
+    (record,) = parse_usage(usage_events())
+    assert (record.service_tier, record.cache_write_1h_tokens) == ("priority", 1000)
+    # Sonnet 4.5 us. x1.75: (1000*3.3 + 1000*16.5 + 2000*4.125 + 1000*6.6) * 1.75 / 1e6
+    cost = (
+        Decimal("1.75")
+        * (1000 * Decimal("3.3") + 1000 * Decimal("16.5") + 2000 * Decimal("4.125") + 1000 * Decimal("6.6"))
+        / 10**6
+    )
+    assert client.pricer.price(record).cost == cost
+    key = client._windows(client._scopes(client.metadata)).keys[0]
+    assert client.spend.spend(key) == cost

@@ -316,3 +316,38 @@ def test_unknown_model_is_counted_at_ceiling_and_alerted_once_a_day(world: World
     notices = [m for m in world.sns_messages() if "acme.mystery-model-v9:0" in m]
     assert len(notices) == 1 and "GUARDRAIL_PRICE_OVERRIDES" in notices[0]
     assert sum("acme.mystery-model-v9:0" in p["text"] for p in world.slack) == 1
+
+
+def test_throttling_storm_is_counted_as_failed_requests_not_quarantined(world: World) -> None:
+    from datetime import UTC, datetime
+
+    def throttled(rid: str) -> str:
+        doc = json.loads(log_line(record(rid, at=datetime.now(UTC))))
+        doc.update(errorCode="ThrottlingException", input={"inputContentType": "application/json"}, output=None)
+        return json.dumps(doc)
+
+    out = world.usage(logs_event([throttled(f"t{i}") for i in range(20)]))
+    assert (out["recorded"], out["quarantined"], out["failed_requests"]) == (0, [], 20)
+    assert out["unknown_models"] == [] and world.sns_messages() == []
+
+
+def test_embeddings_and_provisioned_models_set_off_no_unknown_model_alert(world: World) -> None:
+    from datetime import UTC, datetime
+
+    now = datetime.now(UTC)
+    provisioned = "arn:aws:bedrock:us-east-1:123456789012:provisioned-model/p1"
+    out = world.usage(
+        logs_event(
+            [
+                log_line(
+                    record("e1", model="amazon.titan-embed-text-v2:0", input_tokens=1200, output_tokens=0, at=now)
+                ),
+                log_line(record("p1", model=provisioned, input_tokens=500, output_tokens=500, at=now)),
+                log_line(record("p2", model=provisioned, input_tokens=500, output_tokens=500, at=now)),
+            ]
+        )
+    )
+    assert out["recorded"] == 3 and out["unknown_models"] == []
+    assert out["not_token_priced"] == {provisioned: 2}
+    assert Decimal(out["spend"]["global"]) == Decimal("0.000024")
+    assert not any("unknown" in m.lower() for m in world.sns_messages())

@@ -175,3 +175,50 @@ def test_application_profile_that_cannot_be_resolved_is_priced_at_ceiling() -> N
     with stub:
         price = pricer(bedrock_factory=lambda: bedrock).price(record("a", model=arn))
     assert price.at_ceiling and price.cost > 0
+
+
+def test_application_profile_rates_are_cached_and_re_resolved_after_the_ttl(monkeypatch: pytest.MonkeyPatch) -> None:
+    import guardrail.core.pricing as pricing
+
+    arn = "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/team-b"
+    haiku = "arn:aws:bedrock:us-east-1::foundation-model/anthropic.claude-3-haiku-20240307-v1:0"
+    bedrock = boto3.client("bedrock", region_name="us-east-1")
+    stub = Stubber(bedrock)
+    for _ in range(2):
+        stub.add_response(
+            "get_inference_profile",
+            {
+                "inferenceProfileName": "team-b",
+                "inferenceProfileArn": arn,
+                "inferenceProfileId": "team-b",
+                "status": "ACTIVE",
+                "type": "APPLICATION",
+                "models": [{"modelArn": haiku}],
+            },
+            {"inferenceProfileIdentifier": arn},
+        )
+    lookups: list[str] = []
+    real = pricing.rates_from_genai_prices
+    monkeypatch.setattr(pricing, "rates_from_genai_prices", lambda ref: lookups.append(ref) or real(ref))
+    now = [1000.0]
+    p = pricer(bedrock_factory=lambda: bedrock, profile_ttl_seconds=60.0, clock=lambda: now[0])
+    with stub:
+        costs = {p.price(record(f"r{i}", model=arn, input_tokens=1000, output_tokens=500)).cost for i in range(50)}
+        assert lookups == ["anthropic.claude-3-haiku-20240307-v1:0"]  # once, not once per record
+        now[0] += 61  # the profile may have been re-pointed: resolve it again
+        p.price(record("late", model=arn))
+    stub.assert_no_pending_responses()
+    assert costs == {expected(("0.25", "1.25", "0", "0"), 1000, 500, 0, 0)}
+    assert len(lookups) == 2
+
+
+def test_override_may_set_the_one_hour_cache_write_rate() -> None:
+    from dataclasses import replace
+
+    negotiated = TokenRates.model_validate({"input": 2, "output": 10, "cache_write": "2.5", "cache_write_1h": 4})
+    p = pricer(overrides={"acme.model-v1": negotiated})
+    r = replace(
+        record("r", model="acme.model-v1", input_tokens=0, output_tokens=0, cache_write=3000),
+        cache_write_1h_tokens=1000,
+    )
+    assert p.price(r).cost == (2000 * Decimal("2.5") + 1000 * Decimal(4)) / Decimal(1_000_000)

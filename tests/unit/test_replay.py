@@ -2,7 +2,8 @@
 
 tests/events/incident-runaway-agent.jsonl (2026-11-15, UTC): four Claude 3 Haiku calls ($0.00075 each) from
 02:00, then a support-agent loop on Sonnet 4.5 (us.) every 3 s from 02:40:00, 400 calls. Each loop call is
-100 input + 200,000 cache-read + 6,000 output tokens = $0.16533 on Sonnet, $0.05511 on Haiku 4.5. Plus one
+100 input + 199,900 cache-read + 6,002 output tokens = $0.16533 on Sonnet, $0.05511 on Haiku 4.5 (200,000
+input tokens in all: one more would be billed at the long-context rate). Plus one
 request delivered twice and two malformed lines.
 
 By hand: alert at loop call 31 ($5.12823) 02:41:30; throttle at call 61 ($10.08813) 02:43:00. Then:

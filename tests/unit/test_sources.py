@@ -105,3 +105,101 @@ def test_bad_usage_event_and_unknown_shape_are_quarantined() -> None:
     assert len(result.quarantined) == 2
     assert any("inputTokens" in q.reason for q in result.quarantined)
     assert any("not a log subscription" in q.reason for q in result.quarantined)
+
+
+def logged(r: object = None, **changes: object) -> str:
+    """An invocation log line for record `r` with top-level fields replaced or added."""
+    doc = json.loads(log_line(r or record("x")))  # type: ignore[arg-type]
+    doc.update(changes)
+    return json.dumps(doc)
+
+
+def test_failed_request_is_a_zero_cost_error_not_quarantined() -> None:
+    throttled = logged(
+        record("t1"),
+        errorCode="ThrottlingException",
+        input={"inputContentType": "application/json"},
+        output={"outputContentType": "application/json"},
+    )
+    no_output = logged(record("t2"), errorCode="ValidationException", output=None)
+    result = parser.cloudwatch_logs_event(logs_event([throttled, no_output, log_line(record("ok"))]))
+    assert [r.request_id for r in result.records] == ["ok"]
+    assert not result.quarantined
+    assert [(f.request_id, f.error_code) for f in result.failed] == [
+        ("t1", "ThrottlingException"),
+        ("t2", "ValidationException"),
+    ]
+
+
+def test_missing_counts_without_error_code_stay_quarantined() -> None:
+    line = logged(record("m"), input={"inputContentType": "application/json"})
+    result = parser.cloudwatch_logs_event(logs_event([line]))
+    assert not result.records and not result.failed
+    assert result.quarantined[0].reason == "input.inputTokenCount: Field required"
+
+
+@pytest.mark.parametrize(
+    "model",
+    ["amazon.nova-canvas-v1:0", "amazon.nova-reel-v1:1", "arn:aws:bedrock:us-east-1:123456789012:provisioned-model/p1"],
+)
+def test_models_billed_otherwise_are_counted_without_token_counts(model: str) -> None:
+    line = logged(record("img", model=model), input={"inputContentType": "application/json"}, output={})
+    result = parser.cloudwatch_logs_event(logs_event([line]))
+    assert [(r.model_id, r.input_tokens, r.output_tokens) for r in result.records] == [(model, 0, 0)]
+
+
+def test_one_hour_cache_writes_read_from_a_logged_converse_body() -> None:
+    body = {"usage": {"cacheDetails": [{"ttl": "1h", "inputTokens": 20000}, {"ttl": "5m", "inputTokens": 10000}]}}
+    line = logged(
+        record("c", cache_write=30000),
+        output={"outputContentType": "application/json", "outputTokenCount": 100, "outputBodyJson": body},
+    )
+    (r,) = parser.cloudwatch_logs_event(logs_event([line])).records
+    assert (r.cache_write_tokens, r.cache_write_1h_tokens) == (30000, 20000)
+
+
+def test_one_hour_cache_writes_read_from_a_logged_anthropic_body_and_bounded() -> None:
+    body = {"usage": {"cache_creation": {"ephemeral_1h_input_tokens": 99999, "ephemeral_5m_input_tokens": 0}}}
+    line = logged(
+        record("c", cache_write=5000),
+        output={"outputContentType": "application/json", "outputTokenCount": 100, "outputBodyJson": body},
+    )
+    (r,) = parser.cloudwatch_logs_event(logs_event([line])).records
+    assert r.cache_write_1h_tokens == 5000  # never more than the writes the log counted
+
+
+def test_without_a_body_cache_writes_are_five_minute_ones() -> None:
+    (r,) = parser.cloudwatch_logs_event(logs_event([log_line(record("c", cache_write=5000))])).records
+    assert r.cache_write_1h_tokens == 0
+
+
+@pytest.mark.parametrize(
+    ("changes", "tier", "latency"),
+    [
+        ({"performanceConfig": {"latency": "optimized"}}, "", True),
+        ({"performanceConfig": {"latency": "standard"}}, "", False),
+        ({"serviceTier": {"type": "priority"}}, "priority", False),
+        ({"serviceTier": "flex"}, "flex", False),
+        ({"serviceTier": {"type": "default"}}, "", False),
+        (
+            {"output": {"outputTokenCount": 100, "outputBodyJson": {"serviceTier": {"type": "priority"}}}},
+            "priority",
+            False,
+        ),
+    ],
+)
+def test_service_tier_and_latency_mode_when_the_record_names_them(
+    changes: dict[str, object], tier: str, latency: bool
+) -> None:
+    (r,) = parser.cloudwatch_logs_event(logs_event([logged(record("s"), **changes)])).records
+    assert (r.service_tier, r.latency_optimized) == (tier, latency)
+
+
+def test_usage_event_carries_one_hour_writes_and_tier() -> None:
+    from dataclasses import replace
+
+    from guardrail.core.usage_event import UsageEventDetail, record_from_detail
+
+    r = replace(record("e", cache_write=300), cache_write_1h_tokens=200, service_tier="flex", latency_optimized=True)
+    back = record_from_detail(UsageEventDetail.from_record(r), "event")
+    assert (back.cache_write_1h_tokens, back.service_tier, back.latency_optimized) == (200, "flex", True)
