@@ -5,9 +5,9 @@
   (`guardrail/client`) and the on-call tools (`guardrail/tools`) never run in Lambda and are left out.
 - Layer asset: the runtime dependencies from `pyproject.toml` (`[project].dependencies`, which the light
   client needs, plus the `service` extra, minus boto3, which the Lambda runtime provides), installed by
-  pip for the Lambda platform (arm64, CPython of the function runtime, binary wheels only). The result is cached under `~/.cache/bedrock-guardrail-cdk/`
-  (or `$GUARDRAIL_CDK_CACHE`) by a hash of the requirement list, platform and Python version, so only the
-  first synth on a machine downloads anything.
+  pip for the Lambda platform (arm64, CPython of the function runtime, binary wheels only). The result is
+  cached under `~/.cache/bedrock-guardrail-cdk/` (or `$GUARDRAIL_CDK_CACHE`) by a hash of the requirement
+  list, platform and Python version, so only the first synth on a machine downloads anything.
 - With context `guardrail:bundleDependencies=false` (the infrastructure tests use it) the layer holds only
   a marker file: the template is the same, nothing is downloaded.
 """
