@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -24,6 +25,9 @@ if TYPE_CHECKING:
 
 PROG = "guardrail"
 OK, ATTENTION, CANNOT_RUN = 0, 1, 2
+BROKEN_PIPE = 141  # what a shell reports for a command whose reader went away (128 + SIGPIPE)
+# Options whose value may start with "-" (`--action "->normal"`): argparse would take it for an option.
+FREE_TEXT_OPTIONS = ("--action", "--actor", "--reason", "--scope")
 
 
 # -- argument types ------------------------------------------------------------------------------------
@@ -137,18 +141,30 @@ def caller_identity(runtime: Runtime) -> str:
     return str(runtime.client("sts").get_caller_identity()["Arn"])
 
 
-def cmd_reset(args: argparse.Namespace, out: TextIO, runtime: Runtime) -> int:
-    from guardrail.service.oncall import ResetRequest, reset
-    from guardrail.tools import status
+def check_reset(args: argparse.Namespace) -> None:
+    """Refuse bad reset arguments before the preview and before any AWS call (Region, credentials)."""
+    from guardrail.service.oncall import ResetRequest
 
     reason = (args.reason or "").strip()
     if not reason:
         raise CliError('reset refused: --reason "what was fixed" is required; it goes into the audit trail')
-    snooze_until = args.snooze_until
     if args.snooze_for is not None:
-        snooze_until = datetime.now(UTC) + args.snooze_for
-    if snooze_until is not None and snooze_until <= datetime.now(UTC):
+        args.snooze_until = datetime.now(UTC) + args.snooze_for
+    if args.snooze_until is not None and args.snooze_until <= datetime.now(UTC):
         raise CliError("reset refused: --snooze-until is in the past")
+    try:  # the same model the reset itself uses; the actor is only known after an AWS call
+        ResetRequest(scope=args.scope, reason=reason, actor="-", rearm=args.rearm, snooze_until=args.snooze_until)
+    except ValidationError as exc:
+        problems = "; ".join(f"--{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise CliError(f"reset refused: {problems}") from None
+
+
+def cmd_reset(args: argparse.Namespace, out: TextIO, runtime: Runtime) -> int:
+    from guardrail.service.oncall import ResetRequest, reset
+    from guardrail.tools import status
+
+    check_reset(args)
+    reason, snooze_until = args.reason.strip(), args.snooze_until
     preview = status.reset_preview(
         runtime, args.scope, rearm_from_zero=args.rearm == "from-zero", snooze_until=snooze_until
     )
@@ -196,13 +212,17 @@ def cmd_replay(args: argparse.Namespace, out: TextIO) -> int:
         }.items()
         if v is not None
     }
-    settings = load_settings(**overrides)
+    settings = load_settings(flag_names={k: f"--{k}" for k in overrides}, **overrides)
     if args.file != "-":
         from pathlib import Path
 
         if not Path(args.file).is_file():
             raise CliError(f"replay: no such file: {args.file}")
     report = replay(args.file, settings, lag_seconds=max(0, args.lag))
+    if report.records == 0 and report.duplicates == 0:
+        from guardrail.tools.replay import no_records_hint
+
+        raise CliError(f"replay: {no_records_hint(report)}")
     print(json.dumps(report.to_dict(), indent=2) if args.json else render(report, settings), file=out)
     return OK
 
@@ -218,8 +238,8 @@ def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
 # -- errors --------------------------------------------------------------------------------------------
 
 
-def _aws_error_line(exc: Exception) -> tuple[str, int] | None:
-    """One line for what botocore raises; None when it is not an AWS error."""
+def _aws_error_line(exc: Exception, where: dict[str, str] | None = None) -> tuple[str, int] | None:
+    """One line for what botocore raises; None when it is not an AWS error. `where`: table and Region."""
     try:
         from botocore.exceptions import (
             BotoCoreError,
@@ -244,9 +264,12 @@ def _aws_error_line(exc: Exception) -> tuple[str, int] | None:
         message = err.get("Message", "")
         operation = exc.operation_name
         if code == "ResourceNotFoundException" and operation in _DYNAMODB_OPERATIONS:
+            where = where or {}
+            table, region = where.get("table", "?"), where.get("region", "?")
             return (
-                f"the guardrail table was not found ({message or code}): check GUARDRAIL_TABLE_NAME and "
-                "AWS_REGION, or deploy the stack (docs/deploy.md)",
+                f"the guardrail table was not found: no table {table!r} in Region {region} ({message or code}); "
+                "check GUARDRAIL_TABLE_NAME and AWS_REGION, deploy the stack (docs/deploy.md), or for a local "
+                "table run `guardrail table create`",
                 CANNOT_RUN,
             )
         if code in ("ExpiredToken", "ExpiredTokenException", "UnrecognizedClientException", "InvalidClientTokenId"):
@@ -272,21 +295,75 @@ _DYNAMODB_OPERATIONS = {
 
 
 def _one_line(text: str) -> str:
-    return "; ".join(part.strip() for part in text.splitlines() if part.strip())
+    """A multi-line message as one line: "invalid configuration: A; B" (no separator after a colon)."""
+    line = ""
+    for part in filter(None, (p.strip() for p in text.splitlines())):
+        line += (" " if line.endswith(":") else "; ") + part if line else part
+    return line
+
+
+_OPTION = re.compile(r"--?[A-Za-z][\w-]*")
+
+
+def _dash_values(argv: list[str]) -> list[str]:
+    """`--action "->normal"` as `--action=->normal`, so argparse does not take the value for an option."""
+    out: list[str] = []
+    for i, arg in enumerate(argv):
+        follows = i > 0 and argv[i - 1] in FREE_TEXT_OPTIONS and out[-1] == argv[i - 1]
+        if follows and arg.startswith("-") and not _OPTION.fullmatch(arg):
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
+def _warn_unknown_settings(err: TextIO) -> None:
+    from guardrail.core.config import unknown_variables
+
+    for name, hint in unknown_variables(os.environ):
+        print(f"{PROG}: warning: {name} is not a setting and is ignored" + (f"; {hint}" if hint else ""), file=err)
+
+
+def _where(runtime: Runtime | None) -> dict[str, str]:
+    """The table and Region an AWS error is about, for the message."""
+    table = runtime.settings.table_name if runtime else os.environ.get("GUARDRAIL_TABLE_NAME", "bedrock-guardrail")
+    try:
+        import boto3
+
+        region = str(runtime.client("dynamodb").meta.region_name if runtime else boto3.session.Session().region_name)
+    except Exception:  # the Region itself may be what is missing
+        region = "?"
+    return {"table": table, "region": region}
 
 
 def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
     try:
-        args = parser().parse_args(argv)
+        code = _run(sys.argv[1:] if argv is None else argv, out, err)
+        out.flush()  # a reader that went away shows here, not as a traceback at exit
+        return code
+    except BrokenPipeError:  # `guardrail history | head`: the reader has what it wanted
+        if out is sys.stdout:  # the interpreter flushes stdout again at exit: point it at /dev/null
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return BROKEN_PIPE
+
+
+def _run(argv: list[str], out: TextIO, err: TextIO) -> int:
+    try:
+        args = parser().parse_args(_dash_values(argv))
     except SystemExit as exc:  # argparse printed usage and the error
         return int(exc.code) if isinstance(exc.code, int) else CANNOT_RUN
+    runtime: Runtime | None = None
     try:
+        if args.command != "demo":  # the demo sets its own settings
+            _warn_unknown_settings(err)
         if args.command == "replay":
             return cmd_replay(args, out)
         if args.command == "demo":
             return cmd_demo(args, out)
+        if args.command == "reset":
+            check_reset(args)
         runtime = _runtime()
         commands: dict[str, Callable[[argparse.Namespace, TextIO, Runtime], int]] = {
             "status": cmd_status,
@@ -311,7 +388,7 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
         print(f"{PROG}: interrupted", file=err)
         return 130
     except Exception as exc:
-        line = _aws_error_line(exc)
+        line = _aws_error_line(exc, _where(runtime))
         if line is None:
             raise
         print(f"{PROG}: {line[0]}", file=err)

@@ -14,13 +14,15 @@ raw file. A shutdown lasts until on-call resets it, which a replay never does (u
 Accepted lines: a ModelInvocationLog JSON record (S3 delivery of invocation logs), a CloudWatch Logs
 event object `{"timestamp": ..., "message": "<record>"}` (`aws logs filter-log-events` output, one per
 line), or `<timestamp> <record>` (CloudWatch Logs export to S3). Memory stays bounded: only counters of
-the current windows and recent request ids (for de-duplication) are kept.
+the current windows and recent request ids (for de-duplication) and a reordering buffer are kept: records
+up to REORDER_BUFFER apart in the file are replayed in time order; anything later is counted and warned about.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gzip
+import heapq
 import io
 import json
 import sys
@@ -43,6 +45,8 @@ from guardrail.service.sources import ParseResult, RecordParser
 DEFAULT_LAG_SECONDS = 30
 DEDUPE_KEEP = timedelta(days=2)  # request ids older than this (behind the newest record) are forgotten
 QUARANTINE_EXAMPLES = 5
+# S3 deliveries and log exports interleave a little; sorting within this many records keeps memory bounded.
+REORDER_BUFFER = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +93,9 @@ class ReplayReport:
     lag_seconds: int
     budgets: list[Budget]
     records: int = 0
+    lines: int = 0
+    first_line: str = ""
+    out_of_order: int = 0
     duplicates: int = 0
     late: int = 0
     quarantined: int = 0
@@ -112,6 +119,7 @@ class ReplayReport:
             "source": self.source,
             "lag_seconds": self.lag_seconds,
             "records": self.records,
+            "out_of_order_records": self.out_of_order,
             "duplicates": self.duplicates,
             "late_records": self.late,
             "quarantined": self.quarantined,
@@ -133,8 +141,9 @@ class ReplayReport:
 # -- reading ----------------------------------------------------------------------------------------
 
 
-def open_lines(path: str | Path, stdin: BinaryIO | None = None) -> Iterator[str]:
-    """Lines of a file (gzip detected by its magic bytes), streamed. `-` reads standard input."""
+def open_lines(path: str | Path, stdin: BinaryIO | None = None) -> Iterator[tuple[int, str]]:
+    """(line number, line) of a file's non-blank lines (gzip detected by its magic bytes), streamed.
+    `-` reads standard input."""
     with contextlib.ExitStack() as stack:
         raw: BinaryIO
         if str(path) == "-":
@@ -147,10 +156,10 @@ def open_lines(path: str | Path, stdin: BinaryIO | None = None) -> Iterator[str]
             magic = raw.read(2)
             raw.seek(0)
         stream: BinaryIO | gzip.GzipFile = gzip.GzipFile(fileobj=raw) if magic == b"\x1f\x8b" else raw
-        for line in io.TextIOWrapper(stream, encoding="utf-8", errors="replace"):
+        for number, line in enumerate(io.TextIOWrapper(stream, encoding="utf-8", errors="replace"), start=1):
             line = line.strip()
             if line:
-                yield line
+                yield number, line
 
 
 def record_text(line: str) -> str:
@@ -168,15 +177,52 @@ def record_text(line: str) -> str:
     return line
 
 
-def parse_lines(lines: Iterable[str], parser: RecordParser, report: ReplayReport) -> Iterator[UsageRecord]:
-    for line in lines:
+def parse_lines(lines: Iterable[tuple[int, str]], parser: RecordParser, report: ReplayReport) -> Iterator[UsageRecord]:
+    for number, line in lines:
+        report.lines += 1
+        report.first_line = report.first_line or line[:200]
         result = ParseResult()
         parser.invocation_log_line(record_text(line), result, source="replay")
         for q in result.quarantined:
             report.quarantined += 1
             if len(report.quarantine_examples) < QUARANTINE_EXAMPLES:
-                report.quarantine_examples.append(q.reason)
+                report.quarantine_examples.append(f"line {number}: {q.reason}")
         yield from result.records
+
+
+def in_time_order(records: Iterable[UsageRecord], report: ReplayReport) -> Iterator[UsageRecord]:
+    """Records sorted by time within REORDER_BUFFER; one that comes later than that is counted."""
+    heap: list[tuple[datetime, int, UsageRecord]] = []
+    newest: datetime | None = None
+    for seq, record in enumerate(records):
+        heapq.heappush(heap, (record.timestamp, seq, record))
+        if len(heap) > REORDER_BUFFER:
+            at, _, oldest = heapq.heappop(heap)
+            if newest is not None and at < newest:
+                report.out_of_order += 1
+            newest = at if newest is None else max(newest, at)
+            yield oldest
+    while heap:
+        yield heapq.heappop(heap)[2]
+
+
+def no_records_hint(report: ReplayReport) -> str:
+    """Why a file gave no record, and what to do: reading nothing is an error, not a $0.00 report."""
+    source, first = report.source, report.first_line
+    if report.lines == 0:
+        return f"{source} is empty: no record to replay"
+    if first.startswith("["):
+        return (
+            f"{source} is a JSON array, not JSON lines: write one record per line, e.g. "
+            f"`jq -c '.[]' {source} > records.jsonl` (README: Replay)"
+        )
+    if "\ufffd" in first or "\x00" in first:
+        return f"{source} is not text (binary?): replay reads JSON lines of invocation-log records, gzip or not"
+    example = f" ({report.quarantine_examples[0]})" if report.quarantine_examples else ""
+    return (
+        f"no invocation-log record in {source}: all {report.lines:,} lines were quarantined{example}; "
+        "replay reads JSON lines of invocation-log records, CloudWatch Logs events or a CloudWatch Logs export"
+    )
 
 
 # -- the replay ----------------------------------------------------------------------------------------
@@ -200,8 +246,8 @@ class Replayer:
         self._seen_horizon: datetime | None = None
         self._downgrades: dict[tuple[str, tuple[tuple[str, str], ...]], str | None] = {}
 
-    def run(self, lines: Iterable[str]) -> ReplayReport:
-        for record in parse_lines(lines, self.parser, self.report):
+    def run(self, lines: Iterable[tuple[int, str]]) -> ReplayReport:
+        for record in in_time_order(parse_lines(lines, self.parser, self.report), self.report):
             self.add(record)
         return self.report
 
@@ -320,6 +366,13 @@ def render(report: ReplayReport, settings: Settings) -> str:
     ]
     for example in report.quarantine_examples:
         out.append(f"  quarantined: {example}")
+    if report.quarantined > len(report.quarantine_examples):
+        out.append(f"  quarantined: ... and {report.quarantined - len(report.quarantine_examples):,} more")
+    if report.out_of_order:
+        out.append(
+            f"  warning: {report.out_of_order:,} records came more than {REORDER_BUFFER:,} records out of time "
+            "order and were replayed late; sort the file by time for exact trigger times"
+        )
     if report.unknown_models:
         out.append(f"  unknown models priced at the ceiling rate: {', '.join(sorted(report.unknown_models))}")
     for b in report.budgets:
