@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 PROG = "guardrail"
 OK, ATTENTION, CANNOT_RUN = 0, 1, 2
 BROKEN_PIPE = 141  # what a shell reports for a command whose reader went away (128 + SIGPIPE)
+PACKAGE = "bedrock-cost-guardrail"
+# shtab's completion of a path (shtab.FILE), spelled out so that building the parser never imports shtab.
+FILE_COMPLETION = {"bash": "_shtab_compgen_files", "zsh": "_files", "tcsh": "f"}
 # Options whose value may start with "-" (`--action "->normal"`): argparse would take it for an option.
 FREE_TEXT_OPTIONS = ("--action", "--actor", "--reason", "--scope")
 
@@ -59,6 +62,7 @@ def parser() -> argparse.ArgumentParser:
         description="Bedrock cost guardrail: see the state, read the audit trail, reset, replay, demo.",
         epilog="Uses your own AWS credentials and the GUARDRAIL_* settings (see README: Configuration).",
     )
+    p.add_argument("--version", action="version", version=f"{PROG} {version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("status", help="every scope: spend vs thresholds, level, downgrades, targets")
@@ -89,7 +93,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true", help="print the result as JSON")
 
     rp = sub.add_parser("replay", help="replay exported invocation-log records against the budgets (no AWS)")
-    rp.add_argument("file", help="JSON lines or the gzip export (- for standard input)")
+    replay_file = rp.add_argument("file", help="JSON lines or the gzip export (- for standard input)")
+    replay_file.complete = FILE_COMPLETION  # type: ignore[attr-defined]  # read by shtab
     rp.add_argument("--thresholds", help="override GUARDRAIL_THRESHOLDS, e.g. alert=5,throttle=10,shutdown=25")
     rp.add_argument("--window", choices=("hour", "day", "month"), help="override GUARDRAIL_WINDOW")
     rp.add_argument("--timezone", help="override GUARDRAIL_TIMEZONE")
@@ -100,7 +105,25 @@ def parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="a scripted runaway-agent incident on an embedded AWS (no account needed)")
     d.add_argument("--chart", default="guardrail-demo-spend.svg", help="where to write the spend chart (SVG)")
     d.add_argument("--pace", type=float, default=None, help="seconds to pause between timeline steps")
+
+    c = sub.add_parser(
+        "completion",
+        help="print the shell completion script",
+        description='bash: eval "$(guardrail completion bash)" in ~/.bashrc; '
+        'zsh: guardrail completion zsh > "${fpath[1]}/_guardrail", then restart the shell',
+    )
+    c.add_argument("shell", choices=("bash", "zsh"))
     return p
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed(PACKAGE)
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "(not installed)"
 
 
 # -- commands ------------------------------------------------------------------------------------------
@@ -224,6 +247,15 @@ def cmd_replay(args: argparse.Namespace, out: TextIO) -> int:
 
         raise CliError(f"replay: {no_records_hint(report)}")
     print(json.dumps(report.to_dict(), indent=2) if args.json else render(report, settings), file=out)
+    return OK
+
+
+def cmd_completion(args: argparse.Namespace, out: TextIO) -> int:
+    try:
+        import shtab
+    except ImportError:
+        raise CliError(f"completion needs shtab: pip install '{PACKAGE}[cli]'") from None
+    print(shtab.complete(parser(), shell=args.shell), file=out)
     return OK
 
 
@@ -356,6 +388,8 @@ def _run(argv: list[str], out: TextIO, err: TextIO) -> int:
         return int(exc.code) if isinstance(exc.code, int) else CANNOT_RUN
     runtime: Runtime | None = None
     try:
+        if args.command == "completion":
+            return cmd_completion(args, out)
         if args.command != "demo":  # the demo sets its own settings
             _warn_unknown_settings(err)
         if args.command == "replay":
