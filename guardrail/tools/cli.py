@@ -19,18 +19,24 @@ from typing import TYPE_CHECKING, TextIO
 from pydantic import ValidationError
 
 from guardrail.core.errors import CliError, ConfigError, GuardrailError
+from guardrail.tools.cli_support import (
+    CANNOT_RUN,
+    PROG,
+    aws_error_line,
+    dash_values,
+    one_line,
+    warn_unknown_settings,
+    where,
+)
 
 if TYPE_CHECKING:
     from guardrail.service.runtime import Runtime
 
-PROG = "guardrail"
-OK, ATTENTION, CANNOT_RUN = 0, 1, 2
+OK, ATTENTION = 0, 1
 BROKEN_PIPE = 141  # what a shell reports for a command whose reader went away (128 + SIGPIPE)
 PACKAGE = "bedrock-cost-guardrail"
 # shtab's completion of a path (shtab.FILE), spelled out so that building the parser never imports shtab.
 FILE_COMPLETION = {"bash": "_shtab_compgen_files", "zsh": "_files", "tcsh": "f"}
-# Options whose value may start with "-" (`--action "->normal"`): argparse would take it for an option.
-FREE_TEXT_OPTIONS = ("--action", "--actor", "--reason", "--scope")
 
 
 # -- argument types ------------------------------------------------------------------------------------
@@ -105,6 +111,17 @@ def parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="a scripted runaway-agent incident on an embedded AWS (no account needed)")
     d.add_argument("--chart", default="guardrail-demo-spend.svg", help="where to write the spend chart (SVG)")
     d.add_argument("--pace", type=float, default=None, help="seconds to pause between timeline steps")
+
+    tb = sub.add_parser("table", help="make the guardrail's table for local or dev use (production: the stack)")
+    tb_sub = tb.add_subparsers(dest="table_command", required=True, metavar="ACTION")
+    tc = tb_sub.add_parser(
+        "create",
+        help="create the table with the guardrail's schema",
+        description="Create the guardrail's DynamoDB table (pk/sk, on demand, TTL on expires_at) where your settings "
+        "point: a dev account, DynamoDB Local or a moto server (--endpoint-url or AWS_ENDPOINT_URL_DYNAMODB).",
+    )
+    tc.add_argument("--table", help="table name (default GUARDRAIL_TABLE_NAME, else bedrock-guardrail)")
+    tc.add_argument("--endpoint-url", help="a local DynamoDB, e.g. http://localhost:8000")
 
     c = sub.add_parser(
         "completion",
@@ -250,6 +267,26 @@ def cmd_replay(args: argparse.Namespace, out: TextIO) -> int:
     return OK
 
 
+def cmd_table(args: argparse.Namespace, out: TextIO) -> int:
+    import boto3
+
+    from guardrail.core.config import load_settings
+    from guardrail.store.table import create_table
+
+    name = args.table or load_settings().table_name
+    dynamodb = boto3.client("dynamodb", endpoint_url=args.endpoint_url)
+    where = f"in Region {dynamodb.meta.region_name} at {dynamodb.meta.endpoint_url}"
+    try:
+        create_table(dynamodb, name)
+    except dynamodb.exceptions.ResourceInUseException:
+        raise CliError(f"table {name!r} already exists {where}: nothing changed", ATTENTION) from None
+    print(f"created table {name!r} {where} (pk/sk, on demand, TTL on expires_at)", file=out)
+    if name != load_settings().table_name:
+        print(f"next: export GUARDRAIL_TABLE_NAME={name}", file=out)
+    print("next: `guardrail status` reads it; production tables come from the stack (docs/deploy.md)", file=out)
+    return OK
+
+
 def cmd_completion(args: argparse.Namespace, out: TextIO) -> int:
     try:
         import shtab
@@ -260,112 +297,15 @@ def cmd_completion(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
+    from importlib.util import find_spec
+
+    if find_spec("moto") is None:
+        raise CliError(f"the demo runs on moto: pip install '{PACKAGE}[demo]' (or `make demo` in the repository)")
     from guardrail.tools.demo import run_demo
 
     pace = args.pace if args.pace is not None else (0.08 if out.isatty() else 0.0)
     result = run_demo(chart_path=args.chart, out=out, pace=pace)
     return OK if result.ok else ATTENTION
-
-
-# -- errors --------------------------------------------------------------------------------------------
-
-
-def _aws_error_line(exc: Exception, where: dict[str, str] | None = None) -> tuple[str, int] | None:
-    """One line for what botocore raises; None when it is not an AWS error. `where`: table and Region."""
-    try:
-        from botocore.exceptions import (
-            BotoCoreError,
-            ClientError,
-            NoCredentialsError,
-            NoRegionError,
-            PartialCredentialsError,
-        )
-    except ImportError:  # pragma: no cover - boto3 is a dependency
-        return None
-    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
-        return (
-            "no AWS credentials: the CLI acts as you; set AWS_PROFILE, run `aws sso login`, or export "
-            "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY",
-            CANNOT_RUN,
-        )
-    if isinstance(exc, NoRegionError):
-        return "no AWS Region: set AWS_REGION (or AWS_DEFAULT_REGION) to the guardrail's Region", CANNOT_RUN
-    if isinstance(exc, ClientError):
-        err = exc.response.get("Error", {})
-        code = err.get("Code", "")
-        message = err.get("Message", "")
-        operation = exc.operation_name
-        if code == "ResourceNotFoundException" and operation in _DYNAMODB_OPERATIONS:
-            where = where or {}
-            table, region = where.get("table", "?"), where.get("region", "?")
-            return (
-                f"the guardrail table was not found: no table {table!r} in Region {region} ({message or code}); "
-                "check GUARDRAIL_TABLE_NAME and AWS_REGION, deploy the stack (docs/deploy.md), or for a local "
-                "table run `guardrail table create`",
-                CANNOT_RUN,
-            )
-        if code in ("ExpiredToken", "ExpiredTokenException", "UnrecognizedClientException", "InvalidClientTokenId"):
-            return f"AWS rejected your credentials ({code}): refresh them (e.g. `aws sso login`)", CANNOT_RUN
-        if code in ("AccessDenied", "AccessDeniedException"):
-            return f"AWS denied {operation} to your identity: {message}", CANNOT_RUN
-        return f"AWS {operation} failed: {code}: {message}", CANNOT_RUN
-    if isinstance(exc, BotoCoreError):
-        return f"AWS call failed: {exc}", CANNOT_RUN
-    return None
-
-
-_DYNAMODB_OPERATIONS = {
-    "GetItem",
-    "BatchGetItem",
-    "Query",
-    "Scan",
-    "TransactWriteItems",
-    "PutItem",
-    "UpdateItem",
-    "DescribeTable",
-}
-
-
-def _one_line(text: str) -> str:
-    """A multi-line message as one line: "invalid configuration: A; B" (no separator after a colon)."""
-    line = ""
-    for part in filter(None, (p.strip() for p in text.splitlines())):
-        line += (" " if line.endswith(":") else "; ") + part if line else part
-    return line
-
-
-_OPTION = re.compile(r"--?[A-Za-z][\w-]*")
-
-
-def _dash_values(argv: list[str]) -> list[str]:
-    """`--action "->normal"` as `--action=->normal`, so argparse does not take the value for an option."""
-    out: list[str] = []
-    for i, arg in enumerate(argv):
-        follows = i > 0 and argv[i - 1] in FREE_TEXT_OPTIONS and out[-1] == argv[i - 1]
-        if follows and arg.startswith("-") and not _OPTION.fullmatch(arg):
-            out[-1] = f"{out[-1]}={arg}"
-        else:
-            out.append(arg)
-    return out
-
-
-def _warn_unknown_settings(err: TextIO) -> None:
-    from guardrail.core.config import unknown_variables
-
-    for name, hint in unknown_variables(os.environ):
-        print(f"{PROG}: warning: {name} is not a setting and is ignored" + (f"; {hint}" if hint else ""), file=err)
-
-
-def _where(runtime: Runtime | None) -> dict[str, str]:
-    """The table and Region an AWS error is about, for the message."""
-    table = runtime.settings.table_name if runtime else os.environ.get("GUARDRAIL_TABLE_NAME", "bedrock-guardrail")
-    try:
-        import boto3
-
-        region = str(runtime.client("dynamodb").meta.region_name if runtime else boto3.session.Session().region_name)
-    except Exception:  # the Region itself may be what is missing
-        region = "?"
-    return {"table": table, "region": region}
 
 
 def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
@@ -383,15 +323,18 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
 
 def _run(argv: list[str], out: TextIO, err: TextIO) -> int:
     try:
-        args = parser().parse_args(_dash_values(argv))
+        args = parser().parse_args(dash_values(argv))
     except SystemExit as exc:  # argparse printed usage and the error
         return int(exc.code) if isinstance(exc.code, int) else CANNOT_RUN
     runtime: Runtime | None = None
     try:
         if args.command == "completion":
             return cmd_completion(args, out)
+        if args.command == "table":
+            warn_unknown_settings(err)
+            return cmd_table(args, out)
         if args.command != "demo":  # the demo sets its own settings
-            _warn_unknown_settings(err)
+            warn_unknown_settings(err)
         if args.command == "replay":
             return cmd_replay(args, out)
         if args.command == "demo":
@@ -409,10 +352,10 @@ def _run(argv: list[str], out: TextIO, err: TextIO) -> int:
         print(f"{PROG}: {exc}", file=err)
         return exc.code
     except ConfigError as exc:
-        print(f"{PROG}: {_one_line(str(exc))}", file=err)
+        print(f"{PROG}: {one_line(str(exc))}", file=err)
         return CANNOT_RUN
     except GuardrailError as exc:  # ScopeNotFound and friends: their message says what to do
-        print(f"{PROG}: {_one_line(str(exc))}", file=err)
+        print(f"{PROG}: {one_line(str(exc))}", file=err)
         return CANNOT_RUN
     except ValidationError as exc:  # a reset request the on-call model refuses (e.g. a 3,000-character reason)
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'input'}: {e['msg']}" for e in exc.errors())
@@ -422,7 +365,7 @@ def _run(argv: list[str], out: TextIO, err: TextIO) -> int:
         print(f"{PROG}: interrupted", file=err)
         return 130
     except Exception as exc:
-        line = _aws_error_line(exc, _where(runtime))
+        line = aws_error_line(exc, where(runtime))
         if line is None:
             raise
         print(f"{PROG}: {line[0]}", file=err)

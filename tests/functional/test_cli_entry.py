@@ -41,7 +41,8 @@ def completion(shell: str) -> str:
 
 def test_bash_completion_knows_the_commands_and_their_options(tmp_path: Path) -> None:
     script = completion("bash")
-    assert "_shtab_guardrail_subparsers=(status history reset replay demo completion" in script
+    (commands,) = [line for line in script.splitlines() if line.startswith("_shtab_guardrail_subparsers=(")]
+    assert {"status", "history", "reset", "replay", "demo", "table", "completion"} <= set(commands[29:-1].split())
     assert "--snooze-for" in script and "_shtab_guardrail_replay_pos_0_COMPGEN=_shtab_compgen_files" in script
     (tmp_path / "guardrail.bash").write_text(script)
     # Sourced into bash, it registers itself for `guardrail`.
@@ -60,3 +61,33 @@ def test_zsh_completion_is_a_compdef_script() -> None:
     if shutil.which("zsh"):  # pragma: no cover - CI images may not have zsh
         done = subprocess.run(["zsh", "-n", "-c", script], capture_output=True, text=True, timeout=30)
         assert done.returncode == 0, done.stderr
+
+
+# -- 10: a table to try the CLI against ---------------------------------------------------------------
+
+
+def test_table_create_makes_a_table_the_cli_can_use(aws: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    import boto3
+
+    monkeypatch.setenv("GUARDRAIL_TABLE_NAME", "guardrail-dev")
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["table", "create"], out=out, err=err) == 0, err.getvalue()
+    assert out.getvalue().startswith("created table 'guardrail-dev' in Region us-east-1 at https://dynamodb.")
+    table = boto3.client("dynamodb", region_name="us-east-1").describe_table(TableName="guardrail-dev")["Table"]
+    assert {k["AttributeName"]: k["KeyType"] for k in table["KeySchema"]} == {"pk": "HASH", "sk": "RANGE"}
+
+    out = io.StringIO()
+    assert main(["status"], out=out, err=err) == 0 and "global: NORMAL" in out.getvalue()
+
+    err = io.StringIO()
+    assert main(["table", "create"], out=io.StringIO(), err=err) == 1
+    assert err.getvalue() == (
+        "guardrail: table 'guardrail-dev' already exists in Region us-east-1 at "
+        "https://dynamodb.us-east-1.amazonaws.com: nothing changed\n"
+    )
+
+
+def test_table_create_by_name_says_what_to_export(aws: None) -> None:
+    out = io.StringIO()
+    assert main(["table", "create", "--table", "mine"], out=out, err=io.StringIO()) == 0
+    assert "next: export GUARDRAIL_TABLE_NAME=mine" in out.getvalue()
