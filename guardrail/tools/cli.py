@@ -25,6 +25,7 @@ from guardrail.tools.cli_support import (
     aws_error_line,
     dash_values,
     one_line,
+    region_from_aws_region,
     warn_unknown_settings,
     where,
 )
@@ -327,6 +328,7 @@ def _run(argv: list[str], out: TextIO, err: TextIO) -> int:
     except SystemExit as exc:  # argparse printed usage and the error
         return int(exc.code) if isinstance(exc.code, int) else CANNOT_RUN
     runtime: Runtime | None = None
+    region_from_aws_region()
     try:
         if args.command == "completion":
             return cmd_completion(args, out)

@@ -116,3 +116,9 @@ def where(runtime: Runtime | None) -> dict[str, str]:
     except Exception:  # the Region itself may be what is missing
         region = "?"
     return {"table": table, "region": region}
+
+
+def region_from_aws_region() -> None:
+    """AWS_REGION (what Lambda and the README set) as the Region: boto3 reads only AWS_DEFAULT_REGION."""
+    if os.environ.get("AWS_REGION") and not os.environ.get("AWS_DEFAULT_REGION"):
+        os.environ["AWS_DEFAULT_REGION"] = os.environ["AWS_REGION"]

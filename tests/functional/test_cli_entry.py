@@ -91,3 +91,11 @@ def test_table_create_by_name_says_what_to_export(aws: None) -> None:
     out = io.StringIO()
     assert main(["table", "create", "--table", "mine"], out=out, err=io.StringIO()) == 0
     assert "next: export GUARDRAIL_TABLE_NAME=mine" in out.getvalue()
+
+
+def test_aws_region_alone_is_enough(aws: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AWS_DEFAULT_REGION")  # boto3 reads only this one; the README says AWS_REGION
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["table", "create"], out=out, err=err) == 0, err.getvalue()
+    assert "in Region eu-west-1" in out.getvalue()
