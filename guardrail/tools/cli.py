@@ -261,7 +261,7 @@ def cmd_replay(args: argparse.Namespace, out: TextIO) -> int:
             raise CliError(f"replay: no such file: {args.file}")
     report = replay(args.file, settings, lag_seconds=max(0, args.lag))
     if report.records == 0 and report.duplicates == 0:
-        from guardrail.tools.replay import no_records_hint
+        from guardrail.tools.replay_input import no_records_hint
 
         raise CliError(f"replay: {no_records_hint(report)}")
     print(json.dumps(report.to_dict(), indent=2) if args.json else render(report, settings), file=out)

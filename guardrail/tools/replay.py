@@ -20,13 +20,7 @@ up to REORDER_BUFFER apart in the file are replayed in time order; anything late
 
 from __future__ import annotations
 
-import contextlib
-import gzip
-import heapq
-import io
-import json
-import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -40,13 +34,11 @@ from guardrail.core.models import ESCALATION_LEVELS, Budget, Flag, Level, ScopeT
 from guardrail.core.pricing import Pricer
 from guardrail.core.scopes import ScopeResolver
 from guardrail.core.windows import window_for
-from guardrail.service.sources import ParseResult, RecordParser
+from guardrail.service.sources import RecordParser
+from guardrail.tools.replay_input import in_time_order, open_lines, parse_lines
 
 DEFAULT_LAG_SECONDS = 30
 DEDUPE_KEEP = timedelta(days=2)  # request ids older than this (behind the newest record) are forgotten
-QUARANTINE_EXAMPLES = 5
-# S3 deliveries and log exports interleave a little; sorting within this many records keeps memory bounded.
-REORDER_BUFFER = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +88,7 @@ class ReplayReport:
     lines: int = 0
     first_line: str = ""
     out_of_order: int = 0
+    reorder_buffer: int = 0
     duplicates: int = 0
     late: int = 0
     quarantined: int = 0
@@ -136,93 +129,6 @@ class ReplayReport:
             "refused_calls": self.refused_calls,
             "triggers": [t.to_dict() for t in self.triggers],
         }
-
-
-# -- reading ----------------------------------------------------------------------------------------
-
-
-def open_lines(path: str | Path, stdin: BinaryIO | None = None) -> Iterator[tuple[int, str]]:
-    """(line number, line) of a file's non-blank lines (gzip detected by its magic bytes), streamed.
-    `-` reads standard input."""
-    with contextlib.ExitStack() as stack:
-        raw: BinaryIO
-        if str(path) == "-":
-            raw = stdin if stdin is not None else sys.stdin.buffer
-        else:
-            raw = stack.enter_context(open(path, "rb"))
-        if isinstance(raw, io.BufferedReader):
-            magic = raw.peek(2)[:2]
-        else:
-            magic = raw.read(2)
-            raw.seek(0)
-        stream: BinaryIO | gzip.GzipFile = gzip.GzipFile(fileobj=raw) if magic == b"\x1f\x8b" else raw
-        for number, line in enumerate(io.TextIOWrapper(stream, encoding="utf-8", errors="replace"), start=1):
-            line = line.strip()
-            if line:
-                yield number, line
-
-
-def record_text(line: str) -> str:
-    """The ModelInvocationLog JSON inside one exported line (see the module docstring for the shapes)."""
-    if not line.startswith("{"):
-        _, _, rest = line.partition(" ")  # "<timestamp> <record>" from a CloudWatch Logs export
-        return rest.strip() or line
-    if '"message"' in line[:200] or line.startswith('{"timestamp"') or '"ingestionTime"' in line:
-        try:
-            data = json.loads(line)
-        except ValueError:
-            return line
-        if isinstance(data, dict) and isinstance(data.get("message"), str) and "requestId" not in data:
-            return str(data["message"])
-    return line
-
-
-def parse_lines(lines: Iterable[tuple[int, str]], parser: RecordParser, report: ReplayReport) -> Iterator[UsageRecord]:
-    for number, line in lines:
-        report.lines += 1
-        report.first_line = report.first_line or line[:200]
-        result = ParseResult()
-        parser.invocation_log_line(record_text(line), result, source="replay")
-        for q in result.quarantined:
-            report.quarantined += 1
-            if len(report.quarantine_examples) < QUARANTINE_EXAMPLES:
-                report.quarantine_examples.append(f"line {number}: {q.reason}")
-        yield from result.records
-
-
-def in_time_order(records: Iterable[UsageRecord], report: ReplayReport) -> Iterator[UsageRecord]:
-    """Records sorted by time within REORDER_BUFFER; one that comes later than that is counted."""
-    heap: list[tuple[datetime, int, UsageRecord]] = []
-    newest: datetime | None = None
-    for seq, record in enumerate(records):
-        heapq.heappush(heap, (record.timestamp, seq, record))
-        if len(heap) > REORDER_BUFFER:
-            at, _, oldest = heapq.heappop(heap)
-            if newest is not None and at < newest:
-                report.out_of_order += 1
-            newest = at if newest is None else max(newest, at)
-            yield oldest
-    while heap:
-        yield heapq.heappop(heap)[2]
-
-
-def no_records_hint(report: ReplayReport) -> str:
-    """Why a file gave no record, and what to do: reading nothing is an error, not a $0.00 report."""
-    source, first = report.source, report.first_line
-    if report.lines == 0:
-        return f"{source} is empty: no record to replay"
-    if first.startswith("["):
-        return (
-            f"{source} is a JSON array, not JSON lines: write one record per line, e.g. "
-            f"`jq -c '.[]' {source} > records.jsonl` (README: Replay)"
-        )
-    if "\ufffd" in first or "\x00" in first:
-        return f"{source} is not text (binary?): replay reads JSON lines of invocation-log records, gzip or not"
-    example = f" ({report.quarantine_examples[0]})" if report.quarantine_examples else ""
-    return (
-        f"no invocation-log record in {source}: all {report.lines:,} lines were quarantined{example}; "
-        "replay reads JSON lines of invocation-log records, CloudWatch Logs events or a CloudWatch Logs export"
-    )
 
 
 # -- the replay ----------------------------------------------------------------------------------------
@@ -370,7 +276,7 @@ def render(report: ReplayReport, settings: Settings) -> str:
         out.append(f"  quarantined: ... and {report.quarantined - len(report.quarantine_examples):,} more")
     if report.out_of_order:
         out.append(
-            f"  warning: {report.out_of_order:,} records came more than {REORDER_BUFFER:,} records out of time "
+            f"  warning: {report.out_of_order:,} records came more than {report.reorder_buffer:,} records out of time "
             "order and were replayed late; sort the file by time for exact trigger times"
         )
     if report.unknown_models:

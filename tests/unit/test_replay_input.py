@@ -71,7 +71,7 @@ def test_records_out_of_time_order_give_the_triggers_of_the_sorted_file(tmp_path
 def test_records_further_out_of_order_than_the_buffer_are_warned_about(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("guardrail.tools.replay.REORDER_BUFFER", 10)
+    monkeypatch.setattr("guardrail.tools.replay_input.REORDER_BUFFER", 10)
     lines = records()
     reversed_file = tmp_path / "newest-first.jsonl"
     reversed_file.write_text("\n".join(reversed(lines)) + "\n")
