@@ -10,7 +10,7 @@ setup-demo:
 	$(UV) sync --frozen --inexact --extra demo
 
 setup-test:
-	$(UV) sync --frozen --all-extras --group dev
+	$(UV) sync --locked --all-extras --group dev
 
 demo: setup-demo
 	$(RUN) guardrail demo

@@ -78,7 +78,7 @@ def parser() -> argparse.ArgumentParser:
     h = sub.add_parser("history", help="the audit trail, newest first")
     h.add_argument("--scope", help="only this scope, e.g. global or app:chat-api")
     h.add_argument("--actor", help="only entries whose actor contains this text")
-    h.add_argument("--action", help="only entries whose action contains this text (e.g. reset, shutdown)")
+    h.add_argument("--action", help="only entries whose action contains this text (e.g. reset, shutdown, '->normal')")
     h.add_argument("--since", type=duration, help="only the last 30m / 2h / 1d")
     h.add_argument("--limit", type=int, default=20, help="at most this many entries (default 20)")
     h.add_argument("--json", action="store_true", help="print a JSON list")
