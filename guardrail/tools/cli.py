@@ -259,7 +259,10 @@ def cmd_replay(args: argparse.Namespace, out: TextIO) -> int:
 
         if not Path(args.file).is_file():
             raise CliError(f"replay: no such file: {args.file}")
-    report = replay(args.file, settings, lag_seconds=max(0, args.lag))
+    try:
+        report = replay(args.file, settings, lag_seconds=max(0, args.lag))
+    except (OSError, EOFError) as exc:  # unreadable, or a gzip file cut short
+        raise CliError(f"replay: cannot read {args.file}: {exc}") from None
     if report.records == 0 and report.duplicates == 0:
         from guardrail.tools.replay_input import no_records_hint
 

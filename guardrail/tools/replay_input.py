@@ -97,7 +97,7 @@ def in_time_order(records: Iterable[UsageRecord], report: ReplayReport) -> Itera
 
 def no_records_hint(report: ReplayReport) -> str:
     """Why a file gave no record, and what to do: reading nothing is an error, not a $0.00 report."""
-    source, first = report.source, report.first_line
+    source, first = ("standard input" if report.source == "-" else report.source), report.first_line
     if report.lines == 0:
         return f"{source} is empty: no record to replay"
     if first.startswith("["):

@@ -3,6 +3,7 @@ out of time order. Reading no record is an error with a hint, never "Saved: $0.0
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import random
@@ -41,6 +42,13 @@ def test_a_json_array_an_empty_and_a_binary_file_are_errors_with_a_hint(tmp_path
         assert (code, out) == (2, ""), err
         assert err.startswith(f"guardrail: replay: {path}") and hint in err and err.count("\n") == 1
         assert "Saved" not in err
+
+
+def test_a_gzip_file_cut_short_is_one_line(tmp_path: Path) -> None:
+    cut = tmp_path / "export.gz"
+    cut.write_bytes(gzip.compress(INCIDENT.read_bytes())[:500])
+    code, out, err = run("replay", str(cut))
+    assert (code, out) == (2, "") and err.startswith(f"guardrail: replay: cannot read {cut}: ") and err.count("\n") == 1
 
 
 def test_quarantine_messages_name_the_line_and_how_many_more(tmp_path: Path) -> None:
