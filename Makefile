@@ -1,26 +1,28 @@
 # Two entry points for a fresh machine with Python 3.11+: `make demo` and `make test`.
+# Both set up .venv from uv.lock; .ci/uv installs uv itself from PyPI when it is missing.
 PY ?= python3
-VENV ?= .venv
-BIN := $(VENV)/bin
+UV ?= PY=$(PY) .ci/uv
+RUN := $(UV) run --frozen --no-sync
 
-$(BIN)/guardrail: pyproject.toml
-	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
-	touch $@
+.PHONY: demo test lint bench setup-demo setup-test
+# The demo extra alone (the package, the CLI and moto); --inexact keeps a `make test` setup's tools.
+setup-demo:
+	$(UV) sync --frozen --inexact --extra demo
 
-.PHONY: demo test lint bench
-demo: $(BIN)/guardrail
-	$(BIN)/guardrail demo
+setup-test:
+	$(UV) sync --locked --all-extras --group dev
 
-lint: $(BIN)/guardrail
-	$(BIN)/ruff check guardrail handlers tests benchmarks
-	$(BIN)/ruff format --check guardrail handlers tests benchmarks
-	$(BIN)/mypy
-	$(BIN)/lint-imports
+demo: setup-demo
+	$(RUN) guardrail demo
+
+lint: setup-test
+	$(RUN) ruff check guardrail handlers tests benchmarks
+	$(RUN) ruff format --check guardrail handlers tests benchmarks
+	$(RUN) mypy
+	$(RUN) lint-imports
 
 test: lint
-	$(BIN)/pytest
+	$(RUN) pytest
 
-bench: $(BIN)/guardrail
-	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
+bench: setup-test
+	for b in benchmarks/bench_*.py; do $(RUN) python $$b || exit 1; done

@@ -3,11 +3,11 @@
 - Function asset: the Lambda side only, copied as it is (no `__pycache__`) and hashed by content:
   `handlers/` and `guardrail/` with its `core`, `store` and `service` layers. The app-side client
   (`guardrail/client`) and the on-call tools (`guardrail/tools`) never run in Lambda and are left out.
-- Layer asset: the runtime dependencies from `pyproject.toml` (`[project].dependencies`, minus boto3,
-  which the Lambda runtime provides), installed by pip for the Lambda platform (arm64, CPython of the
-  function runtime, binary wheels only). The result is cached under `~/.cache/bedrock-guardrail-cdk/`
-  (or `$GUARDRAIL_CDK_CACHE`) by a hash of the requirement list, platform and Python version, so only the
-  first synth on a machine downloads anything.
+- Layer asset: the runtime dependencies from `pyproject.toml` (`[project].dependencies`, which the light
+  client needs, plus the `service` extra, minus boto3, which the Lambda runtime provides), installed by
+  pip for the Lambda platform (arm64, CPython of the function runtime, binary wheels only). The result is
+  cached under `~/.cache/bedrock-guardrail-cdk/` (or `$GUARDRAIL_CDK_CACHE`) by a hash of the requirement
+  list, platform and Python version, so only the first synth on a machine downloads anything.
 - With context `guardrail:bundleDependencies=false` (the infrastructure tests use it) the layer holds only
   a marker file: the template is the same, nothing is downloaded.
 """
@@ -38,13 +38,17 @@ PYTHON_VERSION = "3.14"
 ARCHITECTURE = lambda_.Architecture.ARM_64
 PLATFORMS = ("manylinux2014_aarch64", "manylinux_2_28_aarch64")
 PROVIDED_BY_RUNTIME = frozenset({"boto3", "botocore"})
+SERVICE_EXTRA = "service"
 # Only used if local bundling declined, which it never does: it raises instead (no Docker here).
 _UNUSED_IMAGE = DockerImage.from_registry("public.ecr.aws/sam/build-python3.14")
 
 
 def runtime_requirements(pyproject: Path = REPO_ROOT / "pyproject.toml") -> list[str]:
-    deps = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
-    return sorted(d for d in deps if _dist_name(d) not in PROVIDED_BY_RUNTIME)
+    """The package's own dependencies (what the client needs) plus its `service` extra (what Lambda needs)."""
+    project = tomllib.loads(pyproject.read_text())["project"]
+    deps = [*project["dependencies"], *project.get("optional-dependencies", {}).get(SERVICE_EXTRA, [])]
+    own = _dist_name(project["name"])  # an extra that pulls in another extra of this package
+    return sorted(d for d in deps if _dist_name(d) not in PROVIDED_BY_RUNTIME | {own})
 
 
 def _dist_name(requirement: str) -> str:

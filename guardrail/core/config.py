@@ -5,8 +5,10 @@ A bad value fails at start with a `ConfigError` naming the variable and the acce
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
+from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -252,8 +254,24 @@ def function_name(name_or_arn: str) -> str:
     return parts[6] if name_or_arn.startswith("arn:") and len(parts) >= 7 else name_or_arn
 
 
-def load_settings(**overrides: Any) -> Settings:
-    """Read settings once; turn pydantic's errors into one message naming each variable."""
+# Read by the CDK app's bundling, not by Settings: known, so never warned about.
+OTHER_VARIABLES = frozenset({"GUARDRAIL_CDK_CACHE"})
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[tuple[str, str]]:
+    """`GUARDRAIL_*` variables that are no setting (a typo is otherwise silently ignored), each with a hint."""
+    known = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields} | OTHER_VARIABLES
+    out = []
+    for name in sorted(environ):
+        if name.upper().startswith(ENV_PREFIX) and name.upper() not in known:
+            close = difflib.get_close_matches(name.upper(), sorted(known), n=1, cutoff=0.6)
+            out.append((name, f"did you mean {close[0]}?" if close else "see README: Configuration"))
+    return out
+
+
+def load_settings(*, flag_names: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Read settings once; turn pydantic's errors into one message naming each variable (or, for a value
+    given as an override, the command-line flag in `flag_names`)."""
     try:
         return Settings(**overrides)
     except ValidationError as exc:
@@ -261,6 +279,8 @@ def load_settings(**overrides: Any) -> Settings:
         for err in exc.errors():
             field = str(err["loc"][0]) if err["loc"] else ""
             var = f"{ENV_PREFIX}{field.upper()}" if field else "GUARDRAIL settings"
+            if field in overrides and flag_names and field in flag_names:
+                var = flag_names[field]
             msg = err["msg"].removeprefix("Value error, ")
             form = ACCEPTED_FORMS.get(field)
             lines.append(f"{var}: {msg}" + (f" (accepted form: {form})" if form else ""))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -18,12 +19,25 @@ from typing import TYPE_CHECKING, TextIO
 from pydantic import ValidationError
 
 from guardrail.core.errors import CliError, ConfigError, GuardrailError
+from guardrail.tools.cli_support import (
+    CANNOT_RUN,
+    PROG,
+    aws_error_line,
+    dash_values,
+    one_line,
+    region_from_aws_region,
+    warn_unknown_settings,
+    where,
+)
 
 if TYPE_CHECKING:
     from guardrail.service.runtime import Runtime
 
-PROG = "guardrail"
-OK, ATTENTION, CANNOT_RUN = 0, 1, 2
+OK, ATTENTION = 0, 1
+BROKEN_PIPE = 141  # what a shell reports for a command whose reader went away (128 + SIGPIPE)
+PACKAGE = "bedrock-cost-guardrail"
+# shtab's completion of a path (shtab.FILE), spelled out so that building the parser never imports shtab.
+FILE_COMPLETION = {"bash": "_shtab_compgen_files", "zsh": "_files", "tcsh": "f"}
 
 
 # -- argument types ------------------------------------------------------------------------------------
@@ -55,6 +69,7 @@ def parser() -> argparse.ArgumentParser:
         description="Bedrock cost guardrail: see the state, read the audit trail, reset, replay, demo.",
         epilog="Uses your own AWS credentials and the GUARDRAIL_* settings (see README: Configuration).",
     )
+    p.add_argument("--version", action="version", version=f"{PROG} {version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("status", help="every scope: spend vs thresholds, level, downgrades, targets")
@@ -63,7 +78,7 @@ def parser() -> argparse.ArgumentParser:
     h = sub.add_parser("history", help="the audit trail, newest first")
     h.add_argument("--scope", help="only this scope, e.g. global or app:chat-api")
     h.add_argument("--actor", help="only entries whose actor contains this text")
-    h.add_argument("--action", help="only entries whose action contains this text (e.g. reset, shutdown)")
+    h.add_argument("--action", help="only entries whose action contains this text (e.g. reset, shutdown, '->normal')")
     h.add_argument("--since", type=duration, help="only the last 30m / 2h / 1d")
     h.add_argument("--limit", type=int, default=20, help="at most this many entries (default 20)")
     h.add_argument("--json", action="store_true", help="print a JSON list")
@@ -85,7 +100,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true", help="print the result as JSON")
 
     rp = sub.add_parser("replay", help="replay exported invocation-log records against the budgets (no AWS)")
-    rp.add_argument("file", help="JSON lines or the gzip export (- for standard input)")
+    replay_file = rp.add_argument("file", help="JSON lines or the gzip export (- for standard input)")
+    replay_file.complete = FILE_COMPLETION  # type: ignore[attr-defined]  # read by shtab
     rp.add_argument("--thresholds", help="override GUARDRAIL_THRESHOLDS, e.g. alert=5,throttle=10,shutdown=25")
     rp.add_argument("--window", choices=("hour", "day", "month"), help="override GUARDRAIL_WINDOW")
     rp.add_argument("--timezone", help="override GUARDRAIL_TIMEZONE")
@@ -100,7 +116,35 @@ def parser() -> argparse.ArgumentParser:
     from guardrail.tools import prices
 
     prices.add_parser(sub)
+    tb = sub.add_parser("table", help="make the guardrail's table for local or dev use (production: the stack)")
+    tb_sub = tb.add_subparsers(dest="table_command", required=True, metavar="ACTION")
+    tc = tb_sub.add_parser(
+        "create",
+        help="create the table with the guardrail's schema",
+        description="Create the guardrail's DynamoDB table (pk/sk, on demand, TTL on expires_at) where your settings "
+        "point: a dev account, DynamoDB Local or a moto server (--endpoint-url or AWS_ENDPOINT_URL_DYNAMODB).",
+    )
+    tc.add_argument("--table", help="table name (default GUARDRAIL_TABLE_NAME, else bedrock-guardrail)")
+    tc.add_argument("--endpoint-url", help="a local DynamoDB, e.g. http://localhost:8000")
+
+    c = sub.add_parser(
+        "completion",
+        help="print the shell completion script",
+        description='bash: eval "$(guardrail completion bash)" in ~/.bashrc; '
+        'zsh: guardrail completion zsh > "${fpath[1]}/_guardrail", then restart the shell',
+    )
+    c.add_argument("shell", choices=("bash", "zsh"))
     return p
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed(PACKAGE)
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "(not installed)"
 
 
 # -- commands ------------------------------------------------------------------------------------------
@@ -141,18 +185,30 @@ def caller_identity(runtime: Runtime) -> str:
     return str(runtime.client("sts").get_caller_identity()["Arn"])
 
 
-def cmd_reset(args: argparse.Namespace, out: TextIO, runtime: Runtime) -> int:
-    from guardrail.service.oncall import ResetRequest, reset
-    from guardrail.tools import status
+def check_reset(args: argparse.Namespace) -> None:
+    """Refuse bad reset arguments before the preview and before any AWS call (Region, credentials)."""
+    from guardrail.service.oncall import ResetRequest
 
     reason = (args.reason or "").strip()
     if not reason:
         raise CliError('reset refused: --reason "what was fixed" is required; it goes into the audit trail')
-    snooze_until = args.snooze_until
     if args.snooze_for is not None:
-        snooze_until = datetime.now(UTC) + args.snooze_for
-    if snooze_until is not None and snooze_until <= datetime.now(UTC):
+        args.snooze_until = datetime.now(UTC) + args.snooze_for
+    if args.snooze_until is not None and args.snooze_until <= datetime.now(UTC):
         raise CliError("reset refused: --snooze-until is in the past")
+    try:  # the same model the reset itself uses; the actor is only known after an AWS call
+        ResetRequest(scope=args.scope, reason=reason, actor="-", rearm=args.rearm, snooze_until=args.snooze_until)
+    except ValidationError as exc:
+        problems = "; ".join(f"--{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise CliError(f"reset refused: {problems}") from None
+
+
+def cmd_reset(args: argparse.Namespace, out: TextIO, runtime: Runtime) -> int:
+    from guardrail.service.oncall import ResetRequest, reset
+    from guardrail.tools import status
+
+    check_reset(args)
+    reason, snooze_until = args.reason.strip(), args.snooze_until
     preview = status.reset_preview(
         runtime, args.scope, rearm_from_zero=args.rearm == "from-zero", snooze_until=snooze_until
     )
@@ -200,18 +256,58 @@ def cmd_replay(args: argparse.Namespace, out: TextIO) -> int:
         }.items()
         if v is not None
     }
-    settings = load_settings(**overrides)
+    settings = load_settings(flag_names={k: f"--{k}" for k in overrides}, **overrides)
     if args.file != "-":
         from pathlib import Path
 
         if not Path(args.file).is_file():
             raise CliError(f"replay: no such file: {args.file}")
-    report = replay(args.file, settings, lag_seconds=max(0, args.lag))
+    try:
+        report = replay(args.file, settings, lag_seconds=max(0, args.lag))
+    except (OSError, EOFError) as exc:  # unreadable, or a gzip file cut short
+        raise CliError(f"replay: cannot read {args.file}: {exc}") from None
+    if report.records == 0 and report.duplicates == 0:
+        from guardrail.tools.replay_input import no_records_hint
+
+        raise CliError(f"replay: {no_records_hint(report)}")
     print(json.dumps(report.to_dict(), indent=2) if args.json else render(report, settings), file=out)
     return OK
 
 
+def cmd_table(args: argparse.Namespace, out: TextIO) -> int:
+    import boto3
+
+    from guardrail.core.config import load_settings
+    from guardrail.store.table import create_table
+
+    name = args.table or load_settings().table_name
+    dynamodb = boto3.client("dynamodb", endpoint_url=args.endpoint_url)
+    where = f"in Region {dynamodb.meta.region_name} at {dynamodb.meta.endpoint_url}"
+    try:
+        create_table(dynamodb, name)
+    except dynamodb.exceptions.ResourceInUseException:
+        raise CliError(f"table {name!r} already exists {where}: nothing changed", ATTENTION) from None
+    print(f"created table {name!r} {where} (pk/sk, on demand, TTL on expires_at)", file=out)
+    if name != load_settings().table_name:
+        print(f"next: export GUARDRAIL_TABLE_NAME={name}", file=out)
+    print("next: `guardrail status` reads it; production tables come from the stack (docs/deploy.md)", file=out)
+    return OK
+
+
+def cmd_completion(args: argparse.Namespace, out: TextIO) -> int:
+    try:
+        import shtab
+    except ImportError:
+        raise CliError(f"completion needs shtab: pip install '{PACKAGE}[cli]'") from None
+    print(shtab.complete(parser(), shell=args.shell), file=out)
+    return OK
+
+
 def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
+    from importlib.util import find_spec
+
+    if find_spec("moto") is None:
+        raise CliError(f"the demo runs on moto: pip install '{PACKAGE}[demo]' (or `make demo` in the repository)")
     from guardrail.tools.demo import run_demo
 
     pace = args.pace if args.pace is not None else (0.08 if out.isatty() else 0.0)
@@ -219,74 +315,34 @@ def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     return OK if result.ok else ATTENTION
 
 
-# -- errors --------------------------------------------------------------------------------------------
-
-
-def _aws_error_line(exc: Exception) -> tuple[str, int] | None:
-    """One line for what botocore raises; None when it is not an AWS error."""
-    try:
-        from botocore.exceptions import (
-            BotoCoreError,
-            ClientError,
-            NoCredentialsError,
-            NoRegionError,
-            PartialCredentialsError,
-        )
-    except ImportError:  # pragma: no cover - boto3 is a dependency
-        return None
-    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
-        return (
-            "no AWS credentials: the CLI acts as you; set AWS_PROFILE, run `aws sso login`, or export "
-            "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY",
-            CANNOT_RUN,
-        )
-    if isinstance(exc, NoRegionError):
-        return "no AWS Region: set AWS_REGION (or AWS_DEFAULT_REGION) to the guardrail's Region", CANNOT_RUN
-    if isinstance(exc, ClientError):
-        err = exc.response.get("Error", {})
-        code = err.get("Code", "")
-        message = err.get("Message", "")
-        operation = exc.operation_name
-        if code == "ResourceNotFoundException" and operation in _DYNAMODB_OPERATIONS:
-            return (
-                f"the guardrail table was not found ({message or code}): check GUARDRAIL_TABLE_NAME and "
-                "AWS_REGION, or deploy the stack (docs/deploy.md)",
-                CANNOT_RUN,
-            )
-        if code in ("ExpiredToken", "ExpiredTokenException", "UnrecognizedClientException", "InvalidClientTokenId"):
-            return f"AWS rejected your credentials ({code}): refresh them (e.g. `aws sso login`)", CANNOT_RUN
-        if code in ("AccessDenied", "AccessDeniedException"):
-            return f"AWS denied {operation} to your identity: {message}", CANNOT_RUN
-        return f"AWS {operation} failed: {code}: {message}", CANNOT_RUN
-    if isinstance(exc, BotoCoreError):
-        return f"AWS call failed: {exc}", CANNOT_RUN
-    return None
-
-
-_DYNAMODB_OPERATIONS = {
-    "GetItem",
-    "BatchGetItem",
-    "Query",
-    "Scan",
-    "TransactWriteItems",
-    "PutItem",
-    "UpdateItem",
-    "DescribeTable",
-}
-
-
-def _one_line(text: str) -> str:
-    return "; ".join(part.strip() for part in text.splitlines() if part.strip())
-
-
 def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
     try:
-        args = parser().parse_args(argv)
+        code = _run(sys.argv[1:] if argv is None else argv, out, err)
+        out.flush()  # a reader that went away shows here, not as a traceback at exit
+        return code
+    except BrokenPipeError:  # `guardrail history | head`: the reader has what it wanted
+        if out is sys.stdout:  # the interpreter flushes stdout again at exit: point it at /dev/null
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return BROKEN_PIPE
+
+
+def _run(argv: list[str], out: TextIO, err: TextIO) -> int:
+    try:
+        args = parser().parse_args(dash_values(argv))
     except SystemExit as exc:  # argparse printed usage and the error
         return int(exc.code) if isinstance(exc.code, int) else CANNOT_RUN
+    runtime: Runtime | None = None
+    region_from_aws_region()
     try:
+        if args.command == "completion":
+            return cmd_completion(args, out)
+        if args.command == "table":
+            warn_unknown_settings(err)
+            return cmd_table(args, out)
+        if args.command != "demo":  # the demo sets its own settings
+            warn_unknown_settings(err)
         if args.command == "replay":
             return cmd_replay(args, out)
         if args.command == "demo":
@@ -295,6 +351,8 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
             from guardrail.tools.prices import cmd_prices
 
             return cmd_prices(args, out)
+        if args.command == "reset":
+            check_reset(args)
         runtime = _runtime()
         commands: dict[str, Callable[[argparse.Namespace, TextIO, Runtime], int]] = {
             "status": cmd_status,
@@ -306,10 +364,10 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
         print(f"{PROG}: {exc}", file=err)
         return exc.code
     except ConfigError as exc:
-        print(f"{PROG}: {_one_line(str(exc))}", file=err)
+        print(f"{PROG}: {one_line(str(exc))}", file=err)
         return CANNOT_RUN
     except GuardrailError as exc:  # ScopeNotFound and friends: their message says what to do
-        print(f"{PROG}: {_one_line(str(exc))}", file=err)
+        print(f"{PROG}: {one_line(str(exc))}", file=err)
         return CANNOT_RUN
     except ValidationError as exc:  # a reset request the on-call model refuses (e.g. a 3,000-character reason)
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'input'}: {e['msg']}" for e in exc.errors())
@@ -319,7 +377,7 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
         print(f"{PROG}: interrupted", file=err)
         return 130
     except Exception as exc:
-        line = _aws_error_line(exc)
+        line = aws_error_line(exc, where(runtime))
         if line is None:
             raise
         print(f"{PROG}: {line[0]}", file=err)

@@ -184,14 +184,14 @@ def check(path: str, settings: Settings) -> CheckReport:
 
     from guardrail.core.pricing import Pricer
     from guardrail.service.sources import ParseResult, RecordParser
-    from guardrail.tools.replay import open_lines, record_text
+    from guardrail.tools.replay_input import open_lines, record_text
 
     if path != "-" and not Path(path).is_file():
         raise CliError(f"prices check: no such file: {path}")
     pricer = Pricer(overrides=settings.price_overrides, ceiling=settings.ceiling_rate)
     parser = RecordParser(settings.max_tokens_per_request)
     report = CheckReport(file=path)
-    for line in open_lines(path):
+    for _, line in open_lines(path):
         parsed = ParseResult()
         parser.invocation_log_line(record_text(line), parsed, source="prices-check")
         report.quarantined += len(parsed.quarantined)

@@ -14,17 +14,13 @@ raw file. A shutdown lasts until on-call resets it, which a replay never does (u
 Accepted lines: a ModelInvocationLog JSON record (S3 delivery of invocation logs), a CloudWatch Logs
 event object `{"timestamp": ..., "message": "<record>"}` (`aws logs filter-log-events` output, one per
 line), or `<timestamp> <record>` (CloudWatch Logs export to S3). Memory stays bounded: only counters of
-the current windows and recent request ids (for de-duplication) are kept.
+the current windows and recent request ids (for de-duplication) and a reordering buffer are kept: records
+up to REORDER_BUFFER apart in the file are replayed in time order; anything later is counted and warned about.
 """
 
 from __future__ import annotations
 
-import contextlib
-import gzip
-import io
-import json
-import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -38,11 +34,11 @@ from guardrail.core.models import ESCALATION_LEVELS, Budget, Flag, Level, ScopeT
 from guardrail.core.pricing import Pricer
 from guardrail.core.scopes import ScopeResolver
 from guardrail.core.windows import window_for
-from guardrail.service.sources import ParseResult, RecordParser
+from guardrail.service.sources import RecordParser
+from guardrail.tools.replay_input import in_time_order, open_lines, parse_lines
 
 DEFAULT_LAG_SECONDS = 30
 DEDUPE_KEEP = timedelta(days=2)  # request ids older than this (behind the newest record) are forgotten
-QUARANTINE_EXAMPLES = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +85,10 @@ class ReplayReport:
     lag_seconds: int
     budgets: list[Budget]
     records: int = 0
+    lines: int = 0
+    first_line: str = ""
+    out_of_order: int = 0
+    reorder_buffer: int = 0
     duplicates: int = 0
     late: int = 0
     quarantined: int = 0
@@ -112,6 +112,7 @@ class ReplayReport:
             "source": self.source,
             "lag_seconds": self.lag_seconds,
             "records": self.records,
+            "out_of_order_records": self.out_of_order,
             "duplicates": self.duplicates,
             "late_records": self.late,
             "quarantined": self.quarantined,
@@ -128,55 +129,6 @@ class ReplayReport:
             "refused_calls": self.refused_calls,
             "triggers": [t.to_dict() for t in self.triggers],
         }
-
-
-# -- reading ----------------------------------------------------------------------------------------
-
-
-def open_lines(path: str | Path, stdin: BinaryIO | None = None) -> Iterator[str]:
-    """Lines of a file (gzip detected by its magic bytes), streamed. `-` reads standard input."""
-    with contextlib.ExitStack() as stack:
-        raw: BinaryIO
-        if str(path) == "-":
-            raw = stdin if stdin is not None else sys.stdin.buffer
-        else:
-            raw = stack.enter_context(open(path, "rb"))
-        if isinstance(raw, io.BufferedReader):
-            magic = raw.peek(2)[:2]
-        else:
-            magic = raw.read(2)
-            raw.seek(0)
-        stream: BinaryIO | gzip.GzipFile = gzip.GzipFile(fileobj=raw) if magic == b"\x1f\x8b" else raw
-        for line in io.TextIOWrapper(stream, encoding="utf-8", errors="replace"):
-            line = line.strip()
-            if line:
-                yield line
-
-
-def record_text(line: str) -> str:
-    """The ModelInvocationLog JSON inside one exported line (see the module docstring for the shapes)."""
-    if not line.startswith("{"):
-        _, _, rest = line.partition(" ")  # "<timestamp> <record>" from a CloudWatch Logs export
-        return rest.strip() or line
-    if '"message"' in line[:200] or line.startswith('{"timestamp"') or '"ingestionTime"' in line:
-        try:
-            data = json.loads(line)
-        except ValueError:
-            return line
-        if isinstance(data, dict) and isinstance(data.get("message"), str) and "requestId" not in data:
-            return str(data["message"])
-    return line
-
-
-def parse_lines(lines: Iterable[str], parser: RecordParser, report: ReplayReport) -> Iterator[UsageRecord]:
-    for line in lines:
-        result = ParseResult()
-        parser.invocation_log_line(record_text(line), result, source="replay")
-        for q in result.quarantined:
-            report.quarantined += 1
-            if len(report.quarantine_examples) < QUARANTINE_EXAMPLES:
-                report.quarantine_examples.append(q.reason)
-        yield from result.records
 
 
 # -- the replay ----------------------------------------------------------------------------------------
@@ -200,8 +152,8 @@ class Replayer:
         self._seen_horizon: datetime | None = None
         self._downgrades: dict[tuple[str, tuple[tuple[str, str], ...]], str | None] = {}
 
-    def run(self, lines: Iterable[str]) -> ReplayReport:
-        for record in parse_lines(lines, self.parser, self.report):
+    def run(self, lines: Iterable[tuple[int, str]]) -> ReplayReport:
+        for record in in_time_order(parse_lines(lines, self.parser, self.report), self.report):
             self.add(record)
         return self.report
 
@@ -320,6 +272,13 @@ def render(report: ReplayReport, settings: Settings) -> str:
     ]
     for example in report.quarantine_examples:
         out.append(f"  quarantined: {example}")
+    if report.quarantined > len(report.quarantine_examples):
+        out.append(f"  quarantined: ... and {report.quarantined - len(report.quarantine_examples):,} more")
+    if report.out_of_order:
+        out.append(
+            f"  warning: {report.out_of_order:,} records came more than {report.reorder_buffer:,} records out of time "
+            "order and were replayed late; sort the file by time for exact trigger times"
+        )
     if report.unknown_models:
         out.append(f"  unknown models priced at the ceiling rate: {', '.join(sorted(report.unknown_models))}")
     for b in report.budgets:

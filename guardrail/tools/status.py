@@ -54,6 +54,10 @@ def target_entries(runtime: Runtime, budget: Budget, flag: Flag) -> list[dict[st
 def scope_entry(runtime: Runtime, status: ScopeStatus) -> dict[str, Any]:
     flag, budget, totals = status.flag, status.budget, status.totals
     as_dict = flag_to_dict(flag)
+    rearm = flag.rearm
+    rearmed = None
+    if rearm is not None and rearm.window_key == totals.window.key:  # what the policy compares, as money
+        rearmed = {lvl.label: str(rearm.baseline_spend + budget.thresholds.for_level(lvl)) for lvl in ESCALATION_LEVELS}
     return {
         "scope": status.scope,
         "window": {
@@ -70,6 +74,7 @@ def scope_entry(runtime: Runtime, status: ScopeStatus) -> dict[str, Any]:
         "trigger": flag.trigger,
         "reason": flag.reason,
         "rearm": as_dict["rearm"],
+        "rearmed_thresholds": rearmed,
         "requests": totals.requests,
         "mode": runtime.settings.mode,
     }
@@ -102,13 +107,15 @@ def _table(rows: list[list[str]], indent: str = "") -> list[str]:
 
 
 def _thresholds_line(entry: dict[str, Any]) -> str:
+    """Each level at the spend where it comes next: after a reset that is the re-armed amount."""
     spend = Decimal(entry["spend_usd"])
+    rearmed = entry.get("rearmed_thresholds") or {}
     parts = []
     for level in ESCALATION_LEVELS:
-        threshold = Decimal(entry["thresholds"][level.label])
+        threshold = Decimal(rearmed.get(level.label, entry["thresholds"][level.label]))
         mark = "reached" if spend >= threshold else f"{usd(threshold - spend)} to go"
         parts.append(f"{level.label} {usd(threshold)} ({mark})")
-    return " | ".join(parts)
+    return " | ".join(parts) + (" (re-armed after a reset)" if rearmed else "")
 
 
 def render_scope(entry: dict[str, Any]) -> list[str]:
@@ -183,9 +190,21 @@ class HistoryFilter:
     def matches(self, entry: AuditEntry) -> bool:
         if self.actor and self.actor.lower() not in entry.actor.lower():
             return False
-        if self.action and self.action.lower() not in entry.action.lower():
+        if self.action and _typed(self.action) not in _typed(action_words(entry)):
             return False
         return not (self.since and entry.at < self.since)
+
+
+def _typed(text: str) -> str:
+    """What a person types and what is stored, compared alike: `-> normal` finds `shutdown->normal`."""
+    return "".join(text.lower().split())
+
+
+def action_words(entry: AuditEntry) -> str:
+    """The action, plus the trigger of a transition (`reset`, `threshold`, `alarm`, `rollover`), so that
+    `--action reset` finds the `shutdown->normal` an on-call reset wrote."""
+    trigger = entry.after.get("trigger")
+    return f"{entry.action} {trigger}" if trigger and "->" in entry.action else entry.action
 
 
 def history(runtime: Runtime, filt: HistoryFilter) -> list[AuditEntry]:

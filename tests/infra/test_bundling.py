@@ -19,6 +19,16 @@ def test_runtime_requirements_come_from_pyproject_without_boto3() -> None:
     assert "boto3" not in names
 
 
+def test_the_service_extra_is_bundled_and_the_client_install_stays_light(tmp_path: Path) -> None:
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text(
+        '[project]\nname = "bedrock-cost-guardrail"\ndependencies = ["boto3>=1", "pydantic>=2"]\n'
+        '[project.optional-dependencies]\nservice = ["aws-lambda-powertools>=3"]\n'
+        'demo = ["bedrock-cost-guardrail[service]", "moto>=5"]\n'
+    )
+    assert bundling.runtime_requirements(pyproject) == ["aws-lambda-powertools>=3", "pydantic>=2"]
+
+
 def test_pip_installs_binary_wheels_for_lambda_arm64_into_the_target() -> None:
     cmd = bundling.pip_command(Path("/out/python"), ["pydantic>=2.7"])
     joined = " ".join(cmd)
