@@ -2,13 +2,16 @@
 
 The topic is encrypted with a customer managed key because CloudWatch alarms cannot publish to a topic
 encrypted with the AWS managed `alias/aws/sns` key; the key policy lets CloudWatch (this account only)
-use it. The Slack channel configuration gets an explicit guardrail policy that denies every action, so
-the channel can show notifications but nobody can act on the account from Slack.
+use it. A topic policy replaces SNS's default one, so besides the TLS deny it allows exactly this stack's
+CloudWatch alarms (named `<namePrefix>-*`, this account and Region) to publish; the functions publish
+through their own roles' identity policies. The Slack channel configuration gets an explicit guardrail
+policy that denies every action, so the channel can show notifications but nobody can act on the account
+from Slack.
 """
 
 from __future__ import annotations
 
-from aws_cdk import Acknowledgment, Aws, Duration, RemovalPolicy, Validations
+from aws_cdk import Acknowledgment, ArnFormat, Aws, Duration, RemovalPolicy, Stack, Validations
 from aws_cdk import aws_chatbot as chatbot
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
@@ -45,6 +48,24 @@ class Alerting(Construct):
             display_name="Bedrock cost guardrail",
             master_key=self.key,
             enforce_ssl=True,
+        )
+        self.alarm_arns = Stack.of(self).format_arn(
+            service="cloudwatch",
+            resource="alarm",
+            resource_name=f"{props.name_prefix}-*",
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
+        self.topic.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="CloudWatchAlarmsPublish",
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                actions=["sns:Publish"],
+                resources=[self.topic.topic_arn],
+                conditions={
+                    "StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID},
+                    "ArnLike": {"aws:SourceArn": self.alarm_arns},
+                },
+            )
         )
 
         self.slack_secret: secretsmanager.ISecret | None = None
