@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -106,6 +107,9 @@ def _runtime() -> Runtime:
     from guardrail.core.config import load_settings
     from guardrail.service.runtime import build
 
+    # botocore reads only AWS_DEFAULT_REGION; AWS_REGION wins when set, as in the AWS CLI and Lambda.
+    if os.environ.get("AWS_REGION"):
+        os.environ["AWS_DEFAULT_REGION"] = os.environ["AWS_REGION"]
     return build(load_settings())
 
 
