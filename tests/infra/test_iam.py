@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
+from typing import Any
+
 from tests.support.synth import (
     CONCURRENCY,
     PREFIX,
+    SLACK_SECRET_ARN,
     STAR_ALLOWED,
     TARGET_ARNS,
     Synth,
@@ -13,6 +19,18 @@ from tests.support.synth import (
     resolve,
     statements_by_function,
 )
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+TABLE_ACTIONS = {
+    "dynamodb:GetItem",
+    "dynamodb:BatchGetItem",
+    "dynamodb:Query",
+    "dynamodb:Scan",
+    "dynamodb:DescribeTable",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:ConditionCheckItem",
+}
 
 
 def test_given_targets_when_synthesized_then_concurrency_statements_name_exactly_the_target_arns(synth: Synth) -> None:
@@ -91,3 +109,49 @@ def test_functions_publish_to_the_topic_and_use_only_its_key(synth: Synth) -> No
         assert [(actions(s), s["Resource"]) for s in kms] == [
             ({"kms:GenerateDataKey", "kms:Decrypt"}, {"Fn::GetAtt": [key_id, "Arn"]})
         ]
+
+
+# -- the on-call policy ----------------------------------------------------------------------------
+
+
+def oncall_policy(synth: Synth) -> tuple[str, dict[str, Any]]:
+    ((logical_id, policy),) = [
+        (k, v)
+        for k, v in synth.of_type("AWS::IAM::ManagedPolicy").items()
+        if "on-call" in v["Properties"].get("Description", "")
+    ]
+    return logical_id, policy["Properties"]
+
+
+def test_on_call_policy_grants_exactly_what_status_history_and_reset_need(synth: Synth) -> None:
+    logical_id, props = oncall_policy(synth)
+    (table_id,) = synth.of_type("AWS::DynamoDB::Table")
+    (topic_id,) = synth.of_type("AWS::SNS::Topic")
+    (key_id,) = synth.of_type("AWS::KMS::Key")
+    granted = {
+        frozenset(actions(st)): {json.dumps(r) for r in as_list(resolve(st["Resource"]))}
+        for st in props["PolicyDocument"]["Statement"]
+        if st["Effect"] == "Allow"
+    }
+
+    def refs(*resources: Any) -> set[str]:
+        return {json.dumps(r) for r in resources}
+
+    assert granted == {
+        frozenset(TABLE_ACTIONS): refs({"Fn::GetAtt": [table_id, "Arn"]}),
+        frozenset({"sns:Publish"}): refs({"Ref": topic_id}),
+        frozenset({"kms:GenerateDataKey", "kms:Decrypt"}): refs({"Fn::GetAtt": [key_id, "Arn"]}),
+        frozenset({"secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"}): refs(SLACK_SECRET_ARN),
+        frozenset(CONCURRENCY): refs(*TARGET_ARNS),
+    }
+    # Not attached by the stack (the platform team attaches it), and its ARN is an output.
+    assert not any(props.get(k) for k in ("Roles", "Users", "Groups"))
+    assert synth.template["Outputs"]["OnCallPolicyArn"]["Value"] == {"Ref": logical_id}
+
+
+def test_readme_lists_exactly_the_on_call_policy(synth: Synth) -> None:
+    text = README.read_text()
+    section = text.split("<!-- on-call-policy")[1].split("<!-- /on-call-policy -->")[0]
+    listed = set(re.findall(r"`([a-z0-9]+:[A-Za-z]+)`", section))
+    _, props = oncall_policy(synth)
+    assert listed == set().union(*(actions(st) for st in props["PolicyDocument"]["Statement"]))

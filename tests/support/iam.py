@@ -88,6 +88,17 @@ def function_statements(synth: Synth, function_name: str) -> list[dict[str, Any]
     return statements
 
 
+def managed_policy_statements(synth: Synth, description_contains: str) -> list[dict[str, Any]]:
+    """The statements of the one managed policy whose description contains the text."""
+    (policy,) = [
+        p
+        for p in synth.of_type("AWS::IAM::ManagedPolicy").values()
+        if description_contains in p["Properties"].get("Description", "")
+    ]
+    statements: list[dict[str, Any]] = policy["Properties"]["PolicyDocument"]["Statement"]
+    return statements
+
+
 def function_environment(
     synth: Synth, function_name: str, physical: Mapping[str, Mapping[str, str]], literals: Mapping[str, str]
 ) -> dict[str, str]:
