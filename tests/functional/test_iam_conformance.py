@@ -295,7 +295,9 @@ def cli_under_the_on_call_policy(d: Deployment) -> None:
         status = run_cli("status", "--json")
         history = run_cli("history", "--json")
         reset = run_cli("reset", "--scope", "global", "--reason", "loop fixed", "--yes", "--json")
-    assert status[0] == 0 and json.loads(status[1])["scopes"][0]["level"] == "shutdown", status
+    assert status[0] == 0, status
+    (scope,) = [e for e in json.loads(status[1])["scopes"] if e["scope"] == "global"]
+    assert scope["level"] == "shutdown" and [t["current"] for t in scope["targets"]] == [0, 0]  # readable
     assert history[0] == 0 and json.loads(history[1]), history
     assert reset[0] == 0 and json.loads(reset[1])["ok"], reset
     assert d.concurrency("chat-api") == 7 and d.concurrency("worker") is None
