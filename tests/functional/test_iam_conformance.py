@@ -4,8 +4,10 @@ For each function the template's inline policies are made concrete (Refs to the 
 standing in for the stack's), put on a role in moto, and the handler runs with the role's session
 credentials and the function's synthesized environment, with IAM enforcement on (tests/support/iam.py).
 A permission the stack forgets fails a scenario here, not in a real account. Every scenario asserts that
-its effects happened and that nothing failed, so dropping any one permission it uses makes it fail
-(`test_each_permission_a_scenario_uses_is_needed` proves that for every action each scenario used).
+its effects happened and that nothing failed, so dropping any one permission it uses makes it fail: the
+default run takes out the permissions a real deploy lacked (ListMetrics, DeleteFunctionConcurrency) and a
+few more; `IAM_SWEEP=1` runs `test_each_permission_a_scenario_uses_is_needed`, which takes out, one at a
+time, every action each scenario used (about 3 minutes).
 
 moto cannot evaluate condition keys or resource policies: the topic policy that lets this stack's alarms
 publish, the key policy that lets CloudWatch use the topic key, and the ingest function's reserved
