@@ -17,7 +17,7 @@ DEFAULT_STACK_NAME = "BedrockCostGuardrail"
 
 def create_app(context: Mapping[str, Any] | None = None, outdir: str | None = None) -> tuple[App, GuardrailStack]:
     app = App(context=dict(context or {}), outdir=outdir)
-    props = GuardrailProps.from_context(app.node.try_get_context)
+    props = GuardrailProps.from_context(app.node.try_get_context, app.node.get_all_context())
     stack_name = app.node.try_get_context("guardrail:stackName") or DEFAULT_STACK_NAME
     account, region = os.environ.get("CDK_DEFAULT_ACCOUNT"), os.environ.get("CDK_DEFAULT_REGION")
     env = Environment(account=account, region=region) if account and region else None

@@ -5,9 +5,13 @@
   (`guardrail/client`) and the on-call tools (`guardrail/tools`) never run in Lambda and are left out.
 - Layer asset: the runtime dependencies from `pyproject.toml` (`[project].dependencies`, which the light
   client needs, plus the `service` extra, minus boto3, which the Lambda runtime provides), installed by
-  pip for the Lambda platform (arm64, CPython of the function runtime, binary wheels only). The result is
-  cached under `~/.cache/bedrock-guardrail-cdk/` (or `$GUARDRAIL_CDK_CACHE`) by a hash of the requirement
-  list, platform and Python version, so only the first synth on a machine downloads anything.
+  pip for the Lambda platform (arm64, CPython of the function runtime, binary wheels only). A botocore
+  (or boto3) that a dependency pulls in (aws-xray-sdk does) is removed unless pip installed a matching
+  boto3/botocore pair: one of them alone would shadow the runtime's half of the pair. Every compiled
+  extension is checked against the runtime's CPython and architecture. The result is cached under
+  `~/.cache/bedrock-guardrail-cdk/` (or `$GUARDRAIL_CDK_CACHE`) by a hash of the requirement list,
+  platform and Python version, so only the first synth on a machine downloads anything. Each synth prints
+  both assets' sizes.
 - With context `guardrail:bundleDependencies=false` (the infrastructure tests use it) the layer holds only
   a marker file: the template is the same, nothing is downloaded.
 """
@@ -39,6 +43,13 @@ ARCHITECTURE = lambda_.Architecture.ARM_64
 PLATFORMS = ("manylinux2014_aarch64", "manylinux_2_28_aarch64")
 PROVIDED_BY_RUNTIME = frozenset({"boto3", "botocore"})
 SERVICE_EXTRA = "service"
+# boto3's own dependency that only makes sense beside it.
+_WITH_BOTO3 = ("s3transfer",)
+ELF_MACHINE = {"arm64": 183, "x86_64": 62}  # EM_AARCH64, EM_X86_64
+_ARCH_TAG = {"arm64": "aarch64", "x86_64": "x86_64"}
+# Bumped when what the layer holds changes for the same requirements (2: runtime-provided SDK pruned).
+LAYER_LAYOUT = 2
+UNZIPPED_LIMIT_MB = 250  # Lambda: function code and all its layers, unzipped
 # Only used if local bundling declined, which it never does: it raises instead (no Docker here).
 _UNUSED_IMAGE = DockerImage.from_registry("public.ecr.aws/sam/build-python3.14")
 
@@ -65,8 +76,63 @@ def pip_command(target: Path, requirements: list[str]) -> list[str]:
     return cmd
 
 
+def _installed(target: Path) -> dict[str, tuple[str, list[Path]]]:
+    """Distribution name -> (version, its dist-info and top-level paths) in a pip `--target` directory."""
+    out: dict[str, tuple[str, list[Path]]] = {}
+    for info in target.glob("*.dist-info"):
+        name, _, version = info.name.removesuffix(".dist-info").partition("-")
+        tops = (info / "top_level.txt").read_text().split() if (info / "top_level.txt").is_file() else [name]
+        paths = [info] + [p for top in tops for p in (target / top, target / f"{top}.py") if p.exists()]
+        out[_dist_name(name)] = (version, paths)
+    return out
+
+
+def prune_runtime_provided(target: Path) -> list[str]:
+    """Remove boto3/botocore (and s3transfer) from the layer unless they form a matching pair (same
+    major.minor, as boto3 pins botocore); returns what was removed, for the synth output."""
+    installed = _installed(target)
+    boto3, botocore = installed.get("boto3"), installed.get("botocore")
+    if boto3 and botocore and boto3[0].split(".")[:2] == botocore[0].split(".")[:2]:
+        return []
+    removed = []
+    for name in (*sorted(PROVIDED_BY_RUNTIME), *_WITH_BOTO3):
+        if name in installed:
+            version, paths = installed[name]
+            for path in paths:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+            removed.append(f"{name} {version}")
+    return removed
+
+
+def extension_problems(target: Path, *, python_version: str = PYTHON_VERSION, architecture: str = "arm64") -> list[str]:
+    """Compiled files that would not load on the declared runtime and architecture: a CPython tag of
+    another version, or an ELF binary for another machine (abi3 and plain `.so` files are checked by
+    their ELF header alone)."""
+    tag = "cpython-" + python_version.replace(".", "")
+    problems = []
+    for path in sorted(target.rglob("*.so*")):
+        if not path.is_file():
+            continue
+        rel = path.relative_to(target).as_posix()
+        found = re.search(r"\.(cpython-\d+)-([a-z0-9_]+)-linux-gnu\.so$", path.name)
+        if found and (found.group(1) != tag or found.group(2) != _ARCH_TAG[architecture]):
+            problems.append(f"{rel}: built for {found.group(1)} {found.group(2)}, not {tag} {_ARCH_TAG[architecture]}")
+            continue
+        header = path.read_bytes()[:20]
+        if header[:4] != b"\x7fELF":
+            problems.append(f"{rel}: not an ELF shared object")
+        elif int.from_bytes(header[18:20], "little") != ELF_MACHINE[architecture]:
+            problems.append(f"{rel}: ELF machine {int.from_bytes(header[18:20], 'little')}, not {architecture}")
+    return problems
+
+
+def directory_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
+
+
 def layer_hash(requirements: list[str], install: bool) -> str:
     key = {"requirements": requirements, "platforms": PLATFORMS, "python": PYTHON_VERSION, "install": install}
+    key["layout"] = LAYER_LAYOUT
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
@@ -104,6 +170,7 @@ class SourceBundling:
             dest = Path(output_dir) / path.relative_to(self.root)
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, dest)
+        print(f"guardrail function code asset: {directory_mb(Path(output_dir)):.2f} MB unzipped", file=sys.stderr)
         return True
 
 
@@ -128,6 +195,11 @@ class DependencyLayerBundling:
             return True
         cached = self.cached_install()
         shutil.copytree(cached, target, dirs_exist_ok=True)
+        print(
+            f"guardrail dependency layer asset: {directory_mb(target):.1f} MB unzipped "
+            f"(Lambda allows {UNZIPPED_LIMIT_MB} MB for code and layers)",
+            file=sys.stderr,
+        )
         return True
 
     def cached_install(self) -> Path:
@@ -142,6 +214,15 @@ class DependencyLayerBundling:
                 raise RuntimeError(
                     "pip could not install the Lambda dependencies for arm64 / Python "
                     f"{PYTHON_VERSION} (binary wheels only):\n{result.stderr or result.stdout}"
+                )
+            removed = prune_runtime_provided(staging)
+            if removed:
+                print(f"dependency layer: left out {', '.join(removed)} (the runtime's boto3 is used)", file=sys.stderr)
+            problems = extension_problems(staging)
+            if problems:
+                raise RuntimeError(
+                    f"the dependency layer has compiled files that would not load on Python {PYTHON_VERSION} "
+                    "arm64:\n  " + "\n  ".join(problems)
                 )
             staging.rename(cached)
         finally:

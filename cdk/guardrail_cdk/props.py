@@ -11,10 +11,11 @@ setting the functions would reject at cold start fails `cdk synth` instead, with
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any, Literal
@@ -27,6 +28,8 @@ from guardrail.core.errors import ConfigError
 from guardrail.core.models import Level
 
 CONTEXT_KEY = "guardrail"
+# Per-field keys that are not fields of the props model (read by application.py).
+EXTRA_CONTEXT_KEYS = ("stackName",)
 
 # The contract between the stack and the handlers (see docs/deploy.md, "Metrics").
 METRICS_NAMESPACE = "BedrockGuardrail"
@@ -43,9 +46,12 @@ _PLACEHOLDERS = {
     "GUARDRAIL_TOPIC_ARN": "arn:aws:sns:ap-southeast-2:123456789012:" + "x" * 80,
 }
 
+DEFAULT_INGEST_CONCURRENCY = 10
+
 _FUNCTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _FUNCTION_ARN = re.compile(
-    r"^arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:function:(?P<name>[A-Za-z0-9_-]{1,64})(?P<qualifier>:[^:]+)?$"
+    r"^arn:aws[a-z-]*:lambda:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):"
+    r"function:(?P<name>[A-Za-z0-9_-]{1,64})(?P<qualifier>:[^:]+)?$"
 )
 _RETENTION_DAYS = {1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557}
 _RETENTION_DAYS = _RETENTION_DAYS | {2922, 3288, 3653}
@@ -101,7 +107,9 @@ class GuardrailProps(_Model):
     invocation_logs: InvocationLogs = InvocationLogs()
     schedule_minutes: int = Field(default=5, ge=1, le=60)
     log_retention_days: int = 30
-    ingest_reserved_concurrency: int | None = Field(default=None, ge=1)
+    # Reserved so a runaway target cannot take the account's unreserved pool and delay metering; `null`
+    # turns it off (accounts whose concurrency limit leaves nothing to reserve).
+    ingest_reserved_concurrency: int | None = Field(default=DEFAULT_INGEST_CONCURRENCY, ge=1)
     table_name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{3,255}$")
     bundle_dependencies: bool = True
 
@@ -141,6 +149,13 @@ class GuardrailProps(_Model):
     @model_validator(mode="after")
     def _not_ours(self) -> GuardrailProps:
         own = set(self.function_names.values())
+        places = {p for p in map(arn_account_region, self.all_targets) if p}
+        if len(places) > 1:
+            listed = ", ".join(f"account {a} / Region {r}" for a, r in sorted(places))
+            raise ValueError(
+                f"targetFunctions: target ARNs name more than one place ({listed}); the guardrail stops "
+                "functions only in the account and Region it is deployed to"
+            )
         for target in self.all_targets:
             check_target(target)
             if function_name(target) in own:
@@ -169,6 +184,11 @@ class GuardrailProps(_Model):
         for budget in self.budgets or ():
             out.update(dict.fromkeys(budget.targets))
         return tuple(out)
+
+    @property
+    def target_place(self) -> tuple[str, str] | None:
+        """(account, Region) that target ARNs name (all the same, checked above); None without ARNs."""
+        return next((p for p in map(arn_account_region, self.all_targets) if p), None)
 
     def function_environment(self, *, table_name: str, topic_arn: str, slack_secret_arn: str | None) -> dict[str, str]:
         """What every guardrail function reads (the `GUARDRAIL_*` contract of guardrail.core.config)."""
@@ -216,8 +236,21 @@ class GuardrailProps(_Model):
     # -- loading ---------------------------------------------------------------------------------
 
     @classmethod
-    def from_context(cls, get: Any) -> GuardrailProps:
-        """`get` is `node.try_get_context`. Raises ConfigError naming the context key."""
+    def context_keys(cls) -> list[str]:
+        """Every per-field context key (`guardrail:<field>`) the app reads."""
+        aliases = [field.alias or name for name, field in cls.model_fields.items()]
+        return sorted(f"{CONTEXT_KEY}:{a}" for a in (*aliases, *EXTRA_CONTEXT_KEYS))
+
+    @classmethod
+    def from_context(cls, get: Any, keys: Iterable[str] = ()) -> GuardrailProps:
+        """`get` is `node.try_get_context`, `keys` every context key set (`node.get_all_context()`), so a
+        misspelt `-c guardrail:<field>` fails instead of being ignored. Raises ConfigError naming the key."""
+        known = cls.context_keys()
+        for key in keys:
+            if key.startswith(f"{CONTEXT_KEY}:") and key not in known:
+                close = difflib.get_close_matches(key, known, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ConfigError(f"unknown context key {key!r}{hint}; known keys: {', '.join(known)}")
         raw = get(CONTEXT_KEY) or {}
         if isinstance(raw, str):
             raw = _loads(raw, CONTEXT_KEY)
@@ -243,6 +276,12 @@ class GuardrailProps(_Model):
             raise ConfigError("invalid CDK context:\n  " + "\n  ".join(lines)) from None
         props.runtime_settings()  # fail at synth, not at the first cold start
         return props
+
+
+def arn_account_region(target: str) -> tuple[str, str] | None:
+    """(account, Region) of a target given as an ARN; None for a plain function name."""
+    m = _FUNCTION_ARN.match(target)
+    return (m.group("account"), m.group("region")) if m else None
 
 
 def check_target(target: str) -> None:

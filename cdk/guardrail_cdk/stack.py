@@ -13,6 +13,7 @@ from guardrail_cdk.constructs.function import FunctionCode
 from guardrail_cdk.constructs.ingest import Ingest
 from guardrail_cdk.constructs.ledger import Ledger
 from guardrail_cdk.constructs.monitoring import Monitoring
+from guardrail_cdk.constructs.oncall import OnCall
 from guardrail_cdk.props import GuardrailProps
 
 
@@ -47,6 +48,9 @@ class GuardrailStack(Stack):
             alerting=self.alerting,
             usage=self.ingest.usage,
         )
+        self.oncall = OnCall(
+            self, "OnCall", ledger=self.ledger, alerting=self.alerting, target_arns=self.enforcement.target_arns
+        )
         self.monitoring = Monitoring(
             self,
             "Monitoring",
@@ -60,5 +64,11 @@ class GuardrailStack(Stack):
         CfnOutput(self, "TableName", value=self.ledger.table.table_name, description="GUARDRAIL_TABLE_NAME for the CLI")
         CfnOutput(self, "TopicArn", value=self.alerting.topic.topic_arn, description="Subscribe on-call here")
         CfnOutput(self, "ResetFunction", value=self.enforcement.reset.function.function_name)
+        CfnOutput(
+            self,
+            "OnCallPolicyArn",
+            value=self.oncall.policy.managed_policy_arn,
+            description="Attach to on-call: what guardrail status, history and reset need",
+        )
         CfnOutput(self, "InvocationLogGroup", value=self.ingest.log_group_name)
         CfnOutput(self, "Dashboard", value=self.monitoring.dashboard.dashboard_name)

@@ -12,6 +12,7 @@ from guardrail.core.scopes import GLOBAL
 from guardrail.service.effects import EffectReport, Effects
 from guardrail.service.engine import Engine
 from guardrail.service.messages import alert_message
+from guardrail.service.targets import aws_error
 
 if TYPE_CHECKING:
     from mypy_boto3_cloudwatch import CloudWatchClient
@@ -68,7 +69,14 @@ def run(engine: Engine, effects: Effects, cloudwatch: CloudWatchClient | None) -
             report.repaired.append(f"{current.scope}: retried restore of {', '.join(current.targets) or 'all targets'}")
         report.failures.extend(effect.failures + effect.notification_failures)
     if cloudwatch is not None and engine.resolver.budget_for(GLOBAL) is not None:
-        report.reconciliation = reconcile(engine, effects, cloudwatch)
+        try:
+            report.reconciliation = reconcile(engine, effects, cloudwatch)
+        except Exception as exc:
+            # A check, not enforcement: rollover and repairs above are done; failing the run would only
+            # retry them and park the event in the failure queue. Reported, and tried again next run.
+            error = aws_error(exc)
+            report.reconciliation = {"error": error}
+            report.failures.append(f"reconciliation against AWS/Bedrock metrics failed: {error}")
     return report
 
 

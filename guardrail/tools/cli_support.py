@@ -119,6 +119,7 @@ def where(runtime: Runtime | None) -> dict[str, str]:
 
 
 def region_from_aws_region() -> None:
-    """AWS_REGION (what Lambda and the README set) as the Region: boto3 reads only AWS_DEFAULT_REGION."""
-    if os.environ.get("AWS_REGION") and not os.environ.get("AWS_DEFAULT_REGION"):
+    """AWS_REGION (what Lambda and the README set) as the Region: boto3 reads only AWS_DEFAULT_REGION, and
+    AWS_REGION wins when both are set, as in the AWS CLI."""
+    if os.environ.get("AWS_REGION"):
         os.environ["AWS_DEFAULT_REGION"] = os.environ["AWS_REGION"]

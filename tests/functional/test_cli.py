@@ -252,3 +252,30 @@ def test_bad_setting_and_unknown_scope_are_one_line(account: Account, monkeypatc
     monkeypatch.setenv("GUARDRAIL_WINDOW", "week")
     code, _, err = run("status")
     assert code == 2 and "GUARDRAIL_WINDOW" in err and "hour, day, month" in err and err.count("\n") == 1
+
+
+# -- region --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("default_region", [None, "eu-west-1"])
+def test_aws_region_is_honoured_alone_and_over_aws_default_region(
+    account: Account, monkeypatch: pytest.MonkeyPatch, default_region: str | None
+) -> None:
+    # Given the table in us-east-1, and only AWS_REGION naming it (AWS_DEFAULT_REGION unset or elsewhere)
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    if default_region is None:
+        monkeypatch.delenv("AWS_DEFAULT_REGION")
+    else:
+        monkeypatch.setenv("AWS_DEFAULT_REGION", default_region)
+    # When on-call asks for the status, Then the CLI finds the table there
+    code, out, err = run("status", "--json")
+    assert (code, err) == (0, "")
+    assert [s["scope"] for s in json.loads(out)["scopes"]] == ["global"]
+
+
+def test_no_region_at_all_is_one_line_naming_aws_region(account: Account, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AWS_REGION", raising=False)
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    code, out, err = run("status")
+    assert code == 2 and out == ""
+    assert "set AWS_REGION" in err and len(err.strip().splitlines()) == 1

@@ -350,6 +350,24 @@ def test_put_function_concurrency_failing_is_alerted_and_repaired_by_schedule(
     assert_reset_restores(world)
 
 
+def test_reconciliation_denied_is_reported_and_the_schedule_run_still_repairs(
+    world: World, runtime: Runtime, faults: Faults, output: Output
+) -> None:
+    # Given a shutdown whose concurrency change failed, and a role that may not list metrics
+    runtime.clients["cloudwatch"] = boto3.client("cloudwatch", region_name="us-east-1")
+    faults.inject(runtime.clients["lambda"], "PutFunctionConcurrency", "TooManyRequestsException", status=429)
+    world.usage(batch("a", 60))
+    faults.inject(runtime.clients["cloudwatch"], "ListMetrics", "AccessDenied", status=403, message="not authorized")
+    # When the schedule runs
+    result = handlers.schedule.handler(SCHEDULED, world.ctx)
+    # Then it returns (no retry, no failure queue), the repair is done and the failure is reported
+    assert result["repaired"]
+    assert_shut_down(world)
+    assert result["reconciliation"] == {"error": "AccessDenied: not authorized"}
+    assert any("reconciliation" in f and "AccessDenied" in f for f in result["failures"])
+    assert any("AccessDenied" in str(line) for line in output.log_lines("ERROR"))
+
+
 def test_get_function_concurrency_failing_skips_the_target_and_schedule_saves_and_stops_it(
     world: World, runtime: Runtime, faults: Faults, output: Output
 ) -> None:

@@ -179,7 +179,9 @@ def test_the_guardrails_own_functions_are_never_concurrency_targets(synth: Synth
             assert env.get("GUARDRAIL_OWN_FUNCTIONS"), "the functions must know their own names"
 
 
-def test_only_reset_can_delete_concurrency_and_nothing_can_escalate_privileges(synth: Synth) -> None:
+def test_only_the_guardrail_functions_can_change_concurrency_and_nothing_can_escalate_privileges(
+    synth: Synth,
+) -> None:
     dangerous = {
         "iam:CreatePolicy",
         "iam:AttachRolePolicy",
@@ -194,7 +196,9 @@ def test_only_reset_can_delete_concurrency_and_nothing_can_escalate_privileges(s
     for fn, statements in grants.items():
         granted = set().union(*(actions(s) for s in statements)) if statements else set()
         assert not granted & dangerous, fn
-        assert ("lambda:DeleteFunctionConcurrency" in granted) == (fn == f"{PREFIX}-reset"), fn
+        # A restore (a delete, for a target that had no reservation) runs wherever a flag leaves shutdown.
+        guardrail = fn in {f"{PREFIX}-{role}" for role in ("usage", "alarm", "reset", "schedule")}
+        assert ("lambda:DeleteFunctionConcurrency" in granted) == guardrail, fn
         for st in statements:
             if "iam:PassRole" in actions(st):  # only to Bedrock, only its log delivery role
                 assert st["Condition"] == {"StringEquals": {"iam:PassedToService": "bedrock.amazonaws.com"}}

@@ -16,7 +16,8 @@ def test_runtime_requirements_come_from_pyproject_without_boto3() -> None:
     reqs = bundling.runtime_requirements()
     names = {bundling._dist_name(r) for r in reqs}
     assert {"pydantic", "pydantic-settings", "genai-prices", "cachetools", "aws-lambda-powertools"} <= names
-    assert "boto3" not in names
+    assert "tzdata" in names  # ZoneInfo needs it where the OS has no zoneinfo database
+    assert "boto3" not in names and "botocore" not in names
 
 
 def test_the_service_extra_is_bundled_and_the_client_install_stays_light(tmp_path: Path) -> None:
@@ -105,3 +106,87 @@ def test_every_handler_imports_from_the_asset_alone(tmp_path: Path) -> None:
     # Then every guardrail module it needs was found in the asset
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+# -- what the layer may hold -----------------------------------------------------------------------
+
+
+def dist(target: Path, name: str, version: str, top: str | None = None) -> None:
+    """A fabricated pip --target install of one distribution."""
+    info = target / f"{name}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "top_level.txt").write_text((top or name) + "\n")
+    (target / (top or name)).mkdir()
+    (target / (top or name) / "__init__.py").write_text("")
+
+
+def test_a_botocore_pulled_in_alone_is_left_out_of_the_layer(tmp_path: Path) -> None:
+    # Given aws-xray-sdk's botocore 1.44 without boto3 (the runtime has its own boto3 1.40 + botocore 1.40)
+    dist(tmp_path, "botocore", "1.44.2")
+    dist(tmp_path, "aws_xray_sdk", "2.14.0")
+    # When the layer is pruned, Then botocore is gone and the rest stays
+    assert bundling.prune_runtime_provided(tmp_path) == ["botocore 1.44.2"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["aws_xray_sdk", "aws_xray_sdk-2.14.0.dist-info"]
+
+
+def test_a_mismatched_pair_is_left_out_and_a_matching_pair_kept(tmp_path: Path) -> None:
+    dist(tmp_path / "bad", "boto3", "1.40.3")
+    dist(tmp_path / "bad", "botocore", "1.44.2")
+    dist(tmp_path / "bad", "s3transfer", "0.14.0")
+    assert bundling.prune_runtime_provided(tmp_path / "bad") == ["boto3 1.40.3", "botocore 1.44.2", "s3transfer 0.14.0"]
+    assert list((tmp_path / "bad").iterdir()) == []
+    dist(tmp_path / "good", "boto3", "1.40.3")
+    dist(tmp_path / "good", "botocore", "1.40.9")
+    assert bundling.prune_runtime_provided(tmp_path / "good") == []
+    assert (tmp_path / "good" / "botocore").is_dir()
+
+
+def elf(path: Path, machine: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x7fELF\x02\x01\x01" + bytes(11) + machine.to_bytes(2, "little") + bytes(44))
+
+
+def test_compiled_extensions_must_match_the_runtime_python_and_architecture(tmp_path: Path) -> None:
+    # Given a layer with extensions for the right and the wrong targets
+    elf(tmp_path / "pydantic_core" / "_pydantic_core.cpython-314-aarch64-linux-gnu.so", 183)
+    elf(tmp_path / "pkg" / "_speedups.abi3.so", 183)
+    elf(tmp_path / "pkg.libs" / "libz-1a2b.so.1.3", 183)
+    elf(tmp_path / "old" / "_ext.cpython-312-aarch64-linux-gnu.so", 183)
+    elf(tmp_path / "intel" / "_ext.cpython-314-x86_64-linux-gnu.so", 62)
+    elf(tmp_path / "intel" / "_limited.abi3.so", 62)
+    (tmp_path / "broken.so").write_text("not a binary")
+    # When checked against Python 3.14 arm64, Then exactly the wrong ones are named, with why
+    problems = bundling.extension_problems(tmp_path, python_version="3.14", architecture="arm64")
+    assert problems == [
+        "broken.so: not an ELF shared object",
+        "intel/_ext.cpython-314-x86_64-linux-gnu.so: built for cpython-314 x86_64, not cpython-314 aarch64",
+        "intel/_limited.abi3.so: ELF machine 62, not arm64",
+        "old/_ext.cpython-312-aarch64-linux-gnu.so: built for cpython-312 aarch64, not cpython-314 aarch64",
+    ]
+    assert bundling.extension_problems(tmp_path / "pydantic_core") == []
+
+
+def test_the_install_is_pruned_and_checked_before_it_is_cached(cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def pip(extension: str) -> Any:
+        def run(cmd: list[str], **_: Any) -> subprocess.CompletedProcess[str]:
+            target = Path(cmd[cmd.index("--target") + 1])
+            dist(target, "botocore", "1.44.2")
+            elf(target / "pydantic_core" / extension, 183 if "aarch64" in extension else 62)
+            return subprocess.CompletedProcess(cmd, 0, "", "")
+
+        return run
+
+    wrong = bundling.DependencyLayerBundling(["pydantic"], install=True, run=pip("_p.cpython-314-x86_64-linux-gnu.so"))
+    with pytest.raises(RuntimeError, match=r"would not load on Python 3\.14 arm64"):
+        wrong.try_bundle(str(cache / "out"))
+    assert not list((cache / "cache").glob("layer-*"))  # nothing cached
+    right = bundling.DependencyLayerBundling(["pydantic"], install=True, run=pip("_p.cpython-314-aarch64-linux-gnu.so"))
+    assert right.try_bundle(str(cache / "out"))
+    assert not (cache / "out" / "python" / "botocore").exists()
+    printed = capsys.readouterr().err
+    assert "left out botocore 1.44.2" in printed and "dependency layer asset:" in printed and "MB unzipped" in printed
+
+
+def test_synth_prints_the_function_code_asset_size(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert bundling.SourceBundling().try_bundle(str(tmp_path))
+    assert "guardrail function code asset:" in capsys.readouterr().err

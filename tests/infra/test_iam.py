@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
+from typing import Any
+
 from tests.support.synth import (
     CONCURRENCY,
     PREFIX,
+    SLACK_SECRET_ARN,
     STAR_ALLOWED,
     TARGET_ARNS,
     Synth,
@@ -13,6 +19,18 @@ from tests.support.synth import (
     resolve,
     statements_by_function,
 )
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+TABLE_ACTIONS = {
+    "dynamodb:GetItem",
+    "dynamodb:BatchGetItem",
+    "dynamodb:Query",
+    "dynamodb:Scan",
+    "dynamodb:DescribeTable",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:ConditionCheckItem",
+}
 
 
 def test_given_targets_when_synthesized_then_concurrency_statements_name_exactly_the_target_arns(synth: Synth) -> None:
@@ -27,17 +45,16 @@ def test_given_targets_when_synthesized_then_concurrency_statements_name_exactly
     assert found == 4  # usage, alarm, schedule (shutdown) and reset (restore)
 
 
-def test_only_reset_may_delete_concurrency_and_shutdown_functions_get_and_put_only(synth: Synth) -> None:
+def test_every_function_that_evaluates_flags_may_stop_and_restore_targets(synth: Synth) -> None:
+    # A restore runs wherever a flag leaves shutdown: reset, an auto-clearing rollover (usage, alarm or
+    # schedule), an alarm back to OK, the schedule's retry; a target with no reservation needs the delete.
     grants = {
         fn: set().union(*(actions(st) & CONCURRENCY for st in statements)) if statements else set()
         for fn, statements in statements_by_function(synth).items()
     }
-    shutdown = {"lambda:GetFunctionConcurrency", "lambda:PutFunctionConcurrency"}
-    assert grants[f"{PREFIX}-reset"] == CONCURRENCY
-    for role in ("usage", "alarm", "schedule"):
-        assert grants[f"{PREFIX}-{role}"] == shutdown
+    for role in ("usage", "alarm", "reset", "schedule"):
+        assert grants[f"{PREFIX}-{role}"] == CONCURRENCY, role
     assert grants[f"{PREFIX}-invocation-logging"] == set()
-    assert [fn for fn, g in grants.items() if "lambda:DeleteFunctionConcurrency" in g] == [f"{PREFIX}-reset"]
 
 
 def test_no_allow_statement_uses_star_except_for_apis_without_resource_level_permissions(synth: Synth) -> None:
@@ -65,7 +82,9 @@ def test_usage_function_resolves_only_this_accounts_application_inference_profil
 def test_only_schedule_reads_metrics_and_only_provider_configures_invocation_logging(synth: Synth) -> None:
     for fn, statements in statements_by_function(synth).items():
         granted = set().union(*(actions(s) for s in statements))
-        assert ("cloudwatch:GetMetricData" in granted) == (fn == f"{PREFIX}-schedule"), fn
+        # Reconciliation lists the AWS/Bedrock models, then reads their token counts.
+        for action in ("cloudwatch:ListMetrics", "cloudwatch:GetMetricData"):
+            assert (action in granted) == (fn == f"{PREFIX}-schedule"), (fn, action)
         assert ("bedrock:PutModelInvocationLoggingConfiguration" in granted) == (
             fn == f"{PREFIX}-invocation-logging"
         ), fn
@@ -90,3 +109,49 @@ def test_functions_publish_to_the_topic_and_use_only_its_key(synth: Synth) -> No
         assert [(actions(s), s["Resource"]) for s in kms] == [
             ({"kms:GenerateDataKey", "kms:Decrypt"}, {"Fn::GetAtt": [key_id, "Arn"]})
         ]
+
+
+# -- the on-call policy ----------------------------------------------------------------------------
+
+
+def oncall_policy(synth: Synth) -> tuple[str, dict[str, Any]]:
+    ((logical_id, policy),) = [
+        (k, v)
+        for k, v in synth.of_type("AWS::IAM::ManagedPolicy").items()
+        if "on-call" in v["Properties"].get("Description", "")
+    ]
+    return logical_id, policy["Properties"]
+
+
+def test_on_call_policy_grants_exactly_what_status_history_and_reset_need(synth: Synth) -> None:
+    logical_id, props = oncall_policy(synth)
+    (table_id,) = synth.of_type("AWS::DynamoDB::Table")
+    (topic_id,) = synth.of_type("AWS::SNS::Topic")
+    (key_id,) = synth.of_type("AWS::KMS::Key")
+    granted = {
+        frozenset(actions(st)): {json.dumps(r) for r in as_list(resolve(st["Resource"]))}
+        for st in props["PolicyDocument"]["Statement"]
+        if st["Effect"] == "Allow"
+    }
+
+    def refs(*resources: Any) -> set[str]:
+        return {json.dumps(r) for r in resources}
+
+    assert granted == {
+        frozenset(TABLE_ACTIONS): refs({"Fn::GetAtt": [table_id, "Arn"]}),
+        frozenset({"sns:Publish"}): refs({"Ref": topic_id}),
+        frozenset({"kms:GenerateDataKey", "kms:Decrypt"}): refs({"Fn::GetAtt": [key_id, "Arn"]}),
+        frozenset({"secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"}): refs(SLACK_SECRET_ARN),
+        frozenset(CONCURRENCY): refs(*TARGET_ARNS),
+    }
+    # Not attached by the stack (the platform team attaches it), and its ARN is an output.
+    assert not any(props.get(k) for k in ("Roles", "Users", "Groups"))
+    assert synth.template["Outputs"]["OnCallPolicyArn"]["Value"] == {"Ref": logical_id}
+
+
+def test_readme_lists_exactly_the_on_call_policy(synth: Synth) -> None:
+    text = README.read_text()
+    section = text.split("<!-- on-call-policy")[1].split("<!-- /on-call-policy -->")[0]
+    listed = set(re.findall(r"`([a-z0-9]+:[A-Za-z]+)`", section))
+    _, props = oncall_policy(synth)
+    assert listed == set().union(*(actions(st) for st in props["PolicyDocument"]["Statement"]))

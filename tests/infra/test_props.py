@@ -77,3 +77,56 @@ def test_environment_larger_than_lambda_allows_fails_at_synth() -> None:
     budgets = [{"scope": f"tenant:t{i:04d}", "thresholds": "alert=1,throttle=2,shutdown=3"} for i in range(80)]
     with pytest.raises(ConfigError, match="4 KB"):
         GuardrailProps.from_context(context({"guardrail": {"budgets": budgets}}))
+
+
+def test_a_misspelt_per_field_context_key_fails_naming_the_known_keys() -> None:
+    # Given `-c guardrail:tresholds=1` (a typo that used to synthesize with default thresholds)
+    values = {"guardrail": {}, "guardrail:tresholds": 1, "@aws-cdk/core:checkSecretUsage": True}
+    # When the props are read, Then the message names the key, the likely field and every known key
+    with pytest.raises(ConfigError) as raised:
+        GuardrailProps.from_context(context(values), values.keys())
+    message = str(raised.value)
+    assert "'guardrail:tresholds'" in message and "did you mean 'guardrail:thresholds'" in message
+    for key in ("guardrail:targetFunctions", "guardrail:ingestReservedConcurrency", "guardrail:stackName"):
+        assert key in message
+
+
+def test_a_misspelt_key_fails_the_app_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    from guardrail_cdk.application import create_app  # type: ignore[import-not-found, unused-ignore]
+
+    with pytest.raises(ConfigError, match="unknown context key 'guardrail:tresholds'"):
+        create_app(context={"guardrail:tresholds": "1", "guardrail:bundleDependencies": False})
+
+
+def test_ingest_reserved_concurrency_defaults_to_ten_and_null_turns_it_off() -> None:
+    assert GuardrailProps.from_context(context({})).ingest_reserved_concurrency == 10
+    off = GuardrailProps.from_context(context({"guardrail:ingestReservedConcurrency": "null"}))
+    assert off.ingest_reserved_concurrency is None
+    with pytest.raises(ConfigError, match="ingestReservedConcurrency"):
+        GuardrailProps.from_context(context({"guardrail:ingestReservedConcurrency": "0"}))
+
+
+def test_target_arns_of_two_accounts_or_regions_fail_at_synth() -> None:
+    targets = [
+        "arn:aws:lambda:us-east-1:123456789012:function:a",
+        "arn:aws:lambda:eu-west-1:123456789012:function:b",
+    ]
+    with pytest.raises(ConfigError, match="more than one place"):
+        GuardrailProps.from_context(context({"guardrail": {"targetFunctions": targets}}))
+
+
+def test_target_arn_of_another_account_fails_when_the_stack_has_an_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from guardrail_cdk.application import create_app
+
+    # Given the CDK CLI resolved the deploy environment (it sets these from the caller's credentials)
+    monkeypatch.setenv("CDK_DEFAULT_ACCOUNT", "111111111111")
+    monkeypatch.setenv("CDK_DEFAULT_REGION", "us-east-1")
+    guardrail = {
+        "bundleDependencies": False,
+        "invocationLogs": {"mode": "existing", "logGroupName": "/aws/bedrock/invocations"},
+        "targetFunctions": ["arn:aws:lambda:us-east-1:222222222222:function:chat-api"],
+    }
+    with pytest.raises(ConfigError, match="account 222222222222 / Region us-east-1, but the stack deploys to "):
+        create_app(context={"guardrail": guardrail})

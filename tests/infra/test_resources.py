@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
+from fnmatch import fnmatchcase
 from typing import Any
 
 from guardrail_cdk.props import METRICS_NAMESPACE  # type: ignore[import-not-found, unused-ignore]
 
 from tests.support.common import TABLE
-from tests.support.synth import PREFIX, SLACK_SECRET_ARN, Synth, as_list
+from tests.support.synth import ACCOUNT, PREFIX, REGION, SLACK_SECRET_ARN, Synth, as_list, resolve
 
 ROLES = ("usage", "alarm", "reset", "schedule")
 
@@ -177,6 +178,69 @@ def test_topic_is_encrypted_with_a_rotating_key_that_cloudwatch_may_use(synth: S
     assert cloudwatch and set(cloudwatch[0]["Action"]) == {"kms:Decrypt", "kms:GenerateDataKey*"}
     (policy,) = synth.of_type("AWS::SNS::TopicPolicy").values()
     assert any(s["Effect"] == "Deny" for s in policy["Properties"]["PolicyDocument"]["Statement"])
+
+
+def topic_policy_statements(synth: Synth) -> list[dict[str, Any]]:
+    (topic_id,) = synth.of_type("AWS::SNS::Topic")
+    (policy,) = synth.of_type("AWS::SNS::TopicPolicy").values()
+    assert policy["Properties"]["Topics"] == [{"Ref": topic_id}]
+    statements: list[dict[str, Any]] = policy["Properties"]["PolicyDocument"]["Statement"]
+    for st in statements:
+        assert st["Resource"] == {"Ref": topic_id}
+    return statements
+
+
+def alarm_arn(name: str) -> str:
+    return f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:{name}"
+
+
+def test_alert_topic_policy_keeps_the_tls_deny_and_lets_this_stacks_alarms_publish(synth: Synth) -> None:
+    # A topic policy replaces SNS's default one: without an allow, no alarm could publish.
+    deny, allow = sorted(topic_policy_statements(synth), key=lambda st: st["Effect"] != "Deny")
+    assert deny["Effect"] == "Deny" and deny["Principal"] == "*" and deny["Action"] == "sns:Publish"
+    assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert allow["Effect"] == "Allow" and allow["Action"] == "sns:Publish"
+    assert allow["Principal"] == {"Service": "cloudwatch.amazonaws.com"}  # the only publisher the stack wires
+    assert allow["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+    pattern = resolve(allow["Condition"]["ArnLike"]["aws:SourceArn"])
+    assert pattern == f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:{PREFIX}-*"
+    # Every alarm of the stack matches; another team's alarm, or one in another Region, does not.
+    names = list(alarms(synth))
+    assert len(names) >= 16
+    assert all(fnmatchcase(alarm_arn(name), pattern) for name in names)
+    assert not fnmatchcase(alarm_arn("payments-cpu-high"), pattern)
+    assert not fnmatchcase(f"arn:aws:cloudwatch:eu-west-1:{ACCOUNT}:alarm:{PREFIX}-x", pattern)
+
+
+def test_ingest_has_reserved_concurrency_by_default_and_its_throttle_alarm_reaches_the_topic(synth: Synth) -> None:
+    fns = functions(synth)
+    assert fns[f"{PREFIX}-usage"]["Properties"]["ReservedConcurrentExecutions"] == 10
+    for role in ("alarm", "reset", "schedule"):
+        assert "ReservedConcurrentExecutions" not in fns[f"{PREFIX}-{role}"]["Properties"], role
+    (topic_id,) = synth.of_type("AWS::SNS::Topic")
+    usage_id = logical_id_of_function(synth, f"{PREFIX}-usage")
+    ((name, throttles),) = [
+        (n, a)
+        for n, a in alarms(synth).items()
+        if a.get("MetricName") == "Throttles" and a["Dimensions"][0]["Value"] == {"Ref": usage_id}
+    ]
+    assert throttles["AlarmActions"] == [{"Ref": topic_id}]
+    (allow,) = [st for st in topic_policy_statements(synth) if st["Effect"] == "Allow"]
+    assert fnmatchcase(alarm_arn(name), resolve(allow["Condition"]["ArnLike"]["aws:SourceArn"]))
+
+
+def test_target_arns_must_name_the_account_and_region_the_stack_deploys_to(synth: Synth) -> None:
+    # The stack is environment-agnostic here, so CloudFormation checks before it changes anything.
+    rules = {k: v for k, v in synth.template["Rules"].items() if k != "CheckBootstrapVersion"}
+    ((_, rule),) = rules.items()
+    ((assertion),) = rule["Assertions"]
+    assert assertion["Assert"] == {
+        "Fn::And": [
+            {"Fn::Equals": [{"Ref": "AWS::AccountId"}, ACCOUNT]},
+            {"Fn::Equals": [{"Ref": "AWS::Region"}, REGION]},
+        ]
+    }
+    assert ACCOUNT in assertion["AssertDescription"]
 
 
 def test_slack_channel_gets_the_topic_and_an_explicit_deny_all_guardrail(synth: Synth) -> None:

@@ -106,6 +106,7 @@ STAR_ALLOWED = {
     "xray:PutTraceSegments",
     "xray:PutTelemetryRecords",
     "cloudwatch:GetMetricData",
+    "cloudwatch:ListMetrics",
     "bedrock:GetModelInvocationLoggingConfiguration",
     "bedrock:PutModelInvocationLoggingConfiguration",
     "bedrock:DeleteModelInvocationLoggingConfiguration",

@@ -1,31 +1,50 @@
 """Enforcement: the alarm, reset and schedule functions, their triggers, and who may touch targets.
 
-Concurrency permissions name only the target functions' ARNs:
-- shutdown (usage, alarm, schedule): GetFunctionConcurrency + PutFunctionConcurrency (to set 0, and to
-  repair drift back to 0);
-- restore (reset only): GetFunctionConcurrency + PutFunctionConcurrency + DeleteFunctionConcurrency.
-IAM cannot limit PutFunctionConcurrency to the value 0, so "only reset restores" is enforced for the
-"none" case by IAM (DeleteFunctionConcurrency) and for saved values by the engine.
+Concurrency permissions name only the target functions' ARNs, and every function that evaluates a
+flag gets Get/Put/DeleteFunctionConcurrency: a shutdown may start in usage, alarm or schedule, and a
+restore runs wherever a flag leaves shutdown: reset, a budget with `shutdown_auto_clears` at rollover
+(usage, alarm or schedule, whichever evaluates first), an alarm back to OK, and the schedule's retry of
+a refused restore. A target that had no reservation is restored with DeleteFunctionConcurrency.
+
+Target ARNs must name the stack's own account and Region: checked at synth when the stack has an
+environment, and by a template rule (before any resource changes) when it is environment-agnostic.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from aws_cdk import Acknowledgment, ArnFormat, Duration, Stack, Validations
+from aws_cdk import (
+    Acknowledgment,
+    ArnFormat,
+    Aws,
+    CfnRule,
+    CfnRuleAssertion,
+    Duration,
+    Fn,
+    Stack,
+    Token,
+    Validations,
+)
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
+from guardrail.core.errors import ConfigError
 from guardrail_cdk.constructs.alerting import Alerting
 from guardrail_cdk.constructs.function import FunctionCode, GuardrailFunction
 from guardrail_cdk.constructs.ingest import EVENT_TARGET_MAX_AGE, EVENT_TARGET_RETRIES
 from guardrail_cdk.constructs.ledger import Ledger
 from guardrail_cdk.props import HANDLERS, GuardrailProps
 
-SHUTDOWN_ACTIONS = ("lambda:GetFunctionConcurrency", "lambda:PutFunctionConcurrency")
-RESTORE_ACTIONS = (*SHUTDOWN_ACTIONS, "lambda:DeleteFunctionConcurrency")
+CONCURRENCY_ACTIONS = (
+    "lambda:GetFunctionConcurrency",
+    "lambda:PutFunctionConcurrency",
+    "lambda:DeleteFunctionConcurrency",
+)
+# Reconciliation lists the AWS/Bedrock models with metrics, then reads their token counts.
+RECONCILIATION_ACTIONS = ("cloudwatch:ListMetrics", "cloudwatch:GetMetricData")
 ALARM_EVENT_DETAIL_TYPE = "CloudWatch Alarm State Change"
 
 
@@ -44,6 +63,7 @@ class Enforcement(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         names = props.function_names
+        self._check_place(props)
         self.target_arns = [self._target_arn(t) for t in props.all_targets]
 
         def function(role: str, description: str, timeout: int) -> GuardrailFunction:
@@ -72,22 +92,20 @@ class Enforcement(Construct):
         self.schedule.add_policy("LedgerAccess", ledger.engine_statement(scan=True))
 
         if self.target_arns:
-            for fn in (usage, self.alarm, self.schedule):
+            for fn in (usage, self.alarm, self.reset, self.schedule):
                 fn.add_policy(
-                    "ShutdownTargets", iam.PolicyStatement(actions=list(SHUTDOWN_ACTIONS), resources=self.target_arns)
+                    "StopAndRestoreTargets",
+                    iam.PolicyStatement(actions=list(CONCURRENCY_ACTIONS), resources=self.target_arns),
                 )
-            self.reset.add_policy(
-                "RestoreTargets", iam.PolicyStatement(actions=list(RESTORE_ACTIONS), resources=self.target_arns)
-            )
 
         reconcile = self.schedule.add_policy(
-            "Reconciliation", iam.PolicyStatement(actions=["cloudwatch:GetMetricData"], resources=["*"])
+            "Reconciliation", iam.PolicyStatement(actions=list(RECONCILIATION_ACTIONS), resources=["*"])
         )
         Validations.of(reconcile).acknowledge(
             Acknowledgment(
                 id="AwsSolutions-IAM5[Resource::*]",
-                reason="cloudwatch:GetMetricData (read-only reconciliation against AWS/Bedrock token metrics) "
-                "has no resource-level permissions.",
+                reason="cloudwatch:ListMetrics and cloudwatch:GetMetricData (read-only reconciliation against "
+                "AWS/Bedrock token metrics) have no resource-level permissions.",
             )
         )
 
@@ -123,6 +141,36 @@ class Enforcement(Construct):
             dead_letter_queue=fn.failure_queue,
             retry_attempts=EVENT_TARGET_RETRIES,
             max_event_age=EVENT_TARGET_MAX_AGE,
+        )
+
+    def _check_place(self, props: GuardrailProps) -> None:
+        """Target ARNs of another account or Region could never be stopped: refuse them."""
+        place = props.target_place
+        if place is None:
+            return
+        account, region = place
+        stack = Stack.of(self)
+        if not Token.is_unresolved(stack.account) and not Token.is_unresolved(stack.region):
+            if (account, region) != (stack.account, stack.region):
+                raise ConfigError(
+                    f"targetFunctions: target ARNs name account {account} / Region {region}, but the stack "
+                    f"deploys to account {stack.account} / Region {stack.region}; the guardrail stops functions "
+                    "only in its own account and Region"
+                )
+            return
+        # Environment-agnostic: CloudFormation checks before it creates or changes any resource.
+        CfnRule(
+            self,
+            "TargetsInThisAccountAndRegion",
+            assertions=[
+                CfnRuleAssertion(
+                    assert_=Fn.condition_and(
+                        Fn.condition_equals(Aws.ACCOUNT_ID, account), Fn.condition_equals(Aws.REGION, region)
+                    ),
+                    assert_description=f"Target function ARNs name account {account} / Region {region}: "
+                    "deploy the guardrail there (it stops functions only in its own account and Region).",
+                )
+            ],
         )
 
     def _target_arn(self, target: str) -> str:
