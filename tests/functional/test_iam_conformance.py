@@ -207,7 +207,7 @@ def usage_client_event_is_counted(d: Deployment) -> None:
 
     d.become("usage")
     detail = UsageEventDetail.from_record(
-        record("client-1", model=SONNET_45_US, input_tokens=2_000_000, output_tokens=10_000, at=datetime.now(UTC))
+        record("client-1", model=SONNET_45_US, input_tokens=150_000, output_tokens=300_000, at=datetime.now(UTC))
     )
     event = {"source": "guardrail.client", "detail-type": "Bedrock Usage", "detail": detail.model_dump(mode="json")}
     result = d.run(handlers.usage.handler, event)
