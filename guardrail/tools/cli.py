@@ -207,8 +207,7 @@ def cmd_reset(args: argparse.Namespace, out: TextIO, runtime: Runtime) -> int:
     from guardrail.service.oncall import ResetRequest, reset
     from guardrail.tools import status
 
-    check_reset(args)
-    reason, snooze_until = args.reason.strip(), args.snooze_until
+    reason, snooze_until = args.reason.strip(), args.snooze_until  # checked by check_reset before AWS
     preview = status.reset_preview(
         runtime, args.scope, rearm_from_zero=args.rearm == "from-zero", snooze_until=snooze_until
     )
@@ -282,12 +281,12 @@ def cmd_table(args: argparse.Namespace, out: TextIO) -> int:
 
     name = args.table or load_settings().table_name
     dynamodb = boto3.client("dynamodb", endpoint_url=args.endpoint_url)
-    where = f"in Region {dynamodb.meta.region_name} at {dynamodb.meta.endpoint_url}"
+    place = f"in Region {dynamodb.meta.region_name} at {dynamodb.meta.endpoint_url}"
     try:
         create_table(dynamodb, name)
     except dynamodb.exceptions.ResourceInUseException:
-        raise CliError(f"table {name!r} already exists {where}: nothing changed", ATTENTION) from None
-    print(f"created table {name!r} {where} (pk/sk, on demand, TTL on expires_at)", file=out)
+        raise CliError(f"table {name!r} already exists {place}: nothing changed", ATTENTION) from None
+    print(f"created table {name!r} {place} (pk/sk, on demand, TTL on expires_at)", file=out)
     if name != load_settings().table_name:
         print(f"next: export GUARDRAIL_TABLE_NAME={name}", file=out)
     print("next: `guardrail status` reads it; production tables come from the stack (docs/deploy.md)", file=out)
@@ -338,9 +337,6 @@ def _run(argv: list[str], out: TextIO, err: TextIO) -> int:
     try:
         if args.command == "completion":
             return cmd_completion(args, out)
-        if args.command == "table":
-            warn_unknown_settings(err)
-            return cmd_table(args, out)
         if args.command != "demo":  # the demo sets its own settings
             warn_unknown_settings(err)
         if args.command == "replay":
@@ -351,6 +347,8 @@ def _run(argv: list[str], out: TextIO, err: TextIO) -> int:
             from guardrail.tools.prices import cmd_prices
 
             return cmd_prices(args, out)
+        if args.command == "table":
+            return cmd_table(args, out)
         if args.command == "reset":
             check_reset(args)
         runtime = _runtime()
