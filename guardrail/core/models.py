@@ -195,8 +195,21 @@ class TargetState:
     meaning the function had no reserved concurrency (which is different from 0)."""
 
     saved: int | None
-    status: Literal["saved", "applied", "restored", "restore_failed"] = "saved"
+    status: Literal["saved", "applied", "restored", "restore_failed", "missing"] = "saved"
     message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TargetHold:
+    """One target function shared by every scope that stops it: its pre-guardrail reserved concurrency,
+    saved once, and the scopes holding it at 0. `released` items are tombstones kept for a while after
+    the last holder restored it, so a late 0 from a racing shutdown is found and undone."""
+
+    function: str
+    saved: int | None
+    holders: frozenset[str] = frozenset()
+    state: Literal["held", "released"] = "held"
+    released_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

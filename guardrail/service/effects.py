@@ -1,9 +1,10 @@
 """Effects: turn a won transition into reversible changes in the world, then tell people.
 
 Order (DESIGN.md section 6): enforcement first, notification last, so a failing SNS or Slack never
-blocks or undoes a shutdown. Shutdown saves each target's reserved concurrency durably in the flag
-before setting 0; restore puts back exactly what was saved ("none" -> DeleteFunctionConcurrency).
-Every step is idempotent, so the schedule handler can finish a half-applied transition.
+blocks or undoes a shutdown. Shutdown holds each target in its shared target item (state saved once per
+target, see holds.py) and names it in the flag before setting 0; restore releases the hold, and the last
+holder puts back exactly what was saved ("none" -> DeleteFunctionConcurrency). Every step is idempotent,
+so the schedule handler can finish a half-applied transition.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from typing import TYPE_CHECKING
 from guardrail.core.config import function_name
 from guardrail.core.errors import FlagConflict
 from guardrail.core.models import Budget, Flag, Level, TargetState
+from guardrail.service.holds import Holds, Outcome
 from guardrail.service.messages import Burn, alert_message
 from guardrail.service.notify import AlertMessage, Notifier
-from guardrail.service.targets import Concurrency, aws_error, describe_saved, restore_cli
+from guardrail.service.targets import Concurrency, aws_error, describe_saved
 from guardrail.store.flags import FlagStore
 from guardrail.store.table import alerted_key, item_key
+from guardrail.store.targets import TargetStore
 
 if TYPE_CHECKING:
     from mypy_boto3_lambda import LambdaClient
@@ -53,9 +56,11 @@ class Effects:
         own_functions: tuple[str, ...] = (),
         burn_rate: Callable[[str], Burn] | None = None,
         on_report: Callable[[EffectReport], None] | None = None,
+        targets: TargetStore | None = None,
     ) -> None:
         self.flags = flags
         self.concurrency = Concurrency(lambda_factory)
+        self.holds = Holds(self.concurrency, targets or TargetStore(flags.client, flags.table, now=flags.now))
         self.notifier = notifier
         self.dry_run = dry_run
         own = {function_name(f) for f in own_functions}
@@ -127,38 +132,64 @@ class Effects:
                     report.failures.append(f"{name}: could not read reserved concurrency: {current.error}")
                 report.actions.append(f"set reserved concurrency 0 on {name} (now {current.describe()})")
             return self._mark_applied(flag)
-        # 1. Save what each target has now, unless we saved it before (then it may be our own 0).
-        saved = dict(flag.targets)
+        # 1. Hold each target in its shared target item: its state is saved there once, by the first holder.
+        held = dict(flag.targets)
+        out = Outcome()
         for name in targets:
-            if name in saved:
+            if name in held:
                 continue
-            current = self.concurrency.read(name)
-            if not current.readable:
-                report.failures.append(f"{name}: could not read reserved concurrency: {current.error}")
-                continue
-            saved[name] = TargetState(saved=current.value, status="saved")
-        # 2. Persist before touching anything: a crash after this point is repaired from the flag.
-        if saved != flag.targets:
-            flag = self.flags.update(
-                flag, actor=ACTOR, action="shutdown:saved", reason="saved reserved concurrency", targets=saved
-            )
+            hold = self.holds.take(name, flag.scope, out)
+            if isinstance(hold, str):
+                held[name] = TargetState(saved=None, status="missing", message=hold)
+                out.failures.append(f"{name} does not exist ({hold}); nothing to stop. Said once for this shutdown")
+            elif hold is not None:
+                held[name] = TargetState(saved=hold.saved, status="saved")
+        report.actions += out.actions
+        report.failures += out.failures
+        # 2. The flag names what it holds before anything is touched: a crash after this is repaired from it.
+        if held != flag.targets:
+            try:
+                flag = self.flags.update(
+                    flag, actor=ACTOR, action="shutdown:saved", reason="saved reserved concurrency", targets=held
+                )
+            except FlagConflict:
+                self._drop_orphans(flag.scope, [n for n in held if n not in flag.targets], report)
+                raise
         # 3. Set 0, then mark applied.
-        flag = self.enforce_zero(flag, report, mark_applied=mark_applied)
-        return flag
+        return self.enforce_zero(flag, report, mark_applied=mark_applied)
+
+    def _drop_orphans(self, scope: str, names: list[str], report: EffectReport) -> None:
+        """Holds taken for a flag that moved meanwhile: give them back unless the scope still shuts down
+        (the schedule run would find them too)."""
+        if self.flags.get(scope).level == Level.SHUTDOWN:
+            return
+        out = Outcome()
+        for name in names:
+            self.holds.release(name, scope, None, out)
+        report.actions += out.actions
+        report.failures += out.failures
 
     def enforce_zero(self, flag: Flag, report: EffectReport, *, mark_applied: bool = True) -> Flag:
-        """Set 0 on every saved target that is not at 0 yet (also the schedule's drift repair)."""
+        """Set 0 on every held target (also the schedule's drift repair)."""
         targets = dict(flag.targets)
+        out = Outcome()
         for name, state in flag.targets.items():
+            if state.status == "missing":
+                continue
             try:
-                self.concurrency.stop(name)
+                stays = self.holds.stop(name, flag.scope, state.saved, out)
             except Exception as exc:
                 report.failures.append(f"{name}: could not set reserved concurrency 0: {aws_error(exc)}")
+                continue
+            if not stays:
+                targets.pop(name)
                 continue
             targets[name] = replace(state, status="applied", message="")
             report.applied += 1
             report.actions.append(f"reserved concurrency 0 on {name} (was {describe_saved(state.saved)})")
-        ok = all(s.status == "applied" for s in targets.values())
+        report.actions += out.actions
+        report.failures += out.failures
+        ok = all(s.status in ("applied", "missing") for s in targets.values())
         applied = ok and mark_applied
         if targets != flag.targets or flag.applied != applied:
             flag = self.flags.update(
@@ -177,20 +208,18 @@ class Effects:
                 report.actions.append(f"restore {name} to {describe_saved(state.saved)}")
             return self._mark_applied(flag)
         remaining: dict[str, TargetState] = {}
+        out = Outcome()
         for name, state in flag.targets.items():
-            try:
-                self.concurrency.restore(name, state.saved)
-            except Exception as exc:
-                message = aws_error(exc)
-                remaining[name] = replace(state, status="restore_failed", message=message)
-                report.failures.append(
-                    f"{name}: restore to {describe_saved(state.saved)} failed ({message}); the saved value is kept. "
-                    "Free unreserved concurrency (the account keeps at least 10-100 unreserved) or restore "
-                    f"by hand: {restore_cli(name, state.saved)}, then run the reset again"
-                )
+            if state.status == "missing":
+                out.actions.append(f"{name} did not exist at shutdown: nothing to restore")
                 continue
-            report.applied += 1
-            report.actions.append(f"restored {name} to {describe_saved(state.saved)}")
+            released = self.holds.release(name, flag.scope, state.saved, out)
+            if released.result == "failed":
+                remaining[name] = replace(state, status="restore_failed", message=released.message)
+            elif released.result == "restored":
+                report.applied += 1
+        report.actions += out.actions
+        report.failures += out.failures
         return self.flags.update(
             flag,
             actor=ACTOR,

@@ -11,6 +11,7 @@ from guardrail.core.models import Budget, Flag, Level, UsageRecord
 from guardrail.core.scopes import GLOBAL
 from guardrail.service.effects import EffectReport, Effects
 from guardrail.service.engine import Engine
+from guardrail.service.holds import Outcome
 from guardrail.service.messages import alert_message
 
 if TYPE_CHECKING:
@@ -67,9 +68,44 @@ def run(engine: Engine, effects: Effects, cloudwatch: CloudWatchClient | None) -
             current = effects.restore(current, effect)
             report.repaired.append(f"{current.scope}: retried restore of {', '.join(current.targets) or 'all targets'}")
         report.failures.extend(effect.failures + effect.notification_failures)
+    if not engine.settings.dry_run:
+        repair_holds(engine, effects, report)
     if cloudwatch is not None and engine.resolver.budget_for(GLOBAL) is not None:
         report.reconciliation = reconcile(engine, effects, cloudwatch)
     return report
+
+
+TOMBSTONE_TTL = timedelta(hours=1)  # far longer than any invocation that could still be stopping a target
+
+
+def repair_holds(engine: Engine, effects: Effects, report: ScheduleReport) -> None:
+    """Target items are the durable record of every stop: a holder whose scope is no longer shut down is
+    released (a shutdown that lost a race with its reset), a restore nobody finished is finished, and a
+    late 0 on a released target is undone."""
+    holds = effects.holds
+    levels: dict[str, Level] = {}
+    for item in holds.store.list_all():
+        out = Outcome()
+        for scope in sorted(item.holders):
+            if scope not in levels:
+                levels[scope] = engine.flags.get(scope).level
+            if levels[scope] < Level.SHUTDOWN:
+                holds.release(item.function, scope, item.saved, out)
+                out.actions.append(f"released {item.function} from {scope} (no longer shut down)")
+        after = holds.store.get(item.function)
+        if after is not None and after.state == "held" and not after.holders:
+            holds.release(item.function, None, after.saved, out)
+        elif after is not None and after.state == "released":
+            reading = effects.concurrency.read(item.function)
+            if reading.stopped and after.saved != 0:
+                holds.release(item.function, None, after.saved, out)
+                out.actions.append(f"{item.function}: a late stop after its release was undone")
+            elif reading.missing or (
+                after.released_at is not None and engine.now() - after.released_at > TOMBSTONE_TTL
+            ):
+                holds.store.forget(item.function)
+        report.repaired.extend(out.actions)
+        report.failures.extend(out.failures)
 
 
 def _alert_repair(

@@ -12,6 +12,7 @@ No other module writes a key literal. String keys `pk` / `sk`, on-demand, TTL at
 | audit entry            | `AUDIT`                           | `<iso time>#<scope>#<version>#<id>`      | no  |
 | quarantined input      | `QUARANTINE#<date>`               | `<iso time>#<digest>`                    | yes |
 | "already alerted" mark | `ALERTED#<what>#<date>`           | `<subject>`                              | yes |
+| shared target          | `TARGET#<function name>`          | `TARGET`                                 | no  |
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ FLAG_SK = "FLAG"
 AUDIT_PK = "AUDIT"
 QUARANTINE_PREFIX = "QUARANTINE#"
 ALERTED_PREFIX = "ALERTED#"
+TARGET_PREFIX = "TARGET#"
+TARGET_SK = "TARGET"
 BREAKDOWN_PREFIX = "by:"  # counter attributes holding spend by model/app/caller
 
 
@@ -66,6 +69,11 @@ def flag_key(scope: str, *, dry_run: bool = False) -> Key:
 
 def flag_prefix(*, dry_run: bool = False) -> str:
     return DRY_RUN_FLAG_PREFIX if dry_run else FLAG_PREFIX
+
+
+def target_key(function: str) -> Key:
+    """One item per target function (its canonical name): saved state and the scopes holding it."""
+    return f"{TARGET_PREFIX}{bounded(function)}", TARGET_SK
 
 
 def is_flag(key: Key) -> bool:

@@ -38,12 +38,14 @@ def target_entries(runtime: Runtime, budget: Budget, flag: Flag) -> list[dict[st
     for name in names:
         state = flag.targets.get(name)
         reading = runtime.effects.concurrency.read(name)
+        hold = None if runtime.settings.dry_run else runtime.effects.holds.store.get(name)
         entry: dict[str, Any] = {
             "function": name,
-            "saved": None if state is None else _concurrency_value(state.saved),
+            "saved": None if state is None else _concurrency_value(hold.saved if hold else state.saved),
             "current": reading.for_json(),
             "status": "untouched" if state is None else state.status,
             "message": "" if state is None else state.message,
+            "holders": sorted(hold.holders) if hold is not None else [],
         }
         if not reading.readable:
             entry["error"] = reading.error
@@ -137,14 +139,14 @@ def render_scope(entry: dict[str, Any]) -> list[str]:
     if not targets:
         lines.append("  targets     none configured (GUARDRAIL_TARGET_FUNCTIONS)")
     else:
-        table = [["targets", "FUNCTION", "SAVED", "CURRENT", "STATE"]]
+        table = [["targets", "FUNCTION", "SAVED", "CURRENT", "STATE", "HELD BY"]]
         for t in targets:
             saved = "-" if t["saved"] is None else str(t["saved"])
             current = "?" if t["current"] is None else str(t["current"])
             state = t["status"] + (f": {t['message']}" if t.get("message") else "")
             if t.get("error"):
                 state += f" (cannot read: {t['error']})"
-            table.append(["", t["function"], saved, current, state])
+            table.append(["", t["function"], saved, current, state, ", ".join(t.get("holders", [])) or "-"])
         lines += _table(table, indent="  ")
     return lines
 

@@ -14,7 +14,7 @@ import pytest
 import handlers.reset
 from guardrail.core.config import load_settings
 from guardrail.core.errors import ConfigError
-from guardrail.core.models import Budget, Flag, Level, Thresholds
+from guardrail.core.models import Budget, Flag, Level, TargetHold, Thresholds
 from guardrail.service.effects import EffectReport, Effects
 from guardrail.service.runtime import default_runtime
 from guardrail.store.flags import FlagStore
@@ -124,7 +124,18 @@ def test_effects_never_stop_the_running_function_even_if_configuration_slipped(
         def update(self, flag: Flag, *, actor: str, action: str, reason: str, **changes: Any) -> Flag:
             return replace(flag, version=flag.version + 1, **changes)
 
-    effects = Effects(Flags(), lambda_factory=Lambda, notifier=None)  # type: ignore[arg-type]
+    class Targets:  # shared target items, in memory
+        def __init__(self) -> None:
+            self.items: dict[str, TargetHold] = {}
+
+        def get(self, function: str) -> TargetHold | None:
+            return self.items.get(function)
+
+        def take(self, function: str, scope: str, saved: int | None, **_: Any) -> TargetHold:
+            self.items[function] = TargetHold(function, saved, frozenset({scope}))
+            return self.items[function]
+
+    effects = Effects(Flags(), lambda_factory=Lambda, notifier=None, targets=Targets())  # type: ignore[arg-type]
     budget = Budget(
         selector="global",
         window="day",
