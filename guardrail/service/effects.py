@@ -118,11 +118,14 @@ class Effects:
     # -- shutdown and restore ---------------------------------------------------------------------
 
     def targets_of(self, budget: Budget) -> list[str]:
-        return [t for t in budget.targets if function_name(t) not in self.own]
+        """The budget's targets by canonical name (one target item and one hold per function, whatever
+        form the configuration used), never the guardrail's own."""
+        names = dict.fromkeys(function_name(t) for t in budget.targets)
+        return [t for t in names if t not in self.own]
 
     def shutdown(self, flag: Flag, budget: Budget, report: EffectReport, *, mark_applied: bool = True) -> Flag:
         targets = self.targets_of(budget)
-        skipped = [t for t in budget.targets if t not in targets]
+        skipped = [t for t in budget.targets if function_name(t) in self.own]
         if skipped:
             report.failures.append(f"refused to stop the guardrail's own functions: {', '.join(skipped)}")
         if self.dry_run:

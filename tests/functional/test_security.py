@@ -93,11 +93,40 @@ def test_reset_of_an_unknown_scope_is_refused(world: World) -> None:
         "chat-api,guardrail-usage",
         f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:guardrail-usage",
         f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:guardrail-usage:live",
+        "guardrail-usage:$LATEST",
+        "guardrail-usage:7",
+        f"{ACCOUNT}:function:guardrail-usage",
+        f"{ACCOUNT}:function:guardrail-usage:live",
+        f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:guardrail-usage:$LATEST",
     ],
 )
 def test_settings_naming_an_own_function_as_target_fail_at_start(targets: str) -> None:
-    with pytest.raises(ConfigError, match="own functions"):
+    with pytest.raises(ConfigError, match=r"GUARDRAIL_TARGET_FUNCTIONS.*own functions"):
         load_settings(table_name=TABLE, target_functions=targets, own_functions="guardrail-usage,guardrail-alarm")
+
+
+@pytest.mark.parametrize(
+    "own", ["guardrail-reset", f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:guardrail-reset:prod", "guardrail-reset:3"]
+)
+@pytest.mark.parametrize("target", ["guardrail-reset:$LATEST", f"{ACCOUNT}:function:guardrail-reset"])
+def test_own_functions_in_any_form_are_refused_in_budgets_too(own: str, target: str) -> None:
+    budgets = json.dumps([{"scope": "global"}, {"scope": "app:x", "targets": ["chat-api", target]}])
+    with pytest.raises(ConfigError, match=r"GUARDRAIL_BUDGETS.*own functions"):
+        load_settings(table_name=TABLE, budgets=budgets, own_functions=own)
+
+
+def test_every_form_of_one_target_is_one_target_held_once(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    forms = [
+        "chat-api:$LATEST",
+        f"{ACCOUNT}:function:chat-api",
+        f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:chat-api:live",
+    ]
+    monkeypatch.setenv("GUARDRAIL_TARGET_FUNCTIONS", ",".join(forms))
+    world.usage(batch("a", 60))
+    assert world.concurrency("chat-api") == 0
+    assert list(world.flag().targets) == ["chat-api"] and world.flag().targets["chat-api"].saved == 7
+    result = handlers.reset.handler({"scope": "global", "reason": "drill", "actor": "alice"}, world.ctx)
+    assert result["ok"] and world.concurrency("chat-api") == 7
 
 
 def test_budget_targets_naming_an_own_function_fail_at_start() -> None:
