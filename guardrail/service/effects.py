@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from guardrail.service.engine import Committed
 
 ACTOR = "guardrail"
+DONE = ("applied", "missing")  # a shutdown is applied when every target is at 0 or does not exist
 
 
 @dataclass
@@ -102,7 +103,7 @@ class Effects:
         if t.from_level >= Level.THROTTLE and t.to_level < Level.THROTTLE:
             report.actions.append("model downgrades lifted")
         self._notify(committed, flag, report)
-        if not flag.applied and flag.targets and all(s.status == "applied" for s in flag.targets.values()):
+        if not flag.applied and flag.targets and all(s.status in DONE for s in flag.targets.values()):
             try:
                 flag = self._mark_applied(flag)
             except FlagConflict as exc:
@@ -192,7 +193,7 @@ class Effects:
             report.actions.append(f"reserved concurrency 0 on {name} (was {describe_saved(state.saved)})")
         report.actions += out.actions
         report.failures += out.failures
-        ok = all(s.status in ("applied", "missing") for s in targets.values())
+        ok = all(s.status in DONE for s in targets.values())
         applied = ok and mark_applied
         if targets != flag.targets or flag.applied != applied:
             flag = self.flags.update(

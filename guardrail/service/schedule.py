@@ -51,7 +51,9 @@ def run(engine: Engine, effects: Effects, cloudwatch: CloudWatchClient | None) -
         # 2. Drift repair: a shutdown whose targets are not all at 0, or a half-applied transition.
         if current.level == Level.SHUTDOWN and not engine.settings.dry_run:
             missing = [t for t in effects.targets_of(budget) if t not in current.targets]
-            drifted = [name for name in current.targets if _drifted(effects, name, effect)]
+            # A target that did not exist at shutdown was said once, in that alert; it is not drift.
+            held = [name for name, state in current.targets.items() if state.status != "missing"]
+            drifted = [name for name in held if _drifted(effects, name, effect)]
             if missing or drifted or not current.applied:
                 if missing:
                     current = effects.shutdown(current, budget, effect)
