@@ -38,6 +38,9 @@ ACCEPTED_FORMS: dict[str, str] = {
     "request_ttl_days": "a whole number of days between 1 and 400",
     "max_tokens_per_request": "a positive whole number",
     "model_downgrades": 'a JSON object of model family -> cheaper family, e.g. {"claude-sonnet": "claude-haiku"}',
+    "max_clock_skew_seconds": "a whole number of seconds, at least 0 (records stamped further ahead of now are "
+    "quarantined)",
+    "max_snooze_hours": "a number of hours above 0 and at most 744",
     "slack_secret_arn": "a Secrets Manager secret ARN or name holding the Slack webhook URL",
 }
 
@@ -161,6 +164,8 @@ class Settings(BaseSettings):
     )
     request_ttl_days: int = Field(default=8, ge=1, le=400)
     max_tokens_per_request: int = Field(default=5_000_000, gt=0)
+    max_clock_skew_seconds: int = Field(default=300, ge=0)
+    max_snooze_hours: Decimal = Field(default=Decimal(24), gt=0, le=744)
 
     @field_validator("target_functions", "own_functions", mode="before")
     @classmethod

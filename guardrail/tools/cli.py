@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, TextIO
 from pydantic import ValidationError
 
 from guardrail.core.errors import CliError, ConfigError, GuardrailError
+from guardrail.core.policy import snooze_refusal
 
 if TYPE_CHECKING:
     from guardrail.service.runtime import Runtime
@@ -147,8 +148,9 @@ def cmd_reset(args: argparse.Namespace, out: TextIO, runtime: Runtime) -> int:
     snooze_until = args.snooze_until
     if args.snooze_for is not None:
         snooze_until = datetime.now(UTC) + args.snooze_for
-    if snooze_until is not None and snooze_until <= datetime.now(UTC):
-        raise CliError("reset refused: --snooze-until is in the past")
+    refusal = snooze_refusal(snooze_until, runtime.engine.now(), runtime.engine.max_snooze)
+    if refusal:  # before the preview and the question: nothing is asked that would be refused
+        raise CliError(refusal.replace("snooze_until", "--snooze-until/--snooze-for", 1))
     preview = status.reset_preview(
         runtime, args.scope, rearm_from_zero=args.rearm == "from-zero", snooze_until=snooze_until
     )
