@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING
 
 from guardrail.core.config import function_name
 from guardrail.core.errors import FlagConflict
-from guardrail.core.models import Budget, Flag, Level, TargetState
+from guardrail.core.models import Budget, Flag, Level, TargetState, WindowRef
 from guardrail.service.holds import Holds, Outcome
 from guardrail.service.messages import Burn, alert_message
 from guardrail.service.notify import AlertMessage, Notifier
 from guardrail.service.targets import Concurrency, aws_error, describe_saved
+from guardrail.store.breakdown import Leaders
 from guardrail.store.flags import FlagStore
 from guardrail.store.table import alerted_key, item_key
 from guardrail.store.targets import TargetStore
@@ -58,6 +59,7 @@ class Effects:
         burn_rate: Callable[[str], Burn] | None = None,
         on_report: Callable[[EffectReport], None] | None = None,
         targets: TargetStore | None = None,
+        leaders: Callable[[str, WindowRef], dict[str, Leaders]] | None = None,
     ) -> None:
         self.flags = flags
         self.concurrency = Concurrency(lambda_factory)
@@ -69,6 +71,7 @@ class Effects:
             own.add(os.environ["AWS_LAMBDA_FUNCTION_NAME"])
         self.own = own
         self.burn_rate = burn_rate
+        self.leaders = leaders
         self.on_report = on_report
         self.reports: list[EffectReport] = []
 
@@ -288,12 +291,19 @@ class Effects:
                 burn = self.burn_rate(t.scope)
             except Exception as exc:  # a missing burn rate must not cost the alert
                 report.failures.append(f"burn rate unavailable: {exc}")
+        totals = committed.totals
+        if self.leaders is not None:
+            try:
+                board = self.leaders(t.scope, totals.window)
+                totals = replace(totals, breakdown={f"{d}:{k}": v for d, lead in board.items() for k, v in lead.top})
+            except Exception as exc:  # missing top spenders must not cost the alert
+                report.failures.append(f"top spenders unavailable: {exc}")
         return alert_message(
             scope=t.scope,
             from_level=t.from_level,
             to_level=t.to_level,
             budget=committed.budget,
-            totals=committed.totals,
+            totals=totals,
             reason=t.reason,
             actions=report.actions + [f"FAILED: {f}" for f in report.failures],
             dry_run=self.dry_run,

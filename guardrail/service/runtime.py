@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cache
+from functools import cache, partial
 from typing import Any
 
 from guardrail.core.config import Settings, load_settings
@@ -16,6 +16,7 @@ from guardrail.service.engine import Engine
 from guardrail.service.messages import BurnRate
 from guardrail.service.notify import Notifier, Poster
 from guardrail.store.aws_clients import client
+from guardrail.store.breakdown import top_spenders
 from guardrail.store.flags import FlagStore
 from guardrail.store.ledger import Ledger
 
@@ -70,6 +71,7 @@ def build(
         dry_run=settings.dry_run,
         own_functions=settings.own_functions,
         burn_rate=BurnRate(ledger, settings.zone, now),
+        leaders=partial(top_spenders, dynamodb, settings.table_name),
         on_report=on_report,
     )
     engine = Engine(

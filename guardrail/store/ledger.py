@@ -23,13 +23,13 @@ from guardrail.core.models import (
     PricedRecord,
     QuarantinedRecord,
     ScopeTotals,
-    UsageRecord,
     WindowRef,
 )
+from guardrail.store.breakdown import breakdown_keys
 from guardrail.store.counters import totals_from_items
 from guardrail.store.table import (
-    BREAKDOWN_PREFIX,
     batch_get,
+    breakdown_key,
     counter_key,
     counter_pk,
     item_key,
@@ -58,17 +58,6 @@ def num(value: Decimal | int) -> dict[str, str]:
     return {"N": format(value, "f") if isinstance(value, Decimal) else str(value)}
 
 
-def breakdown_keys(record: UsageRecord) -> list[str]:
-    """Who spent: the model, the app (request metadata) and the caller identity."""
-    keys = [f"model:{record.model_id}"]
-    app = record.metadata.get("app")
-    if app:
-        keys.append(f"app:{app}")
-    if record.caller:
-        keys.append(f"caller:{record.caller}")
-    return keys
-
-
 @dataclass(slots=True)
 class CounterDelta:
     spend: Decimal = Decimal(0)
@@ -77,9 +66,10 @@ class CounterDelta:
     output_tokens: int = 0
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
-    breakdown: dict[str, Decimal] = field(default_factory=dict)
+    breakdown: dict[str, Decimal] = field(default_factory=dict)  # written as one item per key
+    breakdown_requests: dict[str, int] = field(default_factory=dict)
 
-    def add(self, priced: PricedRecord, keys: list[str]) -> None:
+    def add(self, priced: PricedRecord, keys: Sequence[str]) -> None:
         r = priced.record
         cost = priced.price.cost
         self.spend += cost
@@ -89,8 +79,10 @@ class CounterDelta:
         self.cache_read_tokens += r.cache_read_tokens
         self.cache_write_tokens += r.cache_write_tokens
         breakdown = self.breakdown
+        counts = self.breakdown_requests
         for key in keys:
             breakdown[key] = breakdown.get(key, ZERO) + cost
+            counts[key] = counts.get(key, 0) + 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,10 +99,25 @@ class Chunk:
 
     entries: list[LedgerEntry] = field(default_factory=list)
     counters: dict[CounterKey, CounterDelta] = field(default_factory=dict)
+    items: int = 0  # request puts + counter updates + breakdown item updates
 
     @property
     def size(self) -> int:
-        return len(self.entries) + len(self.counters)
+        return self.items
+
+
+def _new_items(chunk: Chunk, entry: LedgerEntry, keys: Sequence[str]) -> int:
+    """Items `entry` would add to `chunk`: its request, new counters, and new breakdown items (budget
+    windows only: burn-rate buckets keep no breakdown)."""
+    n = 1
+    for counter in entry.counters:
+        delta = chunk.counters.get(counter)
+        by = counter[1].kind != RATE_WINDOW
+        if delta is None:
+            n += 1 + (len(keys) if by else 0)
+        elif by:
+            n += sum(1 for k in keys if k not in delta.breakdown)
+    return n
 
 
 def plan_chunks(
@@ -131,18 +138,20 @@ def plan_chunks(
                 dropped.append(rid)
             continue
         seen.add(rid)
-        new_counters = sum(1 for c in entry.counters if c not in current.counters)
-        if current.entries and current.size + 1 + new_counters > limit:
+        keys = breakdown_keys(entry.priced.record)
+        added = _new_items(current, entry, keys)
+        if current.entries and current.items + added > limit:
             chunks.append(current)
             current = Chunk()
+            added = _new_items(current, entry, keys)
         current.entries.append(entry)
-        keys = breakdown_keys(entry.priced.record)
+        current.items += added
         counters = current.counters
         for key in entry.counters:
             delta = counters.get(key)
             if delta is None:
                 delta = counters[key] = CounterDelta()
-            delta.add(entry.priced, keys)
+            delta.add(entry.priced, keys if key[1].kind != RATE_WINDOW else ())
     if current.entries:
         chunks.append(current)
     return chunks
@@ -237,7 +246,19 @@ class Ledger:
             items.append({"Put": self._request_put(entry, expires)})
         for (scope, window), delta in chunk.counters.items():
             items.append({"Update": self._counter_update(scope, window, delta)})
+            for key, spend in delta.breakdown.items():
+                items.append({"Update": self._breakdown_update(scope, window, key, spend, delta)})
         return items
+
+    def _breakdown_update(
+        self, scope: str, window: WindowRef, key: str, spend: Decimal, delta: CounterDelta
+    ) -> dict[str, Any]:
+        return {
+            "TableName": self.table,
+            "Key": item_key(breakdown_key(scope, window, key)),
+            "UpdateExpression": "ADD spend_usd :s, requests :n SET by_key = :k",
+            "ExpressionAttributeValues": {":s": num(spend), ":n": num(delta.breakdown_requests[key]), ":k": {"S": key}},
+        }
 
     def _request_put(self, entry: LedgerEntry, expires: dict[str, str]) -> dict[str, Any]:
         r = entry.priced.record
@@ -294,10 +315,6 @@ class Ledger:
             ":we": {"S": window.end.isoformat()},
         }
         adds = ["#spend :spend", "#req :req", "#in :in", "#out :out", "#cr :cr", "#cw :cw"]
-        for i, (key, spend) in enumerate(delta.breakdown.items()):
-            names[f"#b{i}"] = f"{BREAKDOWN_PREFIX}{key}"
-            values[f":b{i}"] = num(spend)
-            adds.append(f"#b{i} :b{i}")
         sets = "#scope = :scope, #ws = :ws, #we = :we"
         if window.kind == RATE_WINDOW:  # burn-rate buckets are only read for a few hours
             names["#exp"] = "expires_at"

@@ -15,6 +15,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from guardrail.core.models import ESCALATION_LEVELS, AuditEntry, Budget, Flag, Level, usd
+from guardrail.store.breakdown import top_spenders
 from guardrail.store.flags import flag_to_dict
 
 if TYPE_CHECKING:
@@ -74,6 +75,21 @@ def scope_entry(runtime: Runtime, status: ScopeStatus) -> dict[str, Any]:
         "rearm": as_dict["rearm"],
         "requests": totals.requests,
         "mode": runtime.settings.mode,
+        "top": top_entries(runtime, status),
+    }
+
+
+def top_entries(runtime: Runtime, status: ScopeStatus) -> dict[str, Any]:
+    """Top spenders per dimension (model, app, caller), how many others spent, and how much."""
+    engine = runtime.engine
+    board = top_spenders(engine.ledger.client, engine.ledger.table, status.scope, status.totals.window)
+    return {
+        dim + "s": {
+            "top": [{"name": name, "spend_usd": str(spend)} for name, spend in lead.top],
+            "others": lead.distinct - len(lead.top),
+            "others_spend_usd": str(lead.other),
+        }
+        for dim, lead in board.items()
     }
 
 
@@ -134,6 +150,11 @@ def render_scope(entry: dict[str, Any]) -> list[str]:
         if rearm.get("snooze_until"):
             text += f"; no escalation before {_when(rearm['snooze_until'])}"
         rows.append(["re-arm", text])
+    for dim, lead in entry.get("top", {}).items():
+        if lead["top"]:
+            names = ", ".join(f"{t['name']} {_money(t['spend_usd'])}" for t in lead["top"])
+            more = f" (+{lead['others']} others {_money(lead['others_spend_usd'])})" if lead["others"] else ""
+            rows.append([f"top {dim}", names + more])
     lines += _table(rows, indent="  ")
     targets = entry["targets"]
     if not targets:
