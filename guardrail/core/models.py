@@ -227,7 +227,8 @@ class Flag:
     active_alarms: dict[str, Level] = field(default_factory=dict)
     model_downgrades: dict[str, str] = field(default_factory=dict)
     targets: dict[str, TargetState] = field(default_factory=dict)
-    applied: bool = True
+    applied: bool = True  # effects done and notice sent; False: the schedule run finishes them
+    previous_level: Level = Level.NORMAL  # the level before the last change (a repaired notice names it)
 
 
 @dataclass(frozen=True, slots=True)

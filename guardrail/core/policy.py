@@ -214,4 +214,5 @@ def apply(flag: Flag, transition: Transition, budget: Budget | None, now: dateti
         active_alarms=alarms,
         model_downgrades=downgrades,
         applied=not level_changed,
+        previous_level=flag.level if level_changed else flag.previous_level,
     )

@@ -94,9 +94,7 @@ class Effects:
                 t.trigger == "reset" and flag.targets
             ):
                 # A reset of a scope that is already normal retries the restores AWS refused before.
-                flag = self.restore(flag, report)
-            elif not flag.applied:
-                flag = self._mark_applied(flag)
+                flag = self.restore(flag, report, mark_applied=flag.applied)
         except FlagConflict as exc:
             # Someone moved the flag while we worked (e.g. a reset): their transition owns it now.
             report.failures.append(f"flag changed during effects: {exc}; the schedule run will reconcile")
@@ -106,7 +104,11 @@ class Effects:
         if t.from_level >= Level.THROTTLE and t.to_level < Level.THROTTLE:
             report.actions.append("model downgrades lifted")
         self._notify(committed, flag, report)
-        if not flag.applied and flag.targets and all(s.status in DONE for s in flag.targets.values()):
+        # Applied (effects done and notice sent) only now: a crash before this leaves the flag unapplied,
+        # and the schedule run finishes the effects and sends the notice (at least once, see
+        # docs/enforcement.md). A shutdown with a target not at 0 yet stays unapplied for its repair.
+        done = flag.level < Level.SHUTDOWN or all(s.status in DONE for s in flag.targets.values())
+        if not flag.applied and done:
             try:
                 flag = self._mark_applied(flag)
             except FlagConflict as exc:
@@ -209,7 +211,7 @@ class Effects:
             )
         return flag
 
-    def restore(self, flag: Flag, report: EffectReport) -> Flag:
+    def restore(self, flag: Flag, report: EffectReport, *, mark_applied: bool = True) -> Flag:
         if self.dry_run:
             for name, state in flag.targets.items():
                 report.actions.append(f"restore {name} to {describe_saved(state.saved)}")
@@ -233,8 +235,11 @@ class Effects:
             action="restore:applied" if not remaining else "restore:partial",
             reason="restored reserved concurrency" if not remaining else "some targets could not be restored",
             targets=remaining,
-            applied=True,
+            applied=mark_applied,
         )
+
+    def mark_applied(self, flag: Flag) -> Flag:
+        return self._mark_applied(flag)
 
     def _mark_applied(self, flag: Flag) -> Flag:
         if flag.applied:

@@ -65,10 +65,18 @@ def run(engine: Engine, effects: Effects, cloudwatch: CloudWatchClient | None) -
                     )
                 # The invocation that started this shutdown may have died before its alert: tell on-call.
                 _alert_repair(engine, effects, current, budget, report.repaired[-1], effect)
-        # 3. Restores AWS refused earlier are retried (the account's unreserved pool may have grown).
-        elif current.level < Level.SHUTDOWN and current.targets:
-            current = effects.restore(current, effect)
-            report.repaired.append(f"{current.scope}: retried restore of {', '.join(current.targets) or 'all targets'}")
+        # 3. Restores AWS refused earlier are retried (the account's unreserved pool may have grown), and a
+        # transition whose invocation stopped before its notice gets the notice now.
+        elif current.level < Level.SHUTDOWN and (current.targets or _notice_pending(engine, current)):
+            pending = _notice_pending(engine, current)
+            if current.targets:
+                names = ", ".join(current.targets)
+                current = effects.restore(current, effect, mark_applied=current.applied)
+                report.repaired.append(f"{current.scope}: retried restore of {names}")
+            if pending:
+                _send_pending_notice(engine, effects, current, budget, effect)
+                current = effects.mark_applied(current)
+                report.repaired.append(f"{current.scope}: sent the pending {current.level.label} notice")
         report.failures.extend(effect.failures + effect.notification_failures)
     if not engine.settings.dry_run:
         repair_holds(engine, effects, report)
@@ -78,6 +86,29 @@ def run(engine: Engine, effects: Effects, cloudwatch: CloudWatchClient | None) -
 
 
 TOMBSTONE_TTL = timedelta(hours=1)  # far longer than any invocation that could still be stopping a target
+# A transition's own invocation sends its notice within seconds; after this the schedule run sends it.
+NOTICE_GRACE = timedelta(minutes=2)
+
+
+def _notice_pending(engine: Engine, flag: Flag) -> bool:
+    return not flag.applied and flag.since is not None and engine.now() - flag.since > NOTICE_GRACE
+
+
+def _send_pending_notice(engine: Engine, effects: Effects, flag: Flag, budget: Budget, effect: EffectReport) -> None:
+    if effects.notifier is None:
+        return
+    message = alert_message(
+        scope=flag.scope,
+        from_level=flag.previous_level,
+        to_level=flag.level,
+        budget=budget,
+        totals=engine.scope_totals(flag.scope),
+        reason=f"{flag.reason} (sent by the schedule run: the invocation that made this change stopped first)",
+        actions=effect.actions + [f"FAILED: {f}" for f in effect.failures],
+        dry_run=engine.settings.dry_run,
+        rearm=flag.rearm,
+    )
+    effect.notification_failures.extend(effects.notifier.send(message))
 
 
 def repair_holds(engine: Engine, effects: Effects, report: ScheduleReport) -> None:
