@@ -12,7 +12,7 @@ from typing import Literal
 
 from guardrail.core.models import TargetHold
 from guardrail.service.targets import Concurrency, aws_error, describe_saved, not_found, restore_cli
-from guardrail.store.targets import TargetStore
+from guardrail.store.targets import TOMBSTONE_TTL, TargetStore
 
 MAX_ATTEMPTS = 4
 
@@ -54,13 +54,16 @@ class Holds:
                     out.failures.append(f"{function}: could not read reserved concurrency: {reading.error}")
                     return None
                 saved = reading.value
-                if item is not None and saved == 0:
-                    saved = item.saved  # a tombstone's 0 may be a late stop of ours: the saved state stands
+                if item is not None and saved == 0 and self._recent(item):
+                    saved = item.saved  # a fresh tombstone's 0 may be a late stop of ours: the saved state stands
                 taken = self.store.take(function, scope, saved, over_tombstone=item is not None)
             if taken is not None:
                 return taken
         out.failures.append(f"{function}: its target item kept changing; the schedule run will retry")
         return None
+
+    def _recent(self, item: TargetHold) -> bool:
+        return item.released_at is not None and self.store.now() - item.released_at < TOMBSTONE_TTL
 
     def stop(self, function: str, scope: str, saved: int | None, out: Outcome) -> bool:
         """Reserved concurrency 0, then make sure `scope` still holds it: a reset that released it while we

@@ -13,6 +13,7 @@ from guardrail.service.effects import EffectReport, Effects
 from guardrail.service.engine import Engine
 from guardrail.service.holds import Outcome
 from guardrail.service.messages import alert_message
+from guardrail.store.targets import TOMBSTONE_TTL
 
 if TYPE_CHECKING:
     from mypy_boto3_cloudwatch import CloudWatchClient
@@ -85,7 +86,6 @@ def run(engine: Engine, effects: Effects, cloudwatch: CloudWatchClient | None) -
     return report
 
 
-TOMBSTONE_TTL = timedelta(hours=1)  # far longer than any invocation that could still be stopping a target
 # A transition's own invocation sends its notice within seconds; after this the schedule run sends it.
 NOTICE_GRACE = timedelta(minutes=2)
 
@@ -111,6 +111,10 @@ def _send_pending_notice(engine: Engine, effects: Effects, flag: Flag, budget: B
     effect.notification_failures.extend(effects.notifier.send(message))
 
 
+def _recent(engine: Engine, released_at: datetime | None) -> bool:
+    return released_at is not None and engine.now() - released_at < TOMBSTONE_TTL
+
+
 def repair_holds(engine: Engine, effects: Effects, report: ScheduleReport) -> None:
     """Target items are the durable record of every stop: a holder whose scope is no longer shut down is
     released (a shutdown that lost a race with its reset), a restore nobody finished is finished, and a
@@ -128,15 +132,16 @@ def repair_holds(engine: Engine, effects: Effects, report: ScheduleReport) -> No
         after = holds.store.get(item.function)
         if after is not None and after.state == "held" and not after.holders:
             holds.release(item.function, None, after.saved, out)
-        elif after is not None and after.state == "released":
-            reading = effects.concurrency.read(item.function)
-            if reading.stopped and after.saved != 0:
-                holds.release(item.function, None, after.saved, out)
-                out.actions.append(f"{item.function}: a late stop after its release was undone")
-            elif reading.missing or (
-                after.released_at is not None and engine.now() - after.released_at > TOMBSTONE_TTL
-            ):
-                holds.store.forget(item.function)
+        # Only within the tombstone's life: later, a 0 is someone's deliberate choice, not our late stop.
+        elif (
+            after is not None
+            and after.state == "released"
+            and _recent(engine, after.released_at)
+            and after.saved != 0
+            and effects.concurrency.read(item.function).stopped
+        ):
+            holds.release(item.function, None, after.saved, out)
+            out.actions.append(f"{item.function}: a late stop after its release was undone")
         report.repaired.extend(out.actions)
         report.failures.extend(out.failures)
 

@@ -5,9 +5,8 @@ stop one function save its state once, and only the last holder's release may re
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from guardrail.core.models import TargetHold
@@ -17,6 +16,7 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 NONE = "none"  # saved "no reservation" (which is not 0)
+TOMBSTONE_TTL = timedelta(hours=1)  # far longer than any invocation that could still be stopping a target
 
 
 def _saved_value(saved: int | None) -> dict[str, str]:
@@ -116,28 +116,25 @@ class TargetStore:
             ExpressionAttributeValues={":h": {"SS": [scope]}},
         )
 
-    def mark_released(self, function: str) -> bool:
-        """After the restore: a tombstone, unless another scope took hold meanwhile (then False)."""
+    def mark_released(self, function: str, *, keep: timedelta = TOMBSTONE_TTL) -> bool:
+        """After the restore: a tombstone that DynamoDB's TTL deletes after `keep`, unless another scope took
+        hold meanwhile (then False). No DeleteItem: the functions' IAM policies have none."""
+        now = self.now()
         return (
             self._update(
                 function,
-                UpdateExpression="SET #st = :released, released_at = :at",
+                UpdateExpression="SET #st = :released, released_at = :at, expires_at = :exp",
                 ConditionExpression="attribute_exists(pk) AND attribute_not_exists(holders)",
                 ExpressionAttributeNames={"#st": "state"},
                 ExpressionAttributeValues={
                     ":released": {"S": "released"},
-                    ":at": {"S": self.now().astimezone(UTC).isoformat()},
+                    ":at": {"S": now.astimezone(UTC).isoformat()},
+                    ":exp": {"N": str(int((now + keep).timestamp()))},
                 },
             )
             is not None
         )
 
     def forget(self, function: str) -> None:
-        """Delete a tombstone nobody holds (or the item of a function that no longer exists)."""
-        # A failed condition means someone holds it again: it is theirs now.
-        with contextlib.suppress(self.client.exceptions.ConditionalCheckFailedException):
-            self.client.delete_item(
-                TableName=self.table,
-                Key=item_key(target_key(function)),
-                ConditionExpression="attribute_not_exists(holders)",
-            )
+        """The function no longer exists: its item expires at once (unless someone holds it again)."""
+        self.mark_released(function, keep=timedelta(0))
