@@ -76,3 +76,17 @@ def test_shared_target_is_restored_only_by_its_last_holder(
         # worker is held by global alone: restored with global's reset, never before.
         assert world.concurrency("worker") == (None if "global" in order[: i + 1] else 0)
     assert holders(world) == {scope: [] for scope in SCOPES}
+
+
+def test_a_stop_landing_after_the_last_release_is_undone_by_the_schedule(world: World) -> None:
+    import handlers.schedule
+    from tests.support.world import batch
+
+    world.usage(batch("a", 60))
+    assert handlers.reset.handler({"scope": "global", "reason": "drill", "actor": "alice"}, world.ctx)["ok"]
+    assert world.concurrency("chat-api") == 7
+    # A shutdown's PutFunctionConcurrency(0) that was still in flight lands now: the tombstone records it.
+    world.lam.put_function_concurrency(FunctionName="chat-api", ReservedConcurrentExecutions=0)
+    report = handlers.schedule.handler({}, world.ctx)
+    assert world.concurrency("chat-api") == 7
+    assert any("late stop after its release was undone" in r for r in report["repaired"])
