@@ -28,13 +28,13 @@ os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
 os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
 
 import boto3
-from tests.factories import log_line, logs_event, record
 
 import handlers.usage
 from guardrail.service.runtime import default_runtime
 from guardrail.store.table import create_table
 from guardrail.tools.embedded_aws import embedded_aws
-from tests.conftest import FakeLambdaContext
+from tests.support.common import FakeLambdaContext
+from tests.support.factories import log_line, logs_event, record
 
 
 class CallLog:

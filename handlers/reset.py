@@ -7,7 +7,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
-from guardrail.core.errors import ScopeNotFound
+from guardrail.core.errors import ResetRefused, ScopeNotFound
 from guardrail.service.observability import logger, metrics, tracer
 from guardrail.service.oncall import ResetRequest, reset
 from guardrail.service.runtime import default_runtime
@@ -25,7 +25,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         return {"ok": False, "error": f"reset refused: {problems}"}
     try:
         result = reset(default_runtime(), request)
-    except ScopeNotFound as exc:
+    except (ScopeNotFound, ResetRefused) as exc:
+        logger.warning("reset refused", extra={"error": str(exc)})
         return {"ok": False, "error": str(exc)}
     logger.info("reset", extra={"scope": request.scope, "actor": request.actor, "result": result})
     return result

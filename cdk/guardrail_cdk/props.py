@@ -127,13 +127,6 @@ class GuardrailProps(_Model):
             return tuple(p.strip() for p in value.split(",") if p.strip())
         return value
 
-    @field_validator("target_functions")
-    @classmethod
-    def _targets(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for target in value:
-            check_target(target)
-        return value
-
     @field_validator("alarm_levels")
     @classmethod
     def _levels(cls, value: dict[str, str]) -> dict[str, str]:
@@ -157,12 +150,13 @@ class GuardrailProps(_Model):
                 "functions only in the account and Region it is deployed to"
             )
         for target in self.all_targets:
-            check_target(target)
+            # Own functions first, in any form the runtime normalises (name, qualifier, partial or full ARN).
             if function_name(target) in own:
                 raise ValueError(
                     f"targetFunctions: {target!r} is one of the guardrail's own functions "
                     f"({', '.join(sorted(own))}); stopping it would leave spend unmetered"
                 )
+            check_target(target)
         return self
 
     # -- derived values --------------------------------------------------------------------------

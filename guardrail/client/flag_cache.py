@@ -6,6 +6,8 @@
   last known totals that local accounting adds its own unreported spend to).
 - Store outage: serve the last known flag for up to `max_stale` seconds, then fail open (default: calls
   proceed, logged loudly at ERROR) or closed (calls are refused). An outage is re-tried once per TTL.
+  A SHUTDOWN this process has read stays in force, past `max_stale` and in fail-open mode, until a
+  newer flag is read.
 - A hung read never blocks callers longer than `read_timeout`: it runs on its own daemon thread and, if it
   finishes late, still refreshes the cache.
 """
@@ -179,7 +181,18 @@ class FlagCache:
             with self._lock:
                 known = self._known.get(scope)
             age = now - known.read_at if known is not None else None
-            if known is not None and age is not None and age <= self.max_stale:
+            if known is not None and known.flag.level == Level.SHUTDOWN:
+                # A shutdown this process has seen stays in force until it reads a newer flag: failing
+                # open is for a client that never saw one, never a way out of a shutdown.
+                log(
+                    "guardrail flag store unreachable (%s): %s stays SHUTDOWN (last read %.1f s ago) until a "
+                    "newer flag is read",
+                    problem,
+                    scope,
+                    age,
+                )
+                out.append(ScopeView(known.flag, None, known.read_at, "stale", problem))
+            elif known is not None and age is not None and age <= self.max_stale:
                 log(
                     "guardrail flag store unreachable (%s): using the last known flag of %s (%s, read %.1f s ago)",
                     problem,

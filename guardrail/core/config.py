@@ -40,6 +40,9 @@ ACCEPTED_FORMS: dict[str, str] = {
     "request_ttl_days": "a whole number of days between 1 and 400",
     "max_tokens_per_request": "a positive whole number",
     "model_downgrades": 'a JSON object of model family -> cheaper family, e.g. {"claude-sonnet": "claude-haiku"}',
+    "max_clock_skew_seconds": "a whole number of seconds, at least 0 (records stamped further ahead of now are "
+    "quarantined)",
+    "max_snooze_hours": "a number of hours above 0 and at most 744",
     "slack_secret_arn": "a Secrets Manager secret ARN or name holding the Slack webhook URL",
 }
 
@@ -164,6 +167,8 @@ class Settings(BaseSettings):
     )
     request_ttl_days: int = Field(default=8, ge=1, le=400)
     max_tokens_per_request: int = Field(default=5_000_000, gt=0)
+    max_clock_skew_seconds: int = Field(default=300, ge=0)
+    max_snooze_hours: Decimal = Field(default=Decimal(24), gt=0, le=744)
 
     @field_validator("target_functions", "own_functions", mode="before")
     @classmethod
@@ -207,13 +212,16 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _targets_not_ours(self) -> Settings:
         own = {function_name(f) for f in self.own_functions}
-        for budget in self.budget_list():
-            clash = own & {function_name(t) for t in budget.targets}
-            if clash:
-                raise ValueError(
-                    f"target_functions: {sorted(clash)} are the guardrail's own functions; "
-                    "stopping them would leave spend unmetered"
-                )
+        named = [("GUARDRAIL_TARGET_FUNCTIONS", t) for t in self.target_functions]
+        named += [("GUARDRAIL_BUDGETS", t) for b in self.budgets or () for t in b.targets]
+        clash = [(var, t) for var, t in named if function_name(t) in own]
+        if clash:
+            var = clash[0][0]
+            forms = ", ".join(repr(t) for v, t in clash if v == var)
+            raise ValueError(
+                f"{var}: {forms} name the guardrail's own functions (any form: name, qualifier, partial or full "
+                "ARN, alias); stopping them would leave spend unmetered"
+            )
         selectors = [b.selector for b in self.budget_list()]
         if len(selectors) != len(set(selectors)):
             raise ValueError("budgets: two budgets select the same scope; give each scope one budget")
@@ -248,10 +256,17 @@ class Settings(BaseSettings):
         return out
 
 
-def function_name(name_or_arn: str) -> str:
-    """`arn:aws:lambda:region:account:function:name[:qualifier]` or a bare name -> the name."""
-    parts = name_or_arn.split(":")
-    return parts[6] if name_or_arn.startswith("arn:") and len(parts) >= 7 else name_or_arn
+def function_name(target: str) -> str:
+    """Every form Lambda takes for one function -> its name (the canonical form: reserved concurrency is
+    per function, not per version or alias): `name`, `name:qualifier`, the partial ARN
+    `123456789012:function:name[:qualifier]` and the ARN `arn:aws:lambda:region:account:function:name[:qualifier]`
+    (an alias or version ARN is the qualified form)."""
+    parts = target.strip().split(":")
+    if parts[0] == "arn" and len(parts) >= 7 and parts[5] == "function":
+        return parts[6]
+    if len(parts) >= 3 and parts[1] == "function":
+        return parts[2]
+    return parts[0]
 
 
 # Read by the CDK app's bundling, not by Settings: known, so never warned about.
@@ -283,7 +298,8 @@ def load_settings(*, flag_names: Mapping[str, str] | None = None, **overrides: A
                 var = flag_names[field]
             msg = err["msg"].removeprefix("Value error, ")
             form = ACCEPTED_FORMS.get(field)
-            lines.append(f"{var}: {msg}" + (f" (accepted form: {form})" if form else ""))
+            named = not field and msg.startswith(ENV_PREFIX)  # a whole-model check names its own variable
+            lines.append(("" if named else f"{var}: ") + msg + (f" (accepted form: {form})" if form else ""))
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
     except SettingsError as exc:  # a complex value (JSON) that did not even decode
         found = re.search(r'field "([a-z_]+)"', str(exc))

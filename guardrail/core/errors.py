@@ -51,3 +51,7 @@ class GuardrailShutdown(GuardrailError):
             f"Bedrock calls are stopped for scope {scope!r} (level {level}): {reason}. "
             f"On-call can restore with: {reset_command}"
         )
+
+
+class ResetRefused(GuardrailError):
+    """A reset asked for something the guardrail will not do (e.g. a snooze past the configured maximum)."""

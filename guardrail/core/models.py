@@ -215,8 +215,21 @@ class TargetState:
     meaning the function had no reserved concurrency (which is different from 0)."""
 
     saved: int | None
-    status: Literal["saved", "applied", "restored", "restore_failed"] = "saved"
+    status: Literal["saved", "applied", "restored", "restore_failed", "missing"] = "saved"
     message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TargetHold:
+    """One target function shared by every scope that stops it: its pre-guardrail reserved concurrency,
+    saved once, and the scopes holding it at 0. `released` items are tombstones kept for a while after
+    the last holder restored it, so a late 0 from a racing shutdown is found and undone."""
+
+    function: str
+    saved: int | None
+    holders: frozenset[str] = frozenset()
+    state: Literal["held", "released"] = "held"
+    released_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,7 +247,8 @@ class Flag:
     active_alarms: dict[str, Level] = field(default_factory=dict)
     model_downgrades: dict[str, str] = field(default_factory=dict)
     targets: dict[str, TargetState] = field(default_factory=dict)
-    applied: bool = True
+    applied: bool = True  # effects done and notice sent; False: the schedule run finishes them
+    previous_level: Level = Level.NORMAL  # the level before the last change (a repaired notice names it)
 
 
 @dataclass(frozen=True, slots=True)

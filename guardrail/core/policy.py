@@ -13,7 +13,7 @@ Rules (DESIGN.md sections 1 and 6):
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Literal
 
@@ -151,6 +151,22 @@ def _why_stays(flag: Flag, still: Level, budget: Budget) -> str:
     return "set by a higher alarm"
 
 
+def snooze_refusal(snooze_until: datetime | None, now: datetime, max_snooze: timedelta) -> str | None:
+    """Why a snooze is refused, or None: it must end in the future and within `max_snooze` of now (an
+    unbounded snooze would silence a scope across windows)."""
+    if snooze_until is None:
+        return None
+    if snooze_until <= now:
+        return f"reset refused: snooze_until {snooze_until.isoformat()} is in the past"
+    if snooze_until - now > max_snooze:
+        hours = max_snooze.total_seconds() / 3600
+        return (
+            f"reset refused: snooze_until {snooze_until.isoformat()} is more than {hours:g} h away; the longest "
+            f"snooze is {hours:g} h (GUARDRAIL_MAX_SNOOZE_HOURS). Snooze for less and reset again when it ends"
+        )
+    return None
+
+
 def on_reset(
     flag: Flag,
     totals: ScopeTotals,
@@ -198,4 +214,5 @@ def apply(flag: Flag, transition: Transition, budget: Budget | None, now: dateti
         active_alarms=alarms,
         model_downgrades=downgrades,
         applied=not level_changed,
+        previous_level=flag.level if level_changed else flag.previous_level,
     )

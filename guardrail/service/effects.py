@@ -1,9 +1,10 @@
 """Effects: turn a won transition into reversible changes in the world, then tell people.
 
 Order (DESIGN.md section 6): enforcement first, notification last, so a failing SNS or Slack never
-blocks or undoes a shutdown. Shutdown saves each target's reserved concurrency durably in the flag
-before setting 0; restore puts back exactly what was saved ("none" -> DeleteFunctionConcurrency).
-Every step is idempotent, so the schedule handler can finish a half-applied transition.
+blocks or undoes a shutdown. Shutdown holds each target in its shared target item (state saved once per
+target, see holds.py) and names it in the flag before setting 0; restore releases the hold, and the last
+holder puts back exactly what was saved ("none" -> DeleteFunctionConcurrency). Every step is idempotent,
+so the schedule handler can finish a half-applied transition.
 """
 
 from __future__ import annotations
@@ -15,12 +16,15 @@ from typing import TYPE_CHECKING
 
 from guardrail.core.config import function_name
 from guardrail.core.errors import FlagConflict
-from guardrail.core.models import Budget, Flag, Level, TargetState
+from guardrail.core.models import Budget, Flag, Level, TargetState, WindowRef
+from guardrail.service.holds import Holds, Outcome
 from guardrail.service.messages import Burn, alert_message
 from guardrail.service.notify import AlertMessage, Notifier
-from guardrail.service.targets import Concurrency, aws_error, describe_saved, restore_cli
+from guardrail.service.targets import Concurrency, aws_error, describe_saved
+from guardrail.store.breakdown import Leaders
 from guardrail.store.flags import FlagStore
 from guardrail.store.table import alerted_key, item_key
+from guardrail.store.targets import TargetStore
 
 if TYPE_CHECKING:
     from mypy_boto3_lambda import LambdaClient
@@ -28,6 +32,7 @@ if TYPE_CHECKING:
     from guardrail.service.engine import Committed
 
 ACTOR = "guardrail"
+DONE = ("applied", "missing")  # a shutdown is applied when every target is at 0 or does not exist
 
 
 @dataclass
@@ -53,9 +58,12 @@ class Effects:
         own_functions: tuple[str, ...] = (),
         burn_rate: Callable[[str], Burn] | None = None,
         on_report: Callable[[EffectReport], None] | None = None,
+        targets: TargetStore | None = None,
+        leaders: Callable[[str, WindowRef], dict[str, Leaders]] | None = None,
     ) -> None:
         self.flags = flags
         self.concurrency = Concurrency(lambda_factory)
+        self.holds = Holds(self.concurrency, targets or TargetStore(flags.client, flags.table, now=flags.now))
         self.notifier = notifier
         self.dry_run = dry_run
         own = {function_name(f) for f in own_functions}
@@ -63,6 +71,7 @@ class Effects:
             own.add(os.environ["AWS_LAMBDA_FUNCTION_NAME"])
         self.own = own
         self.burn_rate = burn_rate
+        self.leaders = leaders
         self.on_report = on_report
         self.reports: list[EffectReport] = []
 
@@ -85,9 +94,7 @@ class Effects:
                 t.trigger == "reset" and flag.targets
             ):
                 # A reset of a scope that is already normal retries the restores AWS refused before.
-                flag = self.restore(flag, report)
-            elif not flag.applied:
-                flag = self._mark_applied(flag)
+                flag = self.restore(flag, report, mark_applied=flag.applied)
         except FlagConflict as exc:
             # Someone moved the flag while we worked (e.g. a reset): their transition owns it now.
             report.failures.append(f"flag changed during effects: {exc}; the schedule run will reconcile")
@@ -97,7 +104,11 @@ class Effects:
         if t.from_level >= Level.THROTTLE and t.to_level < Level.THROTTLE:
             report.actions.append("model downgrades lifted")
         self._notify(committed, flag, report)
-        if not flag.applied and flag.targets and all(s.status == "applied" for s in flag.targets.values()):
+        # Applied (effects done and notice sent) only now: a crash before this leaves the flag unapplied,
+        # and the schedule run finishes the effects and sends the notice (at least once, see
+        # docs/enforcement.md). A shutdown with a target not at 0 yet stays unapplied for its repair.
+        done = flag.level < Level.SHUTDOWN or all(s.status in DONE for s in flag.targets.values())
+        if not flag.applied and done:
             try:
                 flag = self._mark_applied(flag)
             except FlagConflict as exc:
@@ -113,11 +124,14 @@ class Effects:
     # -- shutdown and restore ---------------------------------------------------------------------
 
     def targets_of(self, budget: Budget) -> list[str]:
-        return [t for t in budget.targets if function_name(t) not in self.own]
+        """The budget's targets by canonical name (one target item and one hold per function, whatever
+        form the configuration used), never the guardrail's own."""
+        names = dict.fromkeys(function_name(t) for t in budget.targets)
+        return [t for t in names if t not in self.own]
 
     def shutdown(self, flag: Flag, budget: Budget, report: EffectReport, *, mark_applied: bool = True) -> Flag:
         targets = self.targets_of(budget)
-        skipped = [t for t in budget.targets if t not in targets]
+        skipped = [t for t in budget.targets if function_name(t) in self.own]
         if skipped:
             report.failures.append(f"refused to stop the guardrail's own functions: {', '.join(skipped)}")
         if self.dry_run:
@@ -127,38 +141,64 @@ class Effects:
                     report.failures.append(f"{name}: could not read reserved concurrency: {current.error}")
                 report.actions.append(f"set reserved concurrency 0 on {name} (now {current.describe()})")
             return self._mark_applied(flag)
-        # 1. Save what each target has now, unless we saved it before (then it may be our own 0).
-        saved = dict(flag.targets)
+        # 1. Hold each target in its shared target item: its state is saved there once, by the first holder.
+        held = dict(flag.targets)
+        out = Outcome()
         for name in targets:
-            if name in saved:
+            if name in held:
                 continue
-            current = self.concurrency.read(name)
-            if not current.readable:
-                report.failures.append(f"{name}: could not read reserved concurrency: {current.error}")
-                continue
-            saved[name] = TargetState(saved=current.value, status="saved")
-        # 2. Persist before touching anything: a crash after this point is repaired from the flag.
-        if saved != flag.targets:
-            flag = self.flags.update(
-                flag, actor=ACTOR, action="shutdown:saved", reason="saved reserved concurrency", targets=saved
-            )
+            hold = self.holds.take(name, flag.scope, out)
+            if isinstance(hold, str):
+                held[name] = TargetState(saved=None, status="missing", message=hold)
+                out.failures.append(f"{name} does not exist ({hold}); nothing to stop. Said once for this shutdown")
+            elif hold is not None:
+                held[name] = TargetState(saved=hold.saved, status="saved")
+        report.actions += out.actions
+        report.failures += out.failures
+        # 2. The flag names what it holds before anything is touched: a crash after this is repaired from it.
+        if held != flag.targets:
+            try:
+                flag = self.flags.update(
+                    flag, actor=ACTOR, action="shutdown:saved", reason="saved reserved concurrency", targets=held
+                )
+            except FlagConflict:
+                self._drop_orphans(flag.scope, [n for n in held if n not in flag.targets], report)
+                raise
         # 3. Set 0, then mark applied.
-        flag = self.enforce_zero(flag, report, mark_applied=mark_applied)
-        return flag
+        return self.enforce_zero(flag, report, mark_applied=mark_applied)
+
+    def _drop_orphans(self, scope: str, names: list[str], report: EffectReport) -> None:
+        """Holds taken for a flag that moved meanwhile: give them back unless the scope still shuts down
+        (the schedule run would find them too)."""
+        if self.flags.get(scope).level == Level.SHUTDOWN:
+            return
+        out = Outcome()
+        for name in names:
+            self.holds.release(name, scope, None, out)
+        report.actions += out.actions
+        report.failures += out.failures
 
     def enforce_zero(self, flag: Flag, report: EffectReport, *, mark_applied: bool = True) -> Flag:
-        """Set 0 on every saved target that is not at 0 yet (also the schedule's drift repair)."""
+        """Set 0 on every held target (also the schedule's drift repair)."""
         targets = dict(flag.targets)
+        out = Outcome()
         for name, state in flag.targets.items():
+            if state.status == "missing":
+                continue
             try:
-                self.concurrency.stop(name)
+                stays = self.holds.stop(name, flag.scope, state.saved, out)
             except Exception as exc:
                 report.failures.append(f"{name}: could not set reserved concurrency 0: {aws_error(exc)}")
+                continue
+            if not stays:
+                targets.pop(name)
                 continue
             targets[name] = replace(state, status="applied", message="")
             report.applied += 1
             report.actions.append(f"reserved concurrency 0 on {name} (was {describe_saved(state.saved)})")
-        ok = all(s.status == "applied" for s in targets.values())
+        report.actions += out.actions
+        report.failures += out.failures
+        ok = all(s.status in DONE for s in targets.values())
         applied = ok and mark_applied
         if targets != flag.targets or flag.applied != applied:
             flag = self.flags.update(
@@ -171,34 +211,35 @@ class Effects:
             )
         return flag
 
-    def restore(self, flag: Flag, report: EffectReport) -> Flag:
+    def restore(self, flag: Flag, report: EffectReport, *, mark_applied: bool = True) -> Flag:
         if self.dry_run:
             for name, state in flag.targets.items():
                 report.actions.append(f"restore {name} to {describe_saved(state.saved)}")
             return self._mark_applied(flag)
         remaining: dict[str, TargetState] = {}
+        out = Outcome()
         for name, state in flag.targets.items():
-            try:
-                self.concurrency.restore(name, state.saved)
-            except Exception as exc:
-                message = aws_error(exc)
-                remaining[name] = replace(state, status="restore_failed", message=message)
-                report.failures.append(
-                    f"{name}: restore to {describe_saved(state.saved)} failed ({message}); the saved value is kept. "
-                    "Free unreserved concurrency (the account keeps at least 10-100 unreserved) or restore "
-                    f"by hand: {restore_cli(name, state.saved)}, then run the reset again"
-                )
+            if state.status == "missing":
+                out.actions.append(f"{name} did not exist at shutdown: nothing to restore")
                 continue
-            report.applied += 1
-            report.actions.append(f"restored {name} to {describe_saved(state.saved)}")
+            released = self.holds.release(name, flag.scope, state.saved, out)
+            if released.result == "failed":
+                remaining[name] = replace(state, status="restore_failed", message=released.message)
+            elif released.result == "restored":
+                report.applied += 1
+        report.actions += out.actions
+        report.failures += out.failures
         return self.flags.update(
             flag,
             actor=ACTOR,
             action="restore:applied" if not remaining else "restore:partial",
             reason="restored reserved concurrency" if not remaining else "some targets could not be restored",
             targets=remaining,
-            applied=True,
+            applied=mark_applied,
         )
+
+    def mark_applied(self, flag: Flag) -> Flag:
+        return self._mark_applied(flag)
 
     def _mark_applied(self, flag: Flag) -> Flag:
         if flag.applied:
@@ -255,12 +296,19 @@ class Effects:
                 burn = self.burn_rate(t.scope)
             except Exception as exc:  # a missing burn rate must not cost the alert
                 report.failures.append(f"burn rate unavailable: {exc}")
+        totals = committed.totals
+        if self.leaders is not None:
+            try:
+                board = self.leaders(t.scope, totals.window)
+                totals = replace(totals, breakdown={f"{d}:{k}": v for d, lead in board.items() for k, v in lead.top})
+            except Exception as exc:  # missing top spenders must not cost the alert
+                report.failures.append(f"top spenders unavailable: {exc}")
         return alert_message(
             scope=t.scope,
             from_level=t.from_level,
             to_level=t.to_level,
             budget=committed.budget,
-            totals=committed.totals,
+            totals=totals,
             reason=t.reason,
             actions=report.actions + [f"FAILED: {f}" for f in report.failures],
             dry_run=self.dry_run,

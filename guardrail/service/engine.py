@@ -6,14 +6,15 @@ records -> price -> ledger (exactly once) -> consistent totals -> policy -> cond
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 from guardrail.core import policy
-from guardrail.core.errors import FlagConflict, GuardrailError, ScopeNotFound
+from guardrail.core.errors import FlagConflict, GuardrailError, ResetRefused, ScopeNotFound
 from guardrail.core.models import (
     RATE_WINDOW,
     AuditEntry,
@@ -111,6 +112,8 @@ class Engine:
         )
         self.flags = flags or FlagStore(dynamodb, settings.table_name, now=now, dry_run=settings.dry_run)
         self.effects = effects
+        self.max_snooze = timedelta(hours=float(settings.max_snooze_hours))
+        self.max_skew = timedelta(seconds=settings.max_clock_skew_seconds)
 
     # -- spend -----------------------------------------------------------------------------------
 
@@ -140,7 +143,9 @@ class Engine:
         return result
 
     def ingest(self, records: Sequence[UsageRecord], quarantined: Sequence[QuarantinedRecord] = ()) -> IngestResult:
-        result = IngestResult(quarantined=list(quarantined))
+        records, future = self._split_future(records)
+        quarantined = [*quarantined, *future]
+        result = IngestResult(quarantined=quarantined)
         if quarantined:
             self.ledger.quarantine(quarantined)
         entries, result.unknown_models = self.entries(records)
@@ -164,6 +169,25 @@ class Engine:
         result.transitions = self._evaluate(totals, flags)
         return result
 
+    def _split_future(self, records: Sequence[UsageRecord]) -> tuple[list[UsageRecord], list[QuarantinedRecord]]:
+        """Records stamped further ahead of the clock than the allowed skew cannot be trusted to pick a
+        window: they are kept in quarantine with the reason, never counted in a future window."""
+        now = self.now()
+        limit = now + self.max_skew
+        kept: list[UsageRecord] = []
+        future: list[QuarantinedRecord] = []
+        for record in records:
+            if record.timestamp <= limit:
+                kept.append(record)
+                continue
+            reason = (
+                f"timestamp {record.timestamp.isoformat()} is more than {self.max_skew.total_seconds():g} s ahead of "
+                f"the clock ({now.isoformat()}; GUARDRAIL_MAX_CLOCK_SKEW_SECONDS)"
+            )
+            raw = json.dumps(asdict(record), default=str, ensure_ascii=False)
+            future.append(QuarantinedRecord(reason=reason, raw=raw, source=record.source, received_at=now))
+        return kept, future
+
     def _read(self, keys: Sequence[CounterKey]) -> tuple[dict[CounterKey, ScopeTotals], dict[str, Flag]]:
         """Counters and the flags of their scopes in one consistent BatchGetItem."""
         if not keys:
@@ -178,7 +202,9 @@ class Engine:
 
     def _current_keys(self, keys: Iterable[CounterKey]) -> list[CounterKey]:
         now = self.now()
-        return [(s, w) for s, w in keys if w.kind != RATE_WINDOW and (w.start <= now < w.end or w.start > now)]
+        # Only the clock picks the current window: a record of a later window counts there, but never
+        # moves the scope's level now (that would look like a rollover).
+        return [(s, w) for s, w in keys if w.kind != RATE_WINDOW and w.start <= now < w.end]
 
     def _evaluate(self, totals: Mapping[CounterKey, ScopeTotals], flags: Mapping[str, Flag]) -> list[Committed]:
         won: list[Committed] = []
@@ -264,6 +290,9 @@ class Engine:
     ) -> Committed:
         if not reason or not reason.strip():
             raise GuardrailError("a reset needs a reason; it goes into the audit trail")
+        refusal = policy.snooze_refusal(snooze_until, self.now(), self.max_snooze)
+        if refusal:
+            raise ResetRefused(refusal)
         budget = self.budget(scope)
         totals = self.scope_totals(scope)
         committed = self._decide_and_commit(

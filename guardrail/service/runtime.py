@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from guardrail.core.config import Settings, load_settings
@@ -17,6 +18,7 @@ from guardrail.service.engine import Engine
 from guardrail.service.messages import BurnRate
 from guardrail.service.notify import Notifier, Poster
 from guardrail.store.aws_clients import client
+from guardrail.store.breakdown import top_spenders
 from guardrail.store.flags import FlagStore
 from guardrail.store.ledger import Ledger
 
@@ -81,6 +83,7 @@ def build(
         dry_run=settings.dry_run,
         own_functions=settings.own_functions,
         burn_rate=BurnRate(ledger, settings.zone, now),
+        leaders=partial(top_spenders, dynamodb, settings.table_name),
         on_report=on_report,
     )
     engine = Engine(

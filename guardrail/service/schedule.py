@@ -11,8 +11,10 @@ from guardrail.core.models import Budget, Flag, Level, UsageRecord
 from guardrail.core.scopes import GLOBAL
 from guardrail.service.effects import EffectReport, Effects
 from guardrail.service.engine import Engine
+from guardrail.service.holds import Outcome
 from guardrail.service.messages import alert_message
 from guardrail.service.targets import aws_error
+from guardrail.store.targets import TOMBSTONE_TTL
 
 if TYPE_CHECKING:
     from mypy_boto3_cloudwatch import CloudWatchClient
@@ -51,7 +53,9 @@ def run(engine: Engine, effects: Effects, cloudwatch: CloudWatchClient | None) -
         # 2. Drift repair: a shutdown whose targets are not all at 0, or a half-applied transition.
         if current.level == Level.SHUTDOWN and not engine.settings.dry_run:
             missing = [t for t in effects.targets_of(budget) if t not in current.targets]
-            drifted = [name for name in current.targets if _drifted(effects, name, effect)]
+            # A target that did not exist at shutdown was said once, in that alert; it is not drift.
+            held = [name for name, state in current.targets.items() if state.status != "missing"]
+            drifted = [name for name in held if _drifted(effects, name, effect)]
             if missing or drifted or not current.applied:
                 if missing:
                     current = effects.shutdown(current, budget, effect)
@@ -63,11 +67,21 @@ def run(engine: Engine, effects: Effects, cloudwatch: CloudWatchClient | None) -
                     )
                 # The invocation that started this shutdown may have died before its alert: tell on-call.
                 _alert_repair(engine, effects, current, budget, report.repaired[-1], effect)
-        # 3. Restores AWS refused earlier are retried (the account's unreserved pool may have grown).
-        elif current.level < Level.SHUTDOWN and current.targets:
-            current = effects.restore(current, effect)
-            report.repaired.append(f"{current.scope}: retried restore of {', '.join(current.targets) or 'all targets'}")
+        # 3. Restores AWS refused earlier are retried (the account's unreserved pool may have grown), and a
+        # transition whose invocation stopped before its notice gets the notice now.
+        elif current.level < Level.SHUTDOWN and (current.targets or _notice_pending(engine, current)):
+            pending = _notice_pending(engine, current)
+            if current.targets:
+                names = ", ".join(current.targets)
+                current = effects.restore(current, effect, mark_applied=current.applied)
+                report.repaired.append(f"{current.scope}: retried restore of {names}")
+            if pending:
+                _send_pending_notice(engine, effects, current, budget, effect)
+                current = effects.mark_applied(current)
+                report.repaired.append(f"{current.scope}: sent the pending {current.level.label} notice")
         report.failures.extend(effect.failures + effect.notification_failures)
+    if not engine.settings.dry_run:
+        repair_holds(engine, effects, report)
     if cloudwatch is not None and engine.resolver.budget_for(GLOBAL) is not None:
         try:
             report.reconciliation = reconcile(engine, effects, cloudwatch)
@@ -78,6 +92,66 @@ def run(engine: Engine, effects: Effects, cloudwatch: CloudWatchClient | None) -
             report.reconciliation = {"error": error}
             report.failures.append(f"reconciliation against AWS/Bedrock metrics failed: {error}")
     return report
+
+
+# A transition's own invocation sends its notice within seconds; after this the schedule run sends it.
+NOTICE_GRACE = timedelta(minutes=2)
+
+
+def _notice_pending(engine: Engine, flag: Flag) -> bool:
+    return not flag.applied and flag.since is not None and engine.now() - flag.since > NOTICE_GRACE
+
+
+def _send_pending_notice(engine: Engine, effects: Effects, flag: Flag, budget: Budget, effect: EffectReport) -> None:
+    if effects.notifier is None:
+        return
+    message = alert_message(
+        scope=flag.scope,
+        from_level=flag.previous_level,
+        to_level=flag.level,
+        budget=budget,
+        totals=engine.scope_totals(flag.scope),
+        reason=f"{flag.reason} (sent by the schedule run: the invocation that made this change stopped first)",
+        actions=effect.actions + [f"FAILED: {f}" for f in effect.failures],
+        dry_run=engine.settings.dry_run,
+        rearm=flag.rearm,
+    )
+    effect.notification_failures.extend(effects.notifier.send(message))
+
+
+def _recent(engine: Engine, released_at: datetime | None) -> bool:
+    return released_at is not None and engine.now() - released_at < TOMBSTONE_TTL
+
+
+def repair_holds(engine: Engine, effects: Effects, report: ScheduleReport) -> None:
+    """Target items are the durable record of every stop: a holder whose scope is no longer shut down is
+    released (a shutdown that lost a race with its reset), a restore nobody finished is finished, and a
+    late 0 on a released target is undone."""
+    holds = effects.holds
+    levels: dict[str, Level] = {}
+    for item in holds.store.list_all():
+        out = Outcome()
+        for scope in sorted(item.holders):
+            if scope not in levels:
+                levels[scope] = engine.flags.get(scope).level
+            if levels[scope] < Level.SHUTDOWN:
+                holds.release(item.function, scope, item.saved, out)
+                out.actions.append(f"released {item.function} from {scope} (no longer shut down)")
+        after = holds.store.get(item.function)
+        if after is not None and after.state == "held" and not after.holders:
+            holds.release(item.function, None, after.saved, out)
+        # Only within the tombstone's life: later, a 0 is someone's deliberate choice, not our late stop.
+        elif (
+            after is not None
+            and after.state == "released"
+            and _recent(engine, after.released_at)
+            and after.saved != 0
+            and effects.concurrency.read(item.function).stopped
+        ):
+            holds.release(item.function, None, after.saved, out)
+            out.actions.append(f"{item.function}: a late stop after its release was undone")
+        report.repaired.extend(out.actions)
+        report.failures.extend(out.failures)
 
 
 def _alert_repair(

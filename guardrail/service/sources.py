@@ -32,6 +32,11 @@ EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 LATEST = datetime(2200, 1, 1, tzinfo=UTC)
 
 Count = Annotated[int, Field(strict=True, ge=0)]
+# Text that ends up in a DynamoDB key (scopes are `<metadata key>:<value>` or `caller:<arn>`; keys hold at
+# most 2,048 bytes with their prefix): longer text can never be stored as it is.
+MAX_METADATA_KEY_BYTES = 128
+MAX_KEY_TEXT_BYTES = 512
+MAX_CALLER_BYTES = 1024
 
 
 class _Input(BaseModel):
@@ -96,10 +101,16 @@ class RecordParser:
     def quarantine(self, reason: str, raw: Any, source: str) -> QuarantinedRecord:
         text = raw if isinstance(raw, str) else json.dumps(raw, default=str, ensure_ascii=False)
         return QuarantinedRecord(
-            reason=reason[:1000], raw=text[:RAW_KEEP_CHARS], source=source, received_at=datetime.now(UTC)
+            reason=storable(reason[:1000]),
+            raw=storable(text[:RAW_KEEP_CHARS]),
+            source=source,
+            received_at=datetime.now(UTC),
         )
 
     def _check(self, record: UsageRecord) -> str | None:
+        problem = _text_problem(record)
+        if problem:
+            return problem
         counts = (
             record.input_tokens,
             record.output_tokens,
@@ -126,8 +137,11 @@ class RecordParser:
         try:
             log = InvocationLogRecord.model_validate_json(line)
         except ValidationError as exc:
-            result.quarantined.append(self.quarantine(_describe(exc), line, source))
-            return
+            retried = _lenient(line) if any(e["type"] == "json_invalid" for e in exc.errors()) else None
+            if retried is None:
+                result.quarantined.append(self.quarantine(_describe(exc), line, source))
+                return
+            log = retried  # e.g. a lone surrogate escape: parsed, so its own check can name the problem
         inp, out = log.input or _Input(), log.output or _Output()
         in_count, out_count = inp.inputTokenCount, out.outputTokenCount
         if in_count is None or out_count is None:
@@ -226,6 +240,55 @@ def _with_billing_details(record: UsageRecord, log: InvocationLogRecord, body: A
         service_tier=tier_name(log.serviceTier) or tier_name(_get(body, "serviceTier")),
         latency_optimized="optimized" in (latency, _get(body, "performanceConfig", "latency")),
     )
+
+
+def storable(text: str) -> str:
+    """Text DynamoDB accepts: a lone surrogate (not valid UTF-8) is kept visible as `\\udxxx`."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _utf8_problem(field_name: str, text: str) -> str | None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return f"{field_name} is not valid UTF-8 text (a lone surrogate); DynamoDB cannot store it"
+    return None
+
+
+def _size_problem(field_name: str, text: str, limit: int) -> str | None:
+    size = len(text.encode("utf-8"))
+    if size > limit:
+        return f"{field_name} is {size} bytes, over the {limit} bytes a ledger key can hold"
+    return None
+
+
+def _text_problem(record: UsageRecord) -> str | None:
+    """Why a record's text can never be stored as it is (checked before anything is written)."""
+    texts = [("requestId", record.request_id), ("modelId", record.model_id), ("region", record.region)]
+    texts += [("identity.arn", record.caller)]
+    for key, value in record.metadata.items():
+        texts += [("requestMetadata key", key), (f"requestMetadata[{storable(key)[:64]!r}]", value)]
+    for name, text in texts:
+        problem = _utf8_problem(name, text)
+        if problem:
+            return problem
+    checks = [("identity.arn", record.caller, MAX_CALLER_BYTES)]
+    for key, value in record.metadata.items():
+        checks += [("requestMetadata key", key, MAX_METADATA_KEY_BYTES)]
+        checks += [(f"requestMetadata[{key[:64]!r}]", value, MAX_KEY_TEXT_BYTES)]
+    for name, text, limit in checks:
+        problem = _size_problem(name, text, limit)
+        if problem:
+            return problem
+    return None
+
+
+def _lenient(line: str) -> InvocationLogRecord | None:
+    """Python's JSON parser accepts what the strict one refuses (lone surrogate escapes)."""
+    try:
+        return InvocationLogRecord.model_validate(json.loads(line))
+    except (ValueError, ValidationError):
+        return None
 
 
 def _describe(exc: ValidationError) -> str:

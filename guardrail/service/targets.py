@@ -22,6 +22,7 @@ class Reservation:
 
     value: int | None = None  # None: no reservation (when readable)
     error: str = ""  # non-empty: it could not be read, and why
+    missing: bool = False  # the function does not exist
 
     @property
     def readable(self) -> bool:
@@ -56,6 +57,12 @@ def aws_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def not_found(exc: BaseException) -> bool:
+    """The function does not exist (deleted, or never there)."""
+    response: Any = getattr(exc, "response", None)
+    return isinstance(response, dict) and response.get("Error", {}).get("Code") == "ResourceNotFoundException"
+
+
 def restore_cli(name: str, saved: int | None) -> str:
     """The AWS CLI command that puts back a saved reservation by hand."""
     if saved is None:
@@ -80,7 +87,7 @@ class Concurrency:
         try:
             resp = self.client.get_function_concurrency(FunctionName=name)
         except Exception as exc:
-            return Reservation(error=aws_error(exc))
+            return Reservation(error=aws_error(exc), missing=not_found(exc))
         return Reservation(value=resp.get("ReservedConcurrentExecutions"))
 
     def stop(self, name: str) -> None:

@@ -53,6 +53,7 @@ def flag_to_dict(flag: Flag) -> dict[str, Any]:
             for name, t in flag.targets.items()
         },
         "applied": flag.applied,
+        "previous_level": flag.previous_level.label,
     }
 
 
@@ -84,6 +85,7 @@ def flag_from_dict(data: dict[str, Any]) -> Flag:
             for name, t in (data.get("targets") or {}).items()
         },
         applied=bool(data.get("applied", True)),
+        previous_level=Level.parse(str(data.get("previous_level", "normal"))),
     )
 
 

@@ -20,16 +20,15 @@ from guardrail.core.errors import LedgerError
 from guardrail.core.models import (
     RATE_WINDOW,
     CounterKey,
-    PricedRecord,
     QuarantinedRecord,
     ScopeTotals,
-    UsageRecord,
     WindowRef,
 )
+from guardrail.store.chunks import Chunk, CounterDelta, LedgerEntry, num, plan_chunks
 from guardrail.store.counters import totals_from_items
 from guardrail.store.table import (
-    BREAKDOWN_PREFIX,
     batch_get,
+    breakdown_key,
     counter_key,
     counter_pk,
     item_key,
@@ -41,7 +40,8 @@ from guardrail.store.table import (
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
-MAX_TRANSACTION_ITEMS = 100
+__all__ = ["Ledger", "LedgerEntry", "RecordOutcome", "num", "plan_chunks"]
+
 MAX_ATTEMPTS = 8
 RETRYABLE_REASONS = {
     "TransactionConflict",
@@ -51,115 +51,6 @@ RETRYABLE_REASONS = {
 }
 RATE_BUCKET_TTL = timedelta(days=2)
 ZERO = Decimal(0)
-
-
-def num(value: Decimal | int) -> dict[str, str]:
-    """A DynamoDB number in plain notation (never float, never exponent form)."""
-    return {"N": format(value, "f") if isinstance(value, Decimal) else str(value)}
-
-
-def breakdown_keys(record: UsageRecord) -> list[str]:
-    """Who spent: the model, the app (request metadata) and the caller identity."""
-    keys = [f"model:{record.model_id}"]
-    app = record.metadata.get("app")
-    if app:
-        keys.append(f"app:{app}")
-    if record.caller:
-        keys.append(f"caller:{record.caller}")
-    return keys
-
-
-@dataclass(slots=True)
-class CounterDelta:
-    spend: Decimal = Decimal(0)
-    requests: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_read_tokens: int = 0
-    cache_write_tokens: int = 0
-    breakdown: dict[str, Decimal] = field(default_factory=dict)
-
-    def add(self, priced: PricedRecord, keys: list[str]) -> None:
-        r = priced.record
-        cost = priced.price.cost
-        self.spend += cost
-        self.requests += 1
-        self.input_tokens += r.input_tokens
-        self.output_tokens += r.output_tokens
-        self.cache_read_tokens += r.cache_read_tokens
-        self.cache_write_tokens += r.cache_write_tokens
-        breakdown = self.breakdown
-        for key in keys:
-            breakdown[key] = breakdown.get(key, ZERO) + cost
-
-
-@dataclass(frozen=True, slots=True)
-class LedgerEntry:
-    """A priced record and every counter it adds to."""
-
-    priced: PricedRecord
-    counters: tuple[CounterKey, ...]
-
-
-@dataclass(slots=True)
-class Chunk:
-    """The contents of one transaction: at most 100 items, one operation per item."""
-
-    entries: list[LedgerEntry] = field(default_factory=list)
-    counters: dict[CounterKey, CounterDelta] = field(default_factory=dict)
-
-    @property
-    def size(self) -> int:
-        return len(self.entries) + len(self.counters)
-
-
-def plan_chunks(
-    entries: Iterable[LedgerEntry], limit: int = MAX_TRANSACTION_ITEMS, dropped: list[str] | None = None
-) -> list[Chunk]:
-    """Pack entries into transactions, summing each chunk's records per counter first.
-
-    A request id seen twice in the input is kept once (a transaction may not touch one item twice);
-    the repeats are appended to `dropped`.
-    """
-    unique: list[LedgerEntry] = []
-    seen: set[str] = set()
-    for entry in entries:
-        rid = entry.priced.record.request_id
-        if rid in seen:
-            if dropped is not None:
-                dropped.append(rid)
-            continue
-        seen.add(rid)
-        unique.append(entry)
-    # Entries that share counters (the same scopes and 5-minute bucket) go into the same transaction, so a
-    # batch spread over hours costs close to ceil((requests + distinct counters) / 100) transactions.
-    unique.sort(key=_counter_order)
-    chunks: list[Chunk] = []
-    current = Chunk()
-    for entry in unique:
-        new_counters = sum(1 for c in entry.counters if c not in current.counters)
-        if current.entries and current.size + 1 + new_counters > limit:
-            chunks.append(current)
-            current = Chunk()
-        current.entries.append(entry)
-        keys = breakdown_keys(entry.priced.record)
-        counters = current.counters
-        for key in entry.counters:
-            delta = counters.get(key)
-            if delta is None:
-                delta = counters[key] = CounterDelta()
-            delta.add(entry.priced, keys)
-    if current.entries:
-        chunks.append(current)
-    return chunks
-
-
-_NO_BUCKET = datetime.min.replace(tzinfo=UTC)
-
-
-def _counter_order(entry: LedgerEntry) -> datetime:
-    """Records of one 5-minute bucket share its burn-rate counters (and mostly their window counters)."""
-    return next((window.start for _, window in entry.counters if window.kind == RATE_WINDOW), _NO_BUCKET)
 
 
 @dataclass
@@ -251,7 +142,19 @@ class Ledger:
             items.append({"Put": self._request_put(entry, expires)})
         for (scope, window), delta in chunk.counters.items():
             items.append({"Update": self._counter_update(scope, window, delta)})
+            for key, spend in delta.breakdown.items():
+                items.append({"Update": self._breakdown_update(scope, window, key, spend, delta)})
         return items
+
+    def _breakdown_update(
+        self, scope: str, window: WindowRef, key: str, spend: Decimal, delta: CounterDelta
+    ) -> dict[str, Any]:
+        return {
+            "TableName": self.table,
+            "Key": item_key(breakdown_key(scope, window, key)),
+            "UpdateExpression": "ADD spend_usd :s, requests :n SET by_key = :k",
+            "ExpressionAttributeValues": {":s": num(spend), ":n": num(delta.breakdown_requests[key]), ":k": {"S": key}},
+        }
 
     def _request_put(self, entry: LedgerEntry, expires: dict[str, str]) -> dict[str, Any]:
         r = entry.priced.record
@@ -308,10 +211,6 @@ class Ledger:
             ":we": {"S": window.end.isoformat()},
         }
         adds = ["#spend :spend", "#req :req", "#in :in", "#out :out", "#cr :cr", "#cw :cw"]
-        for i, (key, spend) in enumerate(delta.breakdown.items()):
-            names[f"#b{i}"] = f"{BREAKDOWN_PREFIX}{key}"
-            values[f":b{i}"] = num(spend)
-            adds.append(f"#b{i} :b{i}")
         sets = "#scope = :scope, #ws = :ws, #we = :we"
         if window.kind == RATE_WINDOW:  # burn-rate buckets are only read for a few hours
             names["#exp"] = "expires_at"

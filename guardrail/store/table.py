@@ -12,6 +12,8 @@ No other module writes a key literal. String keys `pk` / `sk`, on-demand, TTL at
 | audit entry            | `AUDIT`                           | `<iso time>#<scope>#<version>#<id>`      | no  |
 | quarantined input      | `QUARANTINE#<date>`               | `<iso time>#<digest>`                    | yes |
 | "already alerted" mark | `ALERTED#<what>#<date>`           | `<subject>`                              | yes |
+| shared target          | `TARGET#<function name>`          | `TARGET`                                 | no  |
+| spend by model/app/caller | `BY#<scope>#<window key>#<dim>` | `<value>`                                | no  |
 """
 
 from __future__ import annotations
@@ -41,7 +43,10 @@ FLAG_SK = "FLAG"
 AUDIT_PK = "AUDIT"
 QUARANTINE_PREFIX = "QUARANTINE#"
 ALERTED_PREFIX = "ALERTED#"
-BREAKDOWN_PREFIX = "by:"  # counter attributes holding spend by model/app/caller
+BY_PREFIX = "BY#"  # one item per (scope, budget window, model/app/caller): no item grows with cardinality
+TARGET_PREFIX = "TARGET#"
+TARGET_SK = "TARGET"
+BREAKDOWN_PREFIX = "by:"  # legacy counter attributes holding spend by model/app/caller (read, never written)
 
 
 def request_key(request_id: str) -> Key:
@@ -66,6 +71,22 @@ def flag_key(scope: str, *, dry_run: bool = False) -> Key:
 
 def flag_prefix(*, dry_run: bool = False) -> str:
     return DRY_RUN_FLAG_PREFIX if dry_run else FLAG_PREFIX
+
+
+def breakdown_pk(scope: str, window: WindowRef, dimension: str) -> str:
+    # Apart from the counter's partition, and one per dimension, so breakdown writes spread out.
+    return bounded(f"{BY_PREFIX}{scope}#{window.key}#{dimension}")
+
+
+def breakdown_key(scope: str, window: WindowRef, key: str) -> Key:
+    """`key` is `<dimension>:<value>` (model, app or caller)."""
+    dimension, _, value = key.partition(":")
+    return breakdown_pk(scope, window, dimension), bounded(value or "-")
+
+
+def target_key(function: str) -> Key:
+    """One item per target function (its canonical name): saved state and the scopes holding it."""
+    return f"{TARGET_PREFIX}{bounded(function)}", TARGET_SK
 
 
 def is_flag(key: Key) -> bool:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, TextIO
 from pydantic import ValidationError
 
 from guardrail.core.errors import CliError, ConfigError, GuardrailError
+from guardrail.core.policy import snooze_refusal
 from guardrail.tools.cli_support import (
     CANNOT_RUN,
     PROG,
@@ -208,6 +209,9 @@ def cmd_reset(args: argparse.Namespace, out: TextIO, runtime: Runtime) -> int:
     from guardrail.tools import status
 
     reason, snooze_until = args.reason.strip(), args.snooze_until  # checked by check_reset before AWS
+    refusal = snooze_refusal(snooze_until, runtime.engine.now(), runtime.engine.max_snooze)
+    if refusal:  # before the preview and the question: nothing is asked that would be refused
+        raise CliError(refusal.replace("snooze_until", "--snooze-until/--snooze-for", 1))
     preview = status.reset_preview(
         runtime, args.scope, rearm_from_zero=args.rearm == "from-zero", snooze_until=snooze_until
     )

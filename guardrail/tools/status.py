@@ -15,6 +15,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from guardrail.core.models import ESCALATION_LEVELS, AuditEntry, Budget, Flag, Level, usd
+from guardrail.store.breakdown import top_spenders
 from guardrail.store.flags import flag_to_dict
 
 if TYPE_CHECKING:
@@ -38,12 +39,14 @@ def target_entries(runtime: Runtime, budget: Budget, flag: Flag) -> list[dict[st
     for name in names:
         state = flag.targets.get(name)
         reading = runtime.effects.concurrency.read(name)
+        hold = None if runtime.settings.dry_run else runtime.effects.holds.store.get(name)
         entry: dict[str, Any] = {
             "function": name,
-            "saved": None if state is None else _concurrency_value(state.saved),
+            "saved": None if state is None else _concurrency_value(hold.saved if hold else state.saved),
             "current": reading.for_json(),
             "status": "untouched" if state is None else state.status,
             "message": "" if state is None else state.message,
+            "holders": sorted(hold.holders) if hold is not None else [],
         }
         if not reading.readable:
             entry["error"] = reading.error
@@ -77,6 +80,21 @@ def scope_entry(runtime: Runtime, status: ScopeStatus) -> dict[str, Any]:
         "rearmed_thresholds": rearmed,
         "requests": totals.requests,
         "mode": runtime.settings.mode,
+        "top": top_entries(runtime, status),
+    }
+
+
+def top_entries(runtime: Runtime, status: ScopeStatus) -> dict[str, Any]:
+    """Top spenders per dimension (model, app, caller), how many others spent, and how much."""
+    engine = runtime.engine
+    board = top_spenders(engine.ledger.client, engine.ledger.table, status.scope, status.totals.window)
+    return {
+        dim + "s": {
+            "top": [{"name": name, "spend_usd": str(spend)} for name, spend in lead.top],
+            "others": lead.distinct - len(lead.top),
+            "others_spend_usd": str(lead.other),
+        }
+        for dim, lead in board.items()
     }
 
 
@@ -139,19 +157,24 @@ def render_scope(entry: dict[str, Any]) -> list[str]:
         if rearm.get("snooze_until"):
             text += f"; no escalation before {_when(rearm['snooze_until'])}"
         rows.append(["re-arm", text])
+    for dim, lead in entry.get("top", {}).items():
+        if lead["top"]:
+            names = ", ".join(f"{t['name']} {_money(t['spend_usd'])}" for t in lead["top"])
+            more = f" (+{lead['others']} others {_money(lead['others_spend_usd'])})" if lead["others"] else ""
+            rows.append([f"top {dim}", names + more])
     lines += _table(rows, indent="  ")
     targets = entry["targets"]
     if not targets:
         lines.append("  targets     none configured (GUARDRAIL_TARGET_FUNCTIONS)")
     else:
-        table = [["targets", "FUNCTION", "SAVED", "CURRENT", "STATE"]]
+        table = [["targets", "FUNCTION", "SAVED", "CURRENT", "STATE", "HELD BY"]]
         for t in targets:
             saved = "-" if t["saved"] is None else str(t["saved"])
             current = "?" if t["current"] is None else str(t["current"])
             state = t["status"] + (f": {t['message']}" if t.get("message") else "")
             if t.get("error"):
                 state += f" (cannot read: {t['error']})"
-            table.append(["", t["function"], saved, current, state])
+            table.append(["", t["function"], saved, current, state, ", ".join(t.get("holders", [])) or "-"])
         lines += _table(table, indent="  ")
     return lines
 

@@ -651,6 +651,46 @@ def test_store_outage_serves_the_last_known_flag_then_fails_by_configuration(
     bedrock.stubber.assert_no_pending_responses()
 
 
+def test_a_client_that_saw_shutdown_stays_closed_through_an_outage_even_failing_open(
+    ddb: Any, bedrock: Bedrock, caplog: Any
+) -> None:
+    from guardrail.client import guard
+    from guardrail.client.flag_cache import FlagCache
+    from guardrail.store.flag_reader import DynamoFlagSource
+
+    shut = set_flag(ddb, "global", Level.SHUTDOWN)
+    timer = FakeTimer()
+    source = BrokenSource(DynamoFlagSource(ddb, TABLE))
+    cache = FlagCache(source, ttl=1.0, max_stale=300.0, fail_mode="open", read_timeout=0.2, timer=timer)  # type: ignore[arg-type]
+    client = guard(
+        bedrock.client,
+        settings=load_settings(table_name=TABLE),
+        options=ClientOptions(background=False, tag_requests=False),
+        flag_cache=cache,
+        events=boto3.client("events", region_name="us-east-1"),
+        timer=timer,
+    )
+    with pytest.raises(GuardrailShutdown):
+        client.converse(**request("converse", SONNET))  # type: ignore[arg-type]
+
+    source.broken = True
+    for elapsed in (30, 301, 3600):  # within max_stale, just past it, an hour later
+        timer.now += elapsed
+        with caplog.at_level(logging.ERROR, logger="guardrail.client"), pytest.raises(GuardrailShutdown):
+            client.converse(**request("converse", SONNET))  # type: ignore[arg-type]
+    assert "stays SHUTDOWN" in caplog.text and "FAILING OPEN" not in caplog.text
+
+    # The store answers again with a newer flag (a reset): calls proceed at once.
+    FlagStore(ddb, TABLE).commit(
+        shut, replace(shut, level=Level.NORMAL, version=shut.version + 1), actor="alice", action="reset", reason="x"
+    )
+    source.broken = False
+    timer.now += 2
+    bedrock.respond("converse", response("converse", "after"), request("converse", SONNET))
+    call(client, "converse")
+    bedrock.stubber.assert_no_pending_responses()
+
+
 def test_a_hanging_flag_store_never_hangs_the_caller(ddb: Any, bedrock: Bedrock) -> None:
     from guardrail.client.flag_cache import FlagCache
     from guardrail.store.flag_reader import DynamoFlagSource

@@ -14,7 +14,7 @@ import pytest
 import handlers.reset
 from guardrail.core.config import load_settings
 from guardrail.core.errors import ConfigError
-from guardrail.core.models import Budget, Flag, Level, Thresholds
+from guardrail.core.models import Budget, Flag, Level, TargetHold, Thresholds
 from guardrail.service.effects import EffectReport, Effects
 from guardrail.service.runtime import default_runtime
 from guardrail.store.flags import FlagStore
@@ -93,11 +93,40 @@ def test_reset_of_an_unknown_scope_is_refused(world: World) -> None:
         "chat-api,guardrail-usage",
         f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:guardrail-usage",
         f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:guardrail-usage:live",
+        "guardrail-usage:$LATEST",
+        "guardrail-usage:7",
+        f"{ACCOUNT}:function:guardrail-usage",
+        f"{ACCOUNT}:function:guardrail-usage:live",
+        f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:guardrail-usage:$LATEST",
     ],
 )
 def test_settings_naming_an_own_function_as_target_fail_at_start(targets: str) -> None:
-    with pytest.raises(ConfigError, match="own functions"):
+    with pytest.raises(ConfigError, match=r"GUARDRAIL_TARGET_FUNCTIONS.*own functions"):
         load_settings(table_name=TABLE, target_functions=targets, own_functions="guardrail-usage,guardrail-alarm")
+
+
+@pytest.mark.parametrize(
+    "own", ["guardrail-reset", f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:guardrail-reset:prod", "guardrail-reset:3"]
+)
+@pytest.mark.parametrize("target", ["guardrail-reset:$LATEST", f"{ACCOUNT}:function:guardrail-reset"])
+def test_own_functions_in_any_form_are_refused_in_budgets_too(own: str, target: str) -> None:
+    budgets = json.dumps([{"scope": "global"}, {"scope": "app:x", "targets": ["chat-api", target]}])
+    with pytest.raises(ConfigError, match=r"GUARDRAIL_BUDGETS.*own functions"):
+        load_settings(table_name=TABLE, budgets=budgets, own_functions=own)
+
+
+def test_every_form_of_one_target_is_one_target_held_once(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    forms = [
+        "chat-api:$LATEST",
+        f"{ACCOUNT}:function:chat-api",
+        f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:chat-api:live",
+    ]
+    monkeypatch.setenv("GUARDRAIL_TARGET_FUNCTIONS", ",".join(forms))
+    world.usage(batch("a", 60))
+    assert world.concurrency("chat-api") == 0
+    assert list(world.flag().targets) == ["chat-api"] and world.flag().targets["chat-api"].saved == 7
+    result = handlers.reset.handler({"scope": "global", "reason": "drill", "actor": "alice"}, world.ctx)
+    assert result["ok"] and world.concurrency("chat-api") == 7
 
 
 def test_budget_targets_naming_an_own_function_fail_at_start() -> None:
@@ -124,7 +153,18 @@ def test_effects_never_stop_the_running_function_even_if_configuration_slipped(
         def update(self, flag: Flag, *, actor: str, action: str, reason: str, **changes: Any) -> Flag:
             return replace(flag, version=flag.version + 1, **changes)
 
-    effects = Effects(Flags(), lambda_factory=Lambda, notifier=None)  # type: ignore[arg-type]
+    class Targets:  # shared target items, in memory
+        def __init__(self) -> None:
+            self.items: dict[str, TargetHold] = {}
+
+        def get(self, function: str) -> TargetHold | None:
+            return self.items.get(function)
+
+        def take(self, function: str, scope: str, saved: int | None, **_: Any) -> TargetHold:
+            self.items[function] = TargetHold(function, saved, frozenset({scope}))
+            return self.items[function]
+
+    effects = Effects(Flags(), lambda_factory=Lambda, notifier=None, targets=Targets())  # type: ignore[arg-type]
     budget = Budget(
         selector="global",
         window="day",

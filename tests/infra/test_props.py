@@ -43,6 +43,9 @@ def test_single_field_overrides_take_text_or_json() -> None:
     [
         ["bedrock-guardrail-usage"],
         ["arn:aws:lambda:us-east-1:123456789012:function:bedrock-guardrail-schedule"],
+        ["bedrock-guardrail-reset:$LATEST"],
+        ["123456789012:function:bedrock-guardrail-reset"],
+        ["arn:aws:lambda:us-east-1:123456789012:function:bedrock-guardrail-reset:live"],
     ],
 )
 def test_targets_naming_the_guardrails_own_functions_fail_at_synth(targets: list[str]) -> None:

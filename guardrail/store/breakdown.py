@@ -1,0 +1,77 @@
+"""Spend by model, app and caller: one item per (scope, budget window, key), written in the ledger's
+transaction (exactly once, like the counters), so no item grows with the number of callers, apps or
+models (key format: guardrail.store.table). Top spenders are read back by a paginated query.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from guardrail.core.models import UsageRecord, WindowRef
+from guardrail.store.table import breakdown_pk
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+DIMENSIONS = ("model", "app", "caller")
+ZERO = Decimal(0)
+
+
+def breakdown_keys(record: UsageRecord) -> list[str]:
+    """Who spent: the model, the app (request metadata) and the caller identity."""
+    keys = [f"model:{record.model_id}"]
+    app = record.metadata.get("app")
+    if app:
+        keys.append(f"app:{app}")
+    if record.caller:
+        keys.append(f"caller:{record.caller}")
+    return keys
+
+
+@dataclass(frozen=True, slots=True)
+class Leaders:
+    """The top spenders of one dimension, how many distinct values spent, and what the others spent."""
+
+    top: list[tuple[str, Decimal]]
+    distinct: int
+    other: Decimal
+
+
+def top_spenders(
+    client: DynamoDBClient,
+    table: str,
+    scope: str,
+    window: WindowRef,
+    *,
+    dimensions: Sequence[str] = DIMENSIONS,
+    n: int = 3,
+) -> dict[str, Leaders]:
+    """Per dimension: the `n` biggest spenders of one scope-window, how many there are, and what the rest
+    spent. Reads every breakdown item of the window, so its cost grows with cardinality (status, alerts);
+    ingest's never does."""
+    out: dict[str, Leaders] = {}
+    for dimension in dimensions:
+        spend: dict[str, Decimal] = {}
+        kwargs: dict[str, Any] = {
+            "TableName": table,
+            "KeyConditionExpression": "pk = :pk",
+            "ExpressionAttributeValues": {":pk": {"S": breakdown_pk(scope, window, dimension)}},
+            "ProjectionExpression": "by_key, spend_usd",
+            "ConsistentRead": True,
+        }
+        while True:
+            resp = client.query(**kwargs)
+            for item in resp.get("Items", []):
+                key = item["by_key"]["S"].partition(":")[2]
+                spend[key] = spend.get(key, ZERO) + Decimal(item["spend_usd"]["N"])
+            if "LastEvaluatedKey" not in resp:
+                break
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        top = heapq.nlargest(n, spend.items(), key=lambda kv: kv[1])
+        other = sum(spend.values(), ZERO) - sum((v for _, v in top), ZERO)
+        out[dimension] = Leaders(top=top, distinct=len(spend), other=other)
+    return out
