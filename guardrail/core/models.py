@@ -12,6 +12,8 @@ from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Literal
 
+from guardrail.core.text import shell_quote
+
 ZERO = Decimal(0)
 
 
@@ -21,8 +23,9 @@ def usd(value: Decimal) -> str:
 
 
 def reset_command(scope: str) -> str:
-    """The exact command on-call runs to restore a scope (quoted in alerts and errors)."""
-    return f'guardrail reset --scope {scope} --reason "<what was fixed>"'
+    """The exact command on-call runs to restore a scope (quoted in alerts and errors). The scope comes
+    from outside (request metadata), so it is one shell-quoted word: a paste runs exactly what it shows."""
+    return f"guardrail reset --scope {shell_quote(scope)} --reason '<what was fixed>'"
 
 
 class Level(enum.IntEnum):

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, TextIO
 from pydantic import ValidationError
 
 from guardrail.core.errors import CliError, ConfigError, GuardrailError
+from guardrail.core.text import one_line
 
 if TYPE_CHECKING:
     from guardrail.service.runtime import Runtime
@@ -160,8 +161,8 @@ def cmd_reset(args: argparse.Namespace, out: TextIO, runtime: Runtime) -> int:
     actor = caller_identity(runtime)
     if not (args.json and args.yes):  # --json --yes: standard output is the JSON result alone
         print("\n".join(preview.lines()), file=out)
-        print(f"  actor: {actor}", file=out)
-        print(f"  reason: {reason}", file=out)
+        print(f"  actor: {one_line(actor)}", file=out)
+        print(f"  reason: {one_line(reason)}", file=out)
     if not args.yes:
         try:
             out.write("Reset now? [y/N] ")
@@ -272,7 +273,7 @@ _DYNAMODB_OPERATIONS = {
 
 
 def _one_line(text: str) -> str:
-    return "; ".join(part.strip() for part in text.splitlines() if part.strip())
+    return one_line("; ".join(part.strip() for part in text.splitlines() if part.strip()))
 
 
 def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
@@ -295,7 +296,7 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
         }
         return commands[args.command](args, out, runtime)
     except CliError as exc:
-        print(f"{PROG}: {exc}", file=err)
+        print(f"{PROG}: {_one_line(str(exc))}", file=err)
         return exc.code
     except ConfigError as exc:
         print(f"{PROG}: {_one_line(str(exc))}", file=err)
@@ -305,7 +306,7 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
         return CANNOT_RUN
     except ValidationError as exc:  # a reset request the on-call model refuses (e.g. a 3,000-character reason)
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'input'}: {e['msg']}" for e in exc.errors())
-        print(f"{PROG}: refused: {problems}", file=err)
+        print(f"{PROG}: refused: {_one_line(problems)}", file=err)
         return CANNOT_RUN
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=err)
@@ -314,7 +315,7 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
         line = _aws_error_line(exc)
         if line is None:
             raise
-        print(f"{PROG}: {line[0]}", file=err)
+        print(f"{PROG}: {_one_line(line[0])}", file=err)
         return line[1]
 
 

@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from guardrail.core.models import ESCALATION_LEVELS, AuditEntry, Budget, Flag, Level, usd
+from guardrail.core.models import ESCALATION_LEVELS, AuditEntry, Budget, Flag, Level, reset_command, usd
+from guardrail.core.text import one_line
 from guardrail.store.flags import flag_to_dict
 
 if TYPE_CHECKING:
@@ -97,6 +98,8 @@ def _money(text: str | None) -> str:
 
 
 def _table(rows: list[list[str]], indent: str = "") -> list[str]:
+    # Every cell may hold outside text (scopes, reasons, actors, model ids): escaped, so a row stays a row.
+    rows = [[one_line(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return [indent + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
 
@@ -113,7 +116,7 @@ def _thresholds_line(entry: dict[str, Any]) -> str:
 
 def render_scope(entry: dict[str, Any]) -> list[str]:
     level = entry["level"]
-    head = f"{entry['scope']}: {level.upper()}"
+    head = f"{one_line(entry['scope'])}: {level.upper()}"
     if entry.get("mode") == "dry-run":
         head += "  [DRY-RUN: nothing is enforced]"
     window = entry["window"]
@@ -241,7 +244,7 @@ class ResetPreview:
         out.append(f"  spend this {self.budget.window}: {usd(self.spend)}")
         out += [f"  will {r}" for r in self.restores] or ["  nothing to restore"]
         out += [f"  {n}" for n in self.notes]
-        return out
+        return [one_line(line) for line in out]
 
 
 def reset_preview(
@@ -289,12 +292,12 @@ def reset_preview(
 
 
 def render_reset(result: dict[str, Any]) -> str:
-    lines = [f"scope {result['scope']}: {result['from_level']} -> {result['to_level']}"]
-    lines += [f"  done: {a}" for a in result["restored"]] or ["  done: nothing needed restoring"]
+    lines = [f"scope {one_line(result['scope'])}: {result['from_level']} -> {result['to_level']}"]
+    lines += [f"  done: {one_line(a)}" for a in result["restored"]] or ["  done: nothing needed restoring"]
     for failure in result["failures"]:
-        lines.append(f"  FAILED: {failure}")
+        lines.append(f"  FAILED: {one_line(failure)}")
     for failure in result["notification_failures"]:
-        lines.append(f"  notification not sent: {failure} (the reset itself is done)")
+        lines.append(f"  notification not sent: {one_line(failure)} (the reset itself is done)")
     rearm = result.get("rearm")
     if rearm:
         text = f"  re-armed: thresholds count from {usd(Decimal(str(rearm['baseline_spend'])))} of this window's spend"
@@ -304,7 +307,7 @@ def render_reset(result: dict[str, Any]) -> str:
     if result["failures"]:
         lines.append(
             "  next: the saved values are kept in the flag; the schedule run retries the restore every few "
-            f"minutes, or fix the cause and run `guardrail reset --scope {result['scope']} --reason ...` again. "
+            f"minutes, or fix the cause and run `{one_line(reset_command(result['scope']))}` again. "
             "`guardrail status` shows each target's saved and current concurrency."
         )
     else:
