@@ -161,6 +161,9 @@ class Settings(BaseSettings):
     )
     request_ttl_days: int = Field(default=8, ge=1, le=400)
     max_tokens_per_request: int = Field(default=5_000_000, gt=0)
+    # A client-reported request no invocation log confirmed within this time is shown as unconfirmed
+    # spend (it still counts). 0: invocation logging is off, client reports are the only copy.
+    unconfirmed_after_minutes: int = Field(default=15, ge=0, le=24 * 60)
 
     @field_validator("target_functions", "own_functions", mode="before")
     @classmethod

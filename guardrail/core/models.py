@@ -169,6 +169,8 @@ class ScopeTotals:
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
     breakdown: dict[str, Decimal] = field(default_factory=dict)  # "model:<id>", "app:<app>", "caller:<arn>"
+    unconfirmed: Decimal = ZERO  # part of `spend` only a client reported: no invocation log confirmed it yet
+    unconfirmed_requests: int = 0
 
     def spend_by(self, dimension: str) -> dict[str, Decimal]:
         prefix = f"{dimension}:"

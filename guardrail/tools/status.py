@@ -2,8 +2,9 @@
 
 `status_document` builds the `status --json` contract (DESIGN.md section 5):
 `{"scopes": [{"scope", "window", "spend_usd", "level", "thresholds", "model_downgrades", "targets"}]}` with
-money as decimal strings; each scope also carries `since`, `trigger`, `reason`, `rearm`, `requests` and
-`mode` (additive). The table is rendered from that same document, so the two never disagree.
+money as decimal strings; each scope also carries `since`, `trigger`, `reason`, `rearm`, `requests`, `mode`
+and `unconfirmed` (client-reported spend no log confirmed in time, or null) (additive). The table is
+rendered from that same document, so the two never disagree.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from guardrail.core.models import ESCALATION_LEVELS, AuditEntry, Budget, Flag, Level, reset_command, usd
+from guardrail.core.models import ESCALATION_LEVELS, AuditEntry, Budget, Flag, Level, ScopeTotals, reset_command, usd
 from guardrail.core.text import one_line
+from guardrail.service.confirmations import overdue
 from guardrail.store.flags import flag_to_dict
 
 if TYPE_CHECKING:
@@ -73,7 +75,16 @@ def scope_entry(runtime: Runtime, status: ScopeStatus) -> dict[str, Any]:
         "rearm": as_dict["rearm"],
         "requests": totals.requests,
         "mode": runtime.settings.mode,
+        "unconfirmed": _unconfirmed(runtime, totals),
     }
+
+
+def _unconfirmed(runtime: Runtime, totals: ScopeTotals) -> dict[str, Any] | None:
+    """Spend only a client reported, no invocation log confirmed in time (part of `spend_usd`)."""
+    late = overdue(runtime.engine, totals)
+    if late is None:
+        return None
+    return {"spend_usd": str(late.spend), "requests": late.requests, "after_minutes": late.after_minutes}
 
 
 def status_document(runtime: Runtime) -> dict[str, Any]:
@@ -124,6 +135,14 @@ def render_scope(entry: dict[str, Any]) -> list[str]:
     rows = [["window", f"{window['kind']} {_when(window['start'])} -> {_when(window['end'])}"]]
     rows.append(["spend", f"{_money(entry['spend_usd'])} in {entry.get('requests', 0)} requests"])
     rows.append(["thresholds", _thresholds_line(entry)])
+    if late := entry.get("unconfirmed"):
+        rows.append(
+            [
+                "unconfirmed",
+                f"{_money(late['spend_usd'])} in {late['requests']} requests only a client reported; no invocation "
+                f"log within {late['after_minutes']} min (counted; check invocation logging)",
+            ]
+        )
     if level != Level.NORMAL.label or entry.get("since"):
         rows.append(["since", f"{_when(entry.get('since'))} ({entry.get('trigger', '-')})"])
         rows.append(["why", entry.get("reason") or "-"])

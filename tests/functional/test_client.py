@@ -457,7 +457,8 @@ def test_client_event_and_invocation_log_of_one_request_count_once(
     (record,) = first.recorded
     later = engine.ingest_events([logs_event([log_line(replace(record.record, source="invocation-log"))])])
 
-    assert later.duplicates == ["req-both"]
+    # The authoritative copy replaces the client's (same tokens: the spend does not move).
+    assert later.corrected == ["req-both"] and not later.duplicates
     assert engine.scope_totals("global").spend == USAGE_COST
 
 
