@@ -29,12 +29,14 @@ import io
 import logging
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
 from guardrail.client.admission import Call, ScopeSet, Windows, decide, request_metadata
 from guardrail.client.flag_cache import FlagCache, ScopeView
+from guardrail.client.identity import CallerIdentity
 from guardrail.client.local_spend import LocalSpend, Refusal, book_id
 from guardrail.client.options import ClientOptions
 from guardrail.client.reporting import EventSink, LedgerSink, Reporter, UsageReport
@@ -64,6 +66,7 @@ if TYPE_CHECKING:
     )
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_events import EventBridgeClient
+    from mypy_boto3_sts import STSClient
 
     from guardrail.core.config import Settings
     from guardrail.core.pricing import Pricer
@@ -79,11 +82,12 @@ class GuardedBedrockClient:
         bedrock: BedrockRuntimeClient,
         *,
         metadata: Mapping[str, str] | None = None,
-        caller: str = "",
+        caller: str | None = None,
         settings: Settings | None = None,
         options: ClientOptions | None = None,
         dynamodb: DynamoDBClient | None = None,
         events: EventBridgeClient | None = None,
+        sts: Callable[[], STSClient] | None = None,
         ledger: LedgerWriter | None = None,
         flag_cache: FlagCache | None = None,
         pricer: Pricer | None = None,
@@ -100,7 +104,8 @@ class GuardedBedrockClient:
         self.settings = settings or load_settings()
         self.options = options or ClientOptions()
         self.metadata = {str(k): str(v) for k, v in (metadata or {}).items()}
-        self.caller = caller
+        # None: the client's own AWS identity, resolved once at the first report (STS, cached).
+        self.identity = CallerIdentity(caller, sts or (lambda: aws.client("sts")), timer)
         self.region = str(getattr(getattr(bedrock, "meta", None), "region_name", "") or "")
         self._timer = timer
         self._clock = clock
@@ -149,7 +154,11 @@ class GuardedBedrockClient:
             lambda dropped: self.spend.dropped([(r.books, r.cost) for r in dropped]),
             background=opts.background,
             max_attempts=opts.max_report_attempts,
+            exit_timeout=opts.exit_flush_seconds,
         )
+        # Streams still open at exit report what they generated (partial) before the exit flush.
+        self._open_streams: weakref.WeakSet[StreamTracker] = weakref.WeakSet()
+        self._reporter.before_exit.append(self._finish_open_streams)
 
     # -- the four guarded operations --------------------------------------------------------------
 
@@ -211,7 +220,13 @@ class GuardedBedrockClient:
         def finish(usage: Usage, partial: bool) -> None:
             self._complete(call, request_id, usage, partial=partial)
 
-        return StreamTracker(call.operation, call.kwargs, call.model_id, request_id, kind, finish)
+        tracker = StreamTracker(call.operation, call.kwargs, call.model_id, request_id, kind, finish)
+        self._open_streams.add(tracker)
+        return tracker
+
+    def _finish_open_streams(self) -> None:
+        for tracker in list(self._open_streams):
+            tracker.finish()  # once per stream: a finished one does nothing
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every usage report so far has been sent (True) or the timeout passed (False)."""
@@ -229,7 +244,7 @@ class GuardedBedrockClient:
                 model_id="-",
                 input_tokens=0,
                 output_tokens=0,
-                caller=self.caller,
+                caller=self.identity.known,
                 metadata=dict(metadata),
             )
             found = self._scope_cache[key] = ScopeSet(tuple(self._resolver.scopes_for(probe)))
@@ -341,7 +356,7 @@ class GuardedBedrockClient:
         cost = rates.cost(cast(UsageRecord, usage))
         books = self._windows(call.scopes).books
         self.spend.complete(call.ticket, cost, books, call.limits, learn=not partial)
-        fields = (request_id, model_id, usage, self.region, self.caller, call.metadata, partial)
+        fields = (request_id, model_id, usage, self.region, self.identity, call.metadata, partial)
         self._reporter.submit(UsageReport(fields, self._clock(), books, cost))
 
 

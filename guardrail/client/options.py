@@ -24,6 +24,8 @@ class ClientOptions:
     reserve_in_flight: count requests in flight (at this process's recent mean cost per model) in local
         accounting, which bounds overshoot to less than one request's cost per process.
     background: report on a background thread (False: inline, before the call returns).
+    exit_flush_seconds: at process exit, the longest the client waits to send what is unsent (open
+        streams are reported first, partial); what still cannot be sent is logged with its request ids.
     tag_requests: add the client's metadata to Converse `requestMetadata`, so the invocation log of the
         same request counts towards the same scopes.
     """
@@ -39,3 +41,4 @@ class ClientOptions:
     tag_requests: bool = True
     known_models: tuple[str, ...] = KNOWN_MODELS
     max_report_attempts: int = 5
+    exit_flush_seconds: float = 5.0
