@@ -25,7 +25,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         return {"ok": False, "error": f"reset refused: {problems}"}
     try:
         result = reset(default_runtime(), request)
-    except ScopeNotFound as exc:
+    except ScopeNotFound as exc:  # malformed, ungoverned, a selector, or a scope that never existed
+        logger.warning("reset refused", extra={"error": str(exc)})
         return {"ok": False, "error": str(exc)}
     logger.info("reset", extra={"scope": request.scope, "actor": request.actor, "result": result})
     return result

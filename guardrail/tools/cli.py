@@ -139,7 +139,7 @@ def caller_identity(runtime: Runtime) -> str:
 
 
 def cmd_reset(args: argparse.Namespace, out: TextIO, runtime: Runtime) -> int:
-    from guardrail.service.oncall import ResetRequest, reset
+    from guardrail.service.oncall import ResetRequest, check_scope, reset
     from guardrail.tools import status
 
     reason = (args.reason or "").strip()
@@ -150,6 +150,7 @@ def cmd_reset(args: argparse.Namespace, out: TextIO, runtime: Runtime) -> int:
         snooze_until = datetime.now(UTC) + args.snooze_for
     if snooze_until is not None and snooze_until <= datetime.now(UTC):
         raise CliError("reset refused: --snooze-until is in the past")
+    check_scope(runtime, args.scope)  # before any read: a malformed scope never reaches DynamoDB
     preview = status.reset_preview(
         runtime, args.scope, rearm_from_zero=args.rearm == "from-zero", snooze_until=snooze_until
     )
