@@ -146,7 +146,8 @@ class GuardedBedrockClient:
             self.ledger = ledger or _service_ledger(self.settings, dynamodb)
             sink = LedgerSink(self.ledger, self.spend, flag_cache, timer)
         elif opts.report == "events":
-            sink = EventSink(events or aws.client("events"), opts.event_bus, self.spend, timer)
+            bus = opts.event_bus or self.settings.usage_event_bus  # only named reporters may put there
+            sink = EventSink(events or aws.client("events"), bus, self.spend, timer)
         else:
             raise ValueError(f"report must be 'events' or 'ledger', not {opts.report!r}")
         self._reporter = Reporter(

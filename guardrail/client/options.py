@@ -15,7 +15,8 @@ ReportMode = Literal["events", "ledger"]
 class ClientOptions:
     """How the guarded client reads flags and reports usage.
 
-    report: "events" puts a `Bedrock Usage` event on `event_bus` (the usage handler ingests it);
+    report: "events" puts a `Bedrock Usage` event on `event_bus` (the usage handler ingests it; None: the
+        `GUARDRAIL_USAGE_EVENT_BUS` setting, the guardrail's own bus);
         "ledger" writes the ledger directly through the engine (needs write access to the table) and
         learns the new totals at once.
     flag_ttl: seconds a flag read is reused. max_stale: seconds a last known flag is served while the
@@ -31,7 +32,7 @@ class ClientOptions:
     """
 
     report: ReportMode = "events"
-    event_bus: str = "default"
+    event_bus: str | None = None
     flag_ttl: float = 1.0
     max_stale: float = 300.0
     fail_mode: FailMode = "open"

@@ -15,12 +15,16 @@ from guardrail.store.flags import flag_to_dict
 
 
 class ResetRequest(BaseModel):
-    """`{"scope": "global", "reason": "...", "actor": "..."}` plus optional re-arm options."""
+    """`{"scope": "global", "reason": "...", "actor": "..."}` plus optional re-arm options.
+
+    `actor` is who AWS verified (the CLI's STS identity, the function URL's signed caller); `note` is what a
+    request claimed about itself, kept beside it in the audit trail, never as the actor."""
 
     model_config = ConfigDict(extra="forbid")
     scope: str = "global"
     reason: Annotated[str, Field(min_length=1, max_length=2000)]
     actor: Annotated[str, Field(min_length=1, max_length=512)]
+    note: Annotated[str, Field(max_length=512)] = ""
     rearm: Literal["from-spend", "from-zero"] = "from-spend"
     snooze_until: datetime | None = None
 
@@ -76,7 +80,7 @@ def reset(runtime: Runtime, request: ResetRequest) -> dict[str, Any]:
     committed = runtime.engine.reset(
         scope=request.scope,
         actor=request.actor,
-        reason=request.reason,
+        reason=f"{request.reason} [note: {request.note}]" if request.note else request.reason,
         snooze_until=request.snooze_until,
         rearm_from_zero=request.rearm == "from-zero",
     )

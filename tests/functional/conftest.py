@@ -33,15 +33,19 @@ def bedrock(aws: None) -> Iterator[Bedrock]:
 
 @pytest.fixture
 def usage_events(aws: None) -> Callable[[], list[dict[str, Any]]]:
-    """Every `Bedrock Usage` event put on the default bus (an EventBridge rule -> SQS, as in AWS)."""
+    """Every `Bedrock Usage` event put on the guardrail's usage bus (an EventBridge rule -> SQS, as in AWS)."""
     sqs = boto3.client("sqs", region_name="us-east-1")
     events = boto3.client("events", region_name="us-east-1")
     url = sqs.create_queue(QueueName="usage")["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    bus = load_settings().usage_event_bus
+    events.create_event_bus(Name=bus)
     events.put_rule(
-        Name="usage", EventPattern=json.dumps({"source": ["guardrail.client"], "detail-type": ["Bedrock Usage"]})
+        Name="usage",
+        EventBusName=bus,
+        EventPattern=json.dumps({"source": ["guardrail.client"], "detail-type": ["Bedrock Usage"]}),
     )
-    events.put_targets(Rule="usage", Targets=[{"Id": "q", "Arn": arn}])
+    events.put_targets(Rule="usage", EventBusName=bus, Targets=[{"Id": "q", "Arn": arn}])
 
     def received() -> list[dict[str, Any]]:
         out = []

@@ -92,8 +92,9 @@ EXIT_SCRIPT = textwrap.dedent(
     events = boto3.client("events", region_name="us-east-1")
     url = sqs.create_queue(QueueName="usage")["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    events.put_rule(Name="usage", EventPattern=json.dumps({"detail-type": ["Bedrock Usage"]}))
-    events.put_targets(Rule="usage", Targets=[{"Id": "q", "Arn": arn}])
+    bus = events.create_event_bus(Name="bedrock-guardrail-usage")["EventBusArn"]
+    events.put_rule(Name="usage", EventBusName=bus, EventPattern=json.dumps({"detail-type": ["Bedrock Usage"]}))
+    events.put_targets(Rule="usage", EventBusName=bus, Targets=[{"Id": "q", "Arn": arn}])
 
     def received():  # registered before the client: runs after its exit hook
         msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
@@ -153,3 +154,39 @@ def test_what_cannot_be_sent_at_exit_is_logged_with_its_request_ids() -> None:
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1]) == []
     assert "2 usage reports not sent at exit (request ids req-never-read, req-read-halfway)" in done.stderr
+
+
+# -- item 3: where reports go -------------------------------------------------------------------------------
+
+
+class CapturingEvents:
+    def __init__(self) -> None:
+        self.buses: list[str] = []
+
+    def put_events(self, Entries: list[dict[str, Any]]) -> dict[str, Any]:
+        self.buses += [e["EventBusName"] for e in Entries]
+        return {"FailedEntryCount": 0, "Entries": [{"EventId": "1"} for _ in Entries]}
+
+
+def test_usage_events_go_to_the_bus_named_in_settings_or_options(ddb: Any, bedrock: Bedrock) -> None:
+    for options, expected in (
+        (ClientOptions(background=False), "acme-guardrail-usage"),
+        (
+            ClientOptions(background=False, event_bus="other-bus"),
+            "other-bus",
+        ),
+    ):
+        events = CapturingEvents()
+        client = guard(
+            bedrock.client,
+            caller="arn:test",
+            settings=load_settings(table_name=TABLE, usage_event_bus="acme-guardrail-usage"),
+            options=options,
+            dynamodb=ddb,
+            events=events,  # type: ignore[arg-type]
+        )
+        bedrock.respond(
+            "converse", response("converse", f"req-{expected}"), expected_request("converse", SONNET, app=None)
+        )
+        call(client, "converse")
+        assert events.buses == [expected]
