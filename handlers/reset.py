@@ -27,6 +27,8 @@ UNVERIFIED = "unverified:direct-invoke"
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    if not isinstance(event, dict):
+        return {"ok": False, "error": "reset refused: the event is not a JSON object"}
     if isinstance(event.get("requestContext"), dict) and "http" in event["requestContext"]:
         result = _reset(*_from_url(event))
         return {

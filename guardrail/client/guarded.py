@@ -105,7 +105,7 @@ class GuardedBedrockClient:
         self.options = options or ClientOptions()
         self.metadata = {str(k): str(v) for k, v in (metadata or {}).items()}
         # None: the client's own AWS identity, resolved once at the first report (STS, cached).
-        self.identity = CallerIdentity(caller, sts or (lambda: aws.client("sts")), timer)
+        self.identity = CallerIdentity(caller, sts, timer)
         self.region = str(getattr(getattr(bedrock, "meta", None), "region_name", "") or "")
         self._timer = timer
         self._clock = clock

@@ -20,10 +20,19 @@ logger = logging.getLogger("guardrail.client")
 RETRY_AFTER_SECONDS = 300.0
 
 
+def _default_sts() -> STSClient:
+    from guardrail.store import aws_clients
+
+    sts: STSClient = aws_clients.client("sts", connect_timeout=1, max_attempts=2)  # short: it is only a label
+    return sts
+
+
 class CallerIdentity:
-    def __init__(self, given: str | None, sts_factory: Callable[[], STSClient], timer: Callable[[], float]) -> None:
+    def __init__(
+        self, given: str | None, sts_factory: Callable[[], STSClient] | None, timer: Callable[[], float]
+    ) -> None:
         self._arn = given
-        self._factory = sts_factory
+        self._factory = sts_factory or _default_sts
         self._timer = timer
         self._failed_at: float | None = None
         self._lock = threading.Lock()
