@@ -45,7 +45,7 @@ def items() -> list[dict[str, Any]]:
         ("app:", "is not a scope"),
         ("nobody:x", "no budget governs scope"),
         ("app:" + "x" * 3000, "a scope is 1 to 256 characters (got 3004)"),
-        ("app:chat-api\n", "control characters"),
+        ("app:chat-api\n", "'app:chat-api\\n' has never spent"),  # shown escaped, on one line
     ],
 )
 def test_reset_of_a_scope_that_is_not_there_is_refused_clearly(apps: World, scope: str, says: str) -> None:
