@@ -76,6 +76,7 @@ def guarded(bedrock: Any) -> GuardedBedrockClient:
     client = GuardedBedrockClient(
         bedrock,
         metadata={"app": "chat-api"},
+        caller="arn:aws:sts::123456789012:assumed-role/chat-api-role/chat-api",  # no STS lookup offline
         settings=settings,
         options=ClientOptions(report="events", background=True),
         flag_cache=FlagCache(MemorySource(), ttl=1.0),

@@ -4,6 +4,8 @@
    transactions) on one core, no I/O. Target: at least 20,000/s.
 2. DynamoDB calls for one 1,000-record batch over 3 scopes (global, app, tenant) on moto.
    Target: at most 12 write calls.
+3. The copy-correction path: write calls when logs replace partial client copies, and when they are
+   redelivered (nothing to correct: no more calls than a plain duplicate drop).
 
 Run: python benchmarks/bench_ingest.py
 """
@@ -127,6 +129,30 @@ def dynamodb_calls(n: int = 1000) -> dict[str, Any]:
     }
 
 
+def correction_calls(n: int = 1000) -> dict[str, int]:
+    """Ledger write calls when 1,000 logs arrive after 1,000 partial client copies (every copy corrected),
+    and when the same logs are redelivered (every copy a duplicate: nothing to correct)."""
+    import boto3
+
+    from guardrail.service.engine import Engine
+    from guardrail.tools.embedded_aws import embedded_aws
+
+    with embedded_aws():
+        ddb = boto3.client("dynamodb", region_name="us-east-1")
+        create_table(ddb, "bench")
+        engine = Engine(load_settings(table_name="bench", budgets=BUDGETS), dynamodb=ddb, now=lambda: NOW)
+        parsed = ParseResult()
+        for line in log_lines(n, seed=13):
+            RecordParser().invocation_log_line(line, parsed)
+        logs = [replace(r, metadata={"app": "chat-api", "tenant": "acme"}) for r in parsed.records]
+        client = [replace(r, output_tokens=1, source="event", partial=True) for r in logs]
+        first = engine.ingest(client)
+        corrected = engine.ingest(logs)
+        again = engine.ingest(logs)
+        assert len(corrected.corrected) == n and len(again.duplicates) == n
+    return {"client": first.write_calls, "corrected": corrected.write_calls, "redelivered": again.write_calls}
+
+
 def main() -> None:
     rate = throughput()
     print(f"parse + price + aggregate, one core: {rate:,.0f} records/s (target >= 20,000)")
@@ -136,6 +162,11 @@ def main() -> None:
         f"1,000-record batch over {len(info['scopes'])} scopes {info['scopes']}: "
         f"{info['ledger_writes']} ledger write calls (TransactWriteItems, target <= 12); "
         f"{info['transitions']} flag transitions (1 TransactWriteItems each); all DynamoDB calls: {calls}"
+    )
+    fixes = correction_calls()
+    print(
+        f"1,000 invocation logs after 1,000 partial client copies: {fixes['corrected']} ledger write calls "
+        f"(client copies took {fixes['client']}); the same logs redelivered: {fixes['redelivered']}"
     )
 
 

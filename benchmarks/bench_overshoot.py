@@ -36,6 +36,7 @@ from guardrail import GuardrailShutdown
 from guardrail.client import ClientOptions, GuardedBedrockClient
 from guardrail.client.local_spend import Ticket
 from guardrail.core.config import Settings, load_settings
+from guardrail.service.client_sink import ledger_writer
 from guardrail.service.engine import Engine
 from guardrail.store.table import create_table
 
@@ -156,7 +157,7 @@ def run(processes: int, threads_per_process: int, report: str) -> dict[str, Any]
                 options=ClientOptions(report=report, flag_ttl=1.0),  # type: ignore[arg-type]
                 dynamodb=ddb,  # type: ignore[arg-type]
                 events=handler,  # type: ignore[arg-type]
-                engine=Engine(settings, dynamodb=ddb) if report == "ledger" else None,  # type: ignore[arg-type]
+                ledger=ledger_writer(settings, dynamodb=ddb) if report == "ledger" else None,  # type: ignore[arg-type]
             )
             seen: list[Ticket] = []
             admit = client.spend.admit

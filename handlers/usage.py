@@ -24,6 +24,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return {
         "recorded": len(result.recorded),
         "duplicates": len(result.duplicates),
+        "corrected": len(result.corrected),  # a client copy replaced by the invocation log or a fuller report
+        "superseded": len(result.superseded),  # conflicting copies inside this batch: the better one counted
         "quarantined": [q.reason for q in result.quarantined],
         "unknown_models": sorted(result.unknown_models),
         "failed_requests": len(result.failed),

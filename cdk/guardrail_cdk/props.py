@@ -53,6 +53,7 @@ _FUNCTION_ARN = re.compile(
     r"^arn:aws[a-z-]*:lambda:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):"
     r"function:(?P<name>[A-Za-z0-9_-]{1,64})(?P<qualifier>:[^:]+)?$"
 )
+_PRINCIPAL_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:(root|role/[\w+=,.@/-]+|user/[\w+=,.@/-]+)$")
 _RETENTION_DAYS = {1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557}
 _RETENTION_DAYS = _RETENTION_DAYS | {2922, 3288, 3653}
 
@@ -112,6 +113,18 @@ class GuardrailProps(_Model):
     ingest_reserved_concurrency: int | None = Field(default=DEFAULT_INGEST_CONCURRENCY, ge=1)
     table_name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{3,255}$")
     bundle_dependencies: bool = True
+    # Who may put usage events on the guardrail's bus (IAM role/user ARNs); none: the account root.
+    usage_reporters: tuple[str, ...] = ()
+    # Who is granted lambda:InvokeFunctionUrl on the reset URL (IAM role/user ARNs).
+    resetters: tuple[str, ...] = ()
+
+    @field_validator("usage_reporters", "resetters")
+    @classmethod
+    def _principals(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for arn in value:
+            if not _PRINCIPAL_ARN.match(arn):
+                raise ValueError(f"{arn!r} is not an IAM role, user or account root ARN")
+        return value
 
     # -- field parsing ---------------------------------------------------------------------------
 
@@ -165,6 +178,11 @@ class GuardrailProps(_Model):
     def function_names(self) -> dict[str, str]:
         """Physical names of the four functions (fixed, so GUARDRAIL_OWN_FUNCTIONS needs no cross-reference)."""
         return {role: f"{self.name_prefix}-{role}" for role in FUNCTION_ROLES}
+
+    @property
+    def usage_bus_name(self) -> str:
+        """The guardrail's own usage event bus (GUARDRAIL_USAGE_EVENT_BUS for clients)."""
+        return f"{self.name_prefix}-usage"
 
     @property
     def service_name(self) -> str:

@@ -14,6 +14,8 @@ from guardrail_cdk.constructs.ingest import Ingest
 from guardrail_cdk.constructs.ledger import Ledger
 from guardrail_cdk.constructs.monitoring import Monitoring
 from guardrail_cdk.constructs.oncall import OnCall
+from guardrail_cdk.constructs.reset_url import ResetUrl
+from guardrail_cdk.constructs.usage_bus import UsageBus
 from guardrail_cdk.props import GuardrailProps
 
 
@@ -35,8 +37,16 @@ class GuardrailStack(Stack):
             topic_arn=self.alerting.topic.topic_arn,
             slack_secret_arn=self.alerting.slack_secret_arn,
         )
+        self.usage_bus = UsageBus(self, "UsageBus", props=props)
         self.ingest = Ingest(
-            self, "Ingest", props=props, code=code, environment=environment, ledger=self.ledger, alerting=self.alerting
+            self,
+            "Ingest",
+            props=props,
+            code=code,
+            environment=environment,
+            ledger=self.ledger,
+            alerting=self.alerting,
+            usage_bus=self.usage_bus.bus,
         )
         self.enforcement = Enforcement(
             self,
@@ -51,6 +61,7 @@ class GuardrailStack(Stack):
         self.oncall = OnCall(
             self, "OnCall", ledger=self.ledger, alerting=self.alerting, target_arns=self.enforcement.target_arns
         )
+        self.reset_url = ResetUrl(self, "ResetUrl", props=props, reset=self.enforcement.reset)
         self.monitoring = Monitoring(
             self,
             "Monitoring",

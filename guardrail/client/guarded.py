@@ -28,20 +28,23 @@ from __future__ import annotations
 import io
 import logging
 import time
-import uuid
+import weakref
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
 from guardrail.client.admission import Call, ScopeSet, Windows, decide, request_metadata
 from guardrail.client.flag_cache import FlagCache, ScopeView
+from guardrail.client.identity import CallerIdentity
+from guardrail.client.ledger_mode import service_ledger
 from guardrail.client.local_spend import LocalSpend, Refusal, book_id
 from guardrail.client.options import ClientOptions
 from guardrail.client.reporting import EventSink, LedgerSink, Reporter, UsageReport
 from guardrail.client.streams import GuardedStream, StreamTracker
 from guardrail.client.usage import CONVERSE, Usage, invoke_model_usage, read_usage, with_tier
+from guardrail.client.usage import request_id as response_id
 from guardrail.core.downgrade import downgrade_model_id
-from guardrail.core.errors import ConfigError, GuardrailShutdown
+from guardrail.core.errors import GuardrailShutdown
 from guardrail.core.models import Level, UsageRecord, reset_command
 from guardrail.core.ports import LedgerWriter
 from guardrail.core.scopes import ScopeResolver
@@ -64,6 +67,7 @@ if TYPE_CHECKING:
     )
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_events import EventBridgeClient
+    from mypy_boto3_sts import STSClient
 
     from guardrail.core.config import Settings
     from guardrail.core.pricing import Pricer
@@ -79,11 +83,12 @@ class GuardedBedrockClient:
         bedrock: BedrockRuntimeClient,
         *,
         metadata: Mapping[str, str] | None = None,
-        caller: str = "",
+        caller: str | None = None,
         settings: Settings | None = None,
         options: ClientOptions | None = None,
         dynamodb: DynamoDBClient | None = None,
         events: EventBridgeClient | None = None,
+        sts: Callable[[], STSClient] | None = None,
         ledger: LedgerWriter | None = None,
         flag_cache: FlagCache | None = None,
         pricer: Pricer | None = None,
@@ -100,7 +105,8 @@ class GuardedBedrockClient:
         self.settings = settings or load_settings()
         self.options = options or ClientOptions()
         self.metadata = {str(k): str(v) for k, v in (metadata or {}).items()}
-        self.caller = caller
+        # None: the client's own AWS identity, resolved once at the first report (STS, cached).
+        self.identity = CallerIdentity(caller, sts, timer)
         self.region = str(getattr(getattr(bedrock, "meta", None), "region_name", "") or "")
         self._timer = timer
         self._clock = clock or _wall_clock
@@ -138,10 +144,11 @@ class GuardedBedrockClient:
         self.pricer = pricer
         sink: Callable[[list[UsageReport]], list[UsageReport]]
         if opts.report == "ledger":
-            self.ledger = ledger or _service_ledger(self.settings, dynamodb)
+            self.ledger = ledger or service_ledger(self.settings, dynamodb)
             sink = LedgerSink(self.ledger, self.spend, flag_cache, timer)
         elif opts.report == "events":
-            sink = EventSink(events or aws.client("events"), opts.event_bus, self.spend, timer)
+            bus = opts.event_bus or self.settings.usage_event_bus  # only named reporters may put there
+            sink = EventSink(events or aws.client("events"), bus, self.spend, timer)
         else:
             raise ValueError(f"report must be 'events' or 'ledger', not {opts.report!r}")
         self._reporter = Reporter(
@@ -149,7 +156,11 @@ class GuardedBedrockClient:
             lambda dropped: self.spend.dropped([(r.books, r.cost) for r in dropped]),
             background=opts.background,
             max_attempts=opts.max_report_attempts,
+            exit_timeout=opts.exit_flush_seconds,
         )
+        # Streams still open at exit report what they generated (partial) before the exit flush.
+        self._open_streams: weakref.WeakSet[StreamTracker] = weakref.WeakSet()
+        self._reporter.before_exit.append(self._finish_open_streams)
 
     # -- the four guarded operations --------------------------------------------------------------
 
@@ -163,7 +174,7 @@ class GuardedBedrockClient:
         self._note_downgrade(call, resp)
         usage = read_usage(CONVERSE, resp.get("usage"))
         usage = with_tier(usage, resp.get("serviceTier"), (resp.get("performanceConfig") or {}).get("latency"))
-        self._complete(call, _request_id(resp), usage)
+        self._complete(call, response_id(resp), usage)
         return cast("ConverseResponseTypeDef", resp)
 
     def converse_stream(self, **kwargs: Unpack[ConverseStreamRequestTypeDef]) -> ConverseStreamResponseTypeDef:
@@ -174,7 +185,7 @@ class GuardedBedrockClient:
             self.spend.release(call.ticket)
             raise
         self._note_downgrade(call, resp)
-        resp["stream"] = GuardedStream(resp["stream"], self._tracker(call, _request_id(resp), "converse"))
+        resp["stream"] = GuardedStream(resp["stream"], self._tracker(call, response_id(resp), "converse"))
         return cast("ConverseStreamResponseTypeDef", resp)
 
     def invoke_model(self, **kwargs: Unpack[InvokeModelRequestTypeDef]) -> InvokeModelResponseTypeDef:
@@ -193,7 +204,7 @@ class GuardedBedrockClient:
         usage = with_tier(
             invoke_model_usage(headers, body), resp.get("serviceTier"), resp.get("performanceConfigLatency")
         )
-        self._complete(call, _request_id(resp), usage)
+        self._complete(call, response_id(resp), usage)
         return cast("InvokeModelResponseTypeDef", resp)
 
     def invoke_model_with_response_stream(
@@ -206,7 +217,7 @@ class GuardedBedrockClient:
             self.spend.release(call.ticket)
             raise
         self._note_downgrade(call, resp)
-        resp["body"] = GuardedStream(resp["body"], self._tracker(call, _request_id(resp), "invoke"))
+        resp["body"] = GuardedStream(resp["body"], self._tracker(call, response_id(resp), "invoke"))
         return cast("InvokeModelWithResponseStreamResponseTypeDef", resp)
 
     def __getattr__(self, name: str) -> Any:
@@ -216,7 +227,13 @@ class GuardedBedrockClient:
         def finish(usage: Usage, partial: bool) -> None:
             self._complete(call, request_id, usage, partial=partial)
 
-        return StreamTracker(call.operation, call.kwargs, call.model_id, request_id, kind, finish)
+        tracker = StreamTracker(call.operation, call.kwargs, call.model_id, request_id, kind, finish)
+        self._open_streams.add(tracker)
+        return tracker
+
+    def _finish_open_streams(self) -> None:
+        for tracker in list(self._open_streams):
+            tracker.finish()  # once per stream: a finished one does nothing
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every usage report so far has been sent (True) or the timeout passed (False)."""
@@ -234,7 +251,7 @@ class GuardedBedrockClient:
                 model_id="-",
                 input_tokens=0,
                 output_tokens=0,
-                caller=self.caller,
+                caller=self.identity.known,
                 metadata=dict(metadata),
             )
             found = self._scope_cache[key] = ScopeSet(tuple(self._resolver.scopes_for(probe)))
@@ -348,37 +365,12 @@ class GuardedBedrockClient:
         cost = rates.cost(cast(UsageRecord, usage))
         books = self._windows(call.scopes).books
         self.spend.complete(call.ticket, cost, books, call.limits, learn=not partial)
-        fields = (request_id, model_id, usage, self.region, self.caller, call.metadata, partial)
+        fields = (request_id, model_id, usage, self.region, self.identity, call.metadata, partial)
         self._reporter.submit(UsageReport(fields, self._clock(), books, cost))
-
-
-def _request_id(resp: Mapping[str, Any]) -> str:
-    meta = resp.get("ResponseMetadata") or {}
-    rid = meta.get("RequestId") or (meta.get("HTTPHeaders") or {}).get("x-amzn-requestid")
-    if rid:
-        return str(rid)
-    logger.warning("guardrail: Bedrock response without a request id; it cannot dedupe with the invocation log")
-    return f"client-{uuid.uuid4()}"
 
 
 def _wall_clock() -> float:
     return time.time()  # looked up per call, so a patched clock (tests) is the one used
-
-
-def _service_ledger(settings: Settings, dynamodb: DynamoDBClient | None) -> LedgerWriter:
-    """report="ledger" without an injected writer: the service's usage path (ledger, transitions, effects,
-    unknown-model alerts), loaded only now so that importing the client never loads the service."""
-    import importlib
-
-    try:
-        client_sink = importlib.import_module("guardrail.service.client_sink")
-    except ImportError as exc:  # the light client install has no service
-        raise ConfigError(
-            "report='ledger' needs the guardrail service package (pip install 'bedrock-cost-guardrail[service]'), "
-            "or pass ledger=... to guard(); report='events' needs neither"
-        ) from exc
-    writer: LedgerWriter = client_sink.ledger_writer(settings, dynamodb=dynamodb)
-    return writer
 
 
 def guard(

@@ -15,7 +15,8 @@ ReportMode = Literal["events", "ledger"]
 class ClientOptions:
     """How the guarded client reads flags and reports usage.
 
-    report: "events" puts a `Bedrock Usage` event on `event_bus` (the usage handler ingests it);
+    report: "events" puts a `Bedrock Usage` event on `event_bus` (the usage handler ingests it; None: the
+        `GUARDRAIL_USAGE_EVENT_BUS` setting, the guardrail's own bus);
         "ledger" writes the ledger directly through the engine (needs write access to the table) and
         learns the new totals at once.
     flag_ttl: seconds a flag read is reused. max_stale: seconds a last known flag is served while the
@@ -24,12 +25,14 @@ class ClientOptions:
     reserve_in_flight: count requests in flight (at this process's recent mean cost per model) in local
         accounting, which bounds overshoot to less than one request's cost per process.
     background: report on a background thread (False: inline, before the call returns).
+    exit_flush_seconds: at process exit, the longest the client waits to send what is unsent (open
+        streams are reported first, partial); what still cannot be sent is logged with its request ids.
     tag_requests: add the client's metadata to Converse `requestMetadata`, so the invocation log of the
         same request counts towards the same scopes.
     """
 
     report: ReportMode = "events"
-    event_bus: str = "default"
+    event_bus: str | None = None
     flag_ttl: float = 1.0
     max_stale: float = 300.0
     fail_mode: FailMode = "open"
@@ -39,3 +42,4 @@ class ClientOptions:
     tag_requests: bool = True
     known_models: tuple[str, ...] = KNOWN_MODELS
     max_report_attempts: int = 5
+    exit_flush_seconds: float = 5.0

@@ -7,16 +7,19 @@ EventBridge (10 per PutEvents); LedgerSink writes through an injected LedgerWrit
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from guardrail.client.flag_cache import FlagCache
+from guardrail.client.identity import CallerIdentity
 from guardrail.client.local_spend import LocalSpend
 from guardrail.client.usage import Usage
 from guardrail.core.models import UsageRecord
@@ -38,7 +41,7 @@ class UsageReport:
 
     def __init__(
         self,
-        fields: tuple[str, str, Usage, str, str, dict[str, str], bool],
+        fields: tuple[str, str, Usage, str, CallerIdentity, dict[str, str], bool],
         at: float,
         books: tuple[str, ...],
         cost: Decimal,
@@ -66,7 +69,7 @@ class UsageReport:
                 service_tier=usage.service_tier,
                 latency_optimized=usage.latency_optimized,
                 region=region,
-                caller=caller,
+                caller=caller.arn(),  # resolved here, on the reporting thread, at most once per process
                 metadata=metadata,
                 source="client",
                 partial=partial,
@@ -87,24 +90,36 @@ class Reporter:
         background: bool,
         max_attempts: int,
         max_batch: int = 100,
+        exit_timeout: float = 5.0,
     ) -> None:
         self.sink = sink
         self.on_drop = on_drop
         self.background = background
         self.max_attempts = max_attempts
         self.max_batch = max_batch
+        self.exit_timeout = exit_timeout
+        self.before_exit: list[Callable[[], None]] = []  # e.g. report streams still open, marked partial
         self._queue: queue.SimpleQueue[UsageReport | threading.Event | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
+        self._pending: set[UsageReport] = set()  # submitted, neither sent nor given up
+        self._pending_lock = threading.Lock()
+        self._closing = False
+        # Registered now, not at the first report: at exit it must also catch reports made at exit (an
+        # abandoned stream's finalizer), whatever order the exit hooks run in. A weak reference: a
+        # discarded client is not kept alive by its hook.
+        atexit.register(_at_exit, weakref.ref(self))
 
     def submit(self, report: UsageReport) -> None:
+        with self._pending_lock:
+            self._pending.add(report)
         if not self.background:
             retry = self._process([report])
             while retry:
                 time.sleep(_backoff(retry[0].attempts))
                 retry = self._process(retry)
             return
-        if self._thread is None:
+        if self._thread is None and not self._closing:
             self._start()
         self._queue.put(report)
 
@@ -114,7 +129,52 @@ class Reporter:
                 thread = threading.Thread(target=self._loop, name="guardrail-usage-reporter", daemon=True)
                 thread.start()
                 self._thread = thread
-                atexit.register(self.flush, 2.0)
+
+    def close(self, timeout: float | None = None) -> list[UsageReport]:
+        """At exit: report what is still open, send everything within a bounded wait, and log (with
+        request ids) what could not be sent. Returns the unsent reports."""
+        deadline = time.monotonic() + (self.exit_timeout if timeout is None else timeout)
+        self._closing = True
+        for hook in self.before_exit:
+            try:
+                hook()
+            except Exception:
+                logger.exception("guardrail: reporting open streams at exit failed")
+        if self.background and self._thread is None:
+            # The first report may come at exit (an abandoned stream): send it off the exiting thread. Python
+            # 3.12+ starts no thread at interpreter exit (RuntimeError): then it is sent inline below.
+            with contextlib.suppress(RuntimeError):
+                self._start()
+        if self._thread is not None and self._thread.is_alive():
+            self.flush(max(0.0, deadline - time.monotonic()))
+        else:
+            batch = self._drain()
+            while batch and time.monotonic() < deadline:
+                batch = self._process(batch)
+                if batch:
+                    time.sleep(min(_backoff(batch[0].attempts), max(0.0, deadline - time.monotonic())))
+        with self._pending_lock:
+            unsent = list(self._pending)
+        if unsent:
+            logger.error(
+                "guardrail: %d usage reports not sent at exit (request ids %s); the invocation log still counts "
+                "them, but budgets saw them late",
+                len(unsent),
+                ", ".join(sorted(r.record.request_id for r in unsent)[:20]),
+            )
+        return unsent
+
+    def _drain(self) -> list[UsageReport]:
+        out: list[UsageReport] = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return out
+            if isinstance(item, UsageReport):
+                out.append(item)
+            elif isinstance(item, threading.Event):
+                item.set()
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything submitted so far has been reported (or dropped)."""
@@ -154,6 +214,9 @@ class Reporter:
         for r in failed:
             r.attempts += 1
         give_up = [r for r in failed if r.attempts >= self.max_attempts]
+        settled = set(batch).difference(failed).union(give_up)
+        with self._pending_lock:
+            self._pending.difference_update(settled)
         if give_up:
             logger.error(
                 "guardrail gave up reporting %d usage records after %d attempts (request ids %s); "
@@ -164,6 +227,18 @@ class Reporter:
             )
             self.on_drop(give_up)
         return [r for r in failed if r.attempts < self.max_attempts]
+
+
+_exit_deadline: list[float] = []  # one bounded wait per process, however many clients it made
+
+
+def _at_exit(ref: weakref.ReferenceType[Reporter]) -> None:
+    reporter = ref()
+    if reporter is None:
+        return
+    if not _exit_deadline:
+        _exit_deadline.append(time.monotonic() + reporter.exit_timeout)
+    reporter.close(max(0.0, _exit_deadline[0] - time.monotonic()))
 
 
 def _backoff(attempts: int) -> float:

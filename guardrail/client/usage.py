@@ -7,11 +7,15 @@ function reads any shape. Bedrock's input count excludes cache tokens in every s
 from __future__ import annotations
 
 import json
+import logging
 import math
+import uuid
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from guardrail.core.usage_event import one_hour_cache_writes, tier_name
+
+logger = logging.getLogger("guardrail.client")
 
 CHARS_PER_TOKEN = 4  # only for estimating what an abandoned stream had not been told yet
 
@@ -115,3 +119,14 @@ def with_tier(usage: Usage | None, tier: Any, latency: Any) -> Usage | None:
     if usage is None or not (name or optimized):
         return usage
     return usage._replace(service_tier=name, latency_optimized=optimized)
+
+
+def request_id(resp: Mapping[str, Any]) -> str:
+    """Bedrock's request id of a response (what the invocation log dedupes on); a made-up one, logged, when
+    the response has none."""
+    meta = resp.get("ResponseMetadata") or {}
+    rid = meta.get("RequestId") or (meta.get("HTTPHeaders") or {}).get("x-amzn-requestid")
+    if rid:
+        return str(rid)
+    logger.warning("guardrail: Bedrock response without a request id; it cannot dedupe with the invocation log")
+    return f"client-{uuid.uuid4()}"

@@ -169,6 +169,11 @@ class Settings(BaseSettings):
     max_tokens_per_request: int = Field(default=5_000_000, gt=0)
     max_clock_skew_seconds: int = Field(default=300, ge=0)
     max_snooze_hours: Decimal = Field(default=Decimal(24), gt=0, le=744)
+    # A client-reported request no invocation log confirmed within this time is shown as unconfirmed
+    # spend (it still counts). 0: invocation logging is off, client reports are the only copy.
+    unconfirmed_after_minutes: int = Field(default=15, ge=0, le=24 * 60)
+    # The guardrail's own usage event bus (stack output UsageEventBus); guarded clients put usage events here.
+    usage_event_bus: str = Field(default="bedrock-guardrail-usage", min_length=1, max_length=1600)
 
     @field_validator("target_functions", "own_functions", mode="before")
     @classmethod

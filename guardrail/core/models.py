@@ -13,6 +13,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Literal
 
 from guardrail.core.price_table import Billing
+from guardrail.core.text import shell_quote
 
 ZERO = Decimal(0)
 
@@ -23,8 +24,9 @@ def usd(value: Decimal) -> str:
 
 
 def reset_command(scope: str) -> str:
-    """The exact command on-call runs to restore a scope (quoted in alerts and errors)."""
-    return f'guardrail reset --scope {scope} --reason "<what was fixed>"'
+    """The exact command on-call runs to restore a scope (quoted in alerts and errors). The scope comes
+    from outside (request metadata), so it is one shell-quoted word: a paste runs exactly what it shows."""
+    return f"guardrail reset --scope {shell_quote(scope)} --reason '<what was fixed>'"
 
 
 class Level(enum.IntEnum):
@@ -186,6 +188,8 @@ class ScopeTotals:
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
     breakdown: dict[str, Decimal] = field(default_factory=dict)  # "model:<id>", "app:<app>", "caller:<arn>"
+    unconfirmed: Decimal = ZERO  # part of `spend` only a client reported: no invocation log confirmed it yet
+    unconfirmed_requests: int = 0
 
     def spend_by(self, dimension: str) -> dict[str, Decimal]:
         prefix = f"{dimension}:"

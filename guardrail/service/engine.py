@@ -68,6 +68,8 @@ class EffectsApplier(Protocol):
 class IngestResult:
     recorded: list[PricedRecord] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
+    corrected: list[str] = field(default_factory=list)  # a better copy replaced the one the ledger held
+    superseded: list[str] = field(default_factory=list)  # copies in this batch that lost to a better one
     quarantined: list[QuarantinedRecord] = field(default_factory=list)
     unknown_models: set[str] = field(default_factory=set)
     failed: list[FailedRequest] = field(default_factory=list)  # errorCode records: $0, not quarantined
@@ -156,6 +158,8 @@ class Engine:
                 model = priced.record.model_id
                 result.not_token_priced[model] = result.not_token_priced.get(model, 0) + 1
         result.duplicates = outcome.duplicates
+        result.corrected = list(outcome.corrected)
+        result.superseded = outcome.superseded
         result.write_calls = outcome.write_calls
         # Evaluate every touched counter of a current window (late records of a closed window count
         # in the ledger but cannot escalate a window that is over). Duplicates' counters too: a

@@ -34,6 +34,12 @@ EMOJI = {
 }
 
 
+def mrkdwn(text: str) -> dict[str, Any]:
+    """A Slack mrkdwn text object. `verbatim` stops Slack from turning outside text (an alarm name, an app
+    name) into links, @-mentions or channel references: what we escaped stays inert."""
+    return {"type": "mrkdwn", "text": text, "verbatim": True}
+
+
 def slack_escape(text: str) -> str:
     """Slack mrkdwn control characters; anything from outside (alarm names, metadata) goes through this."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
@@ -109,18 +115,16 @@ class AlertMessage:
         """Block Kit with a plain-text fallback; outside text escaped."""
         esc = slack_escape
         fields = [
-            {"type": "mrkdwn", "text": f"*Scope*\n{esc(self.scope)}"},
-            {"type": "mrkdwn", "text": f"*Level*\n{self.from_level.label} → *{self.to_level.label}*"},
-            {"type": "mrkdwn", "text": f"*Spend this {self.window}*\n{usd(self.spend)}"},
-            {"type": "mrkdwn", "text": f"*Next*\n{esc(self.projection())}"},
+            mrkdwn(f"*Scope*\n{esc(self.scope)}"),
+            mrkdwn(f"*Level*\n{self.from_level.label} → *{self.to_level.label}*"),
+            mrkdwn(f"*Spend this {self.window}*\n{usd(self.spend)}"),
+            mrkdwn(f"*Next*\n{esc(self.projection())}"),
         ]
         if self.burn_rate_per_hour is not None:
-            fields.append(
-                {"type": "mrkdwn", "text": f"*Burn rate*\n{usd(self.burn_rate_per_hour)}/h ({self.burn_minutes} min)"}
-            )
+            fields.append(mrkdwn(f"*Burn rate*\n{usd(self.burn_rate_per_hour)}/h ({self.burn_minutes} min)"))
         blocks: list[dict[str, Any]] = [
             {"type": "header", "text": {"type": "plain_text", "text": esc(self.subject)[:150]}},
-            {"type": "section", "text": {"type": "mrkdwn", "text": f"{EMOJI[self.to_level]} {esc(self.reason)}"}},
+            {"type": "section", "text": mrkdwn(f"{EMOJI[self.to_level]} {esc(self.reason)}")},
             {"type": "section", "fields": fields},
         ]
         top = [
@@ -129,14 +133,12 @@ class AlertMessage:
             if items
         ]
         if top:
-            blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(top)}})
+            blocks.append({"type": "section", "text": mrkdwn("\n".join(top))})
         done = "Would have done" if self.dry_run else "Done"
         actions = "\n".join(f"• {esc(a)}" for a in self.actions) or "notification only"
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"*{done}*\n{actions}"}})
+        blocks.append({"type": "section", "text": mrkdwn(f"*{done}*\n{actions}")})
         if self.reset_command and self.to_level > Level.NORMAL:
-            blocks.append(
-                {"type": "context", "elements": [{"type": "mrkdwn", "text": f"Reset: `{esc(self.reset_command)}`"}]}
-            )
+            blocks.append({"type": "context", "elements": [mrkdwn(f"Reset: `{esc(self.reset_command)}`")]})
         return {"text": esc(self.text()), "blocks": blocks}
 
 
@@ -185,7 +187,7 @@ class Notifier:
                 "text": slack_escape(f"{subject}\n{text}"),
                 "blocks": [
                     {"type": "header", "text": {"type": "plain_text", "text": slack_escape(subject)[:150]}},
-                    {"type": "section", "text": {"type": "mrkdwn", "text": slack_escape(text)}},
+                    {"type": "section", "text": mrkdwn(slack_escape(text))},
                 ],
             }
 

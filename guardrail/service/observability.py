@@ -92,6 +92,13 @@ def record_ingest(result: IngestResult) -> None:
     metrics.add_metric(name="RecordsIngested", unit=MetricUnit.Count, value=len(result.recorded))
     metrics.add_metric(name="RecordsQuarantined", unit=MetricUnit.Count, value=len(result.quarantined))
     metrics.add_metric(name="DuplicatesDropped", unit=MetricUnit.Count, value=len(result.duplicates))
+    metrics.add_metric(name="CopiesCorrected", unit=MetricUnit.Count, value=len(result.corrected))
+    metrics.add_metric(name="CopiesSuperseded", unit=MetricUnit.Count, value=len(result.superseded))
+    if result.superseded:  # conflicting copies in one batch: the better one counted, the others are on record
+        logger.warning(
+            "conflicting copies of a request in one batch; the authoritative or fuller one counted",
+            extra={"request_ids": result.superseded[:50], "count": len(result.superseded)},
+        )
     unknown = sum(1 for p in result.recorded if p.price.at_ceiling)
     metrics.add_metric(name="UnknownModelRecords", unit=MetricUnit.Count, value=unknown)
     metrics.add_metric(name="Transitions", unit=MetricUnit.Count, value=len(result.transitions))

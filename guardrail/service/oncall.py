@@ -7,18 +7,24 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from guardrail.core.errors import ScopeNotFound
+from guardrail.core.text import one_line
 from guardrail.service.effects import EffectReport
 from guardrail.service.runtime import Runtime
 from guardrail.store.flags import flag_to_dict
 
 
 class ResetRequest(BaseModel):
-    """`{"scope": "global", "reason": "...", "actor": "..."}` plus optional re-arm options."""
+    """`{"scope": "global", "reason": "...", "actor": "..."}` plus optional re-arm options.
+
+    `actor` is who AWS verified (the CLI's STS identity, the function URL's signed caller); `note` is what a
+    request claimed about itself, kept beside it in the audit trail, never as the actor."""
 
     model_config = ConfigDict(extra="forbid")
     scope: str = "global"
     reason: Annotated[str, Field(min_length=1, max_length=2000)]
     actor: Annotated[str, Field(min_length=1, max_length=512)]
+    note: Annotated[str, Field(max_length=512)] = ""
     rearm: Literal["from-spend", "from-zero"] = "from-spend"
     snooze_until: datetime | None = None
 
@@ -37,13 +43,43 @@ class ResetRequest(BaseModel):
         return value
 
 
+MAX_SCOPE_CHARS = 256  # far below DynamoDB's key limits; real scopes are a dimension and a short value
+
+
+def check_scope(runtime: Runtime, scope: str) -> None:
+    """Refuse, with a message that says why, a scope no reset may name: too long, one no budget governs, a
+    selector (`app:*`), or a scope of a wildcard budget that never spent nor holds a flag (a reset would
+    create a flag item for it). Exact budget scopes and `global` are always accepted. Odd characters are
+    not refused: an app name with a newline that spent is a real scope on-call must be able to reset."""
+    text = one_line(scope)
+    if not scope or len(scope) > MAX_SCOPE_CHARS:
+        raise ScopeNotFound(f"reset refused: a scope is 1 to {MAX_SCOPE_CHARS} characters (got {len(scope)})")
+    engine = runtime.engine
+    exact = {b.selector for b in engine.resolver.budgets if not b.selector.endswith(":*")}
+    if scope in exact:
+        return
+    dimension, _, value = scope.partition(":")
+    if not value or value == "*":
+        raise ScopeNotFound(
+            f"reset refused: '{text}' is not a scope; name one, e.g. {dimension or 'app'}:chat-api "
+            "(guardrail status lists every scope)"
+        )
+    engine.budget(scope)  # ScopeNotFound: no budget governs it (the message lists the budgets)
+    if engine.flags.get(scope).version == 0 and not engine.ledger.counters_for_scope(scope, limit=1):
+        raise ScopeNotFound(
+            f"reset refused: scope '{text}' has never spent and holds no flag: nothing to reset "
+            "(check the spelling; guardrail status lists every scope)"
+        )
+
+
 def reset(runtime: Runtime, request: ResetRequest) -> dict[str, Any]:
     """Restore every effect of the scope, audit, notify and re-arm. Returns what happened."""
+    check_scope(runtime, request.scope)
     before_reports = len(runtime.effects.reports)
     committed = runtime.engine.reset(
         scope=request.scope,
         actor=request.actor,
-        reason=request.reason,
+        reason=f"{request.reason} [note: {request.note}]" if request.note else request.reason,
         snooze_until=request.snooze_until,
         rearm_from_zero=request.rearm == "from-zero",
     )

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from guardrail.core.models import Budget, Flag, Level, UsageRecord
 from guardrail.core.scopes import GLOBAL
+from guardrail.service.confirmations import overdue
 from guardrail.service.effects import EffectReport, Effects
 from guardrail.service.engine import Engine
 from guardrail.service.holds import Outcome
@@ -251,10 +252,15 @@ def reconcile(engine: Engine, effects: Effects, cloudwatch: CloudWatchClient) ->
     lower by more than 10% and $1 (invocation logging off, or callers bypassing it)."""
     budget = engine.budget(GLOBAL)
     window = engine.current_window(budget)
-    ledger = engine.scope_totals(GLOBAL).spend
+    totals = engine.scope_totals(GLOBAL)
+    ledger = totals.spend
     implied = bedrock_metric_spend(engine, cloudwatch, window.start, engine.now())
     gap = implied - ledger
     out = {"ledger_usd": str(ledger), "bedrock_metrics_usd": str(implied), "gap_usd": str(gap)}
+    late = overdue(engine, totals)
+    if late is not None:  # counted, but only a client said so: no invocation log confirmed it in time
+        out["unconfirmed_usd"] = str(late.spend)
+        out["unconfirmed_requests"] = str(late.requests)
     if gap > UNTRACKED_MIN_USD and gap > implied * UNTRACKED_RATIO:
         out["alert"] = "untracked Bedrock spend"
         if effects.notifier is not None:
@@ -269,6 +275,12 @@ def reconcile(engine: Engine, effects: Effects, cloudwatch: CloudWatchClient) ->
                     f"untracked Bedrock spend: Bedrock's metrics imply ${implied.quantize(Decimal('0.01'))} this "
                     f"{window.kind}, the ledger has ${ledger.quantize(Decimal('0.01'))}. Check that model invocation "
                     "logging is on and delivered to the guardrail, and that no caller bypasses it"
+                    + (
+                        f"; ${late.spend.quantize(Decimal('0.01'))} of the ledger is unconfirmed (client reports "
+                        f"no log confirmed within {late.after_minutes} min)"
+                        if late is not None
+                        else ""
+                    )
                 ),
                 actions=["none: the ledger only counts what it sees; thresholds act on the ledger"],
                 dry_run=engine.settings.dry_run,

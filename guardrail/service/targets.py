@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from guardrail.core.text import shell_quote
+
 if TYPE_CHECKING:
     from mypy_boto3_lambda import LambdaClient
 
@@ -65,9 +67,10 @@ def not_found(exc: BaseException) -> bool:
 
 def restore_cli(name: str, saved: int | None) -> str:
     """The AWS CLI command that puts back a saved reservation by hand."""
+    quoted = shell_quote(name)  # a target name comes from settings, but a pasted command runs what it shows
     if saved is None:
-        return f"aws lambda delete-function-concurrency --function-name {name}"
-    return f"aws lambda put-function-concurrency --function-name {name} --reserved-concurrent-executions {saved}"
+        return f"aws lambda delete-function-concurrency --function-name {quoted}"
+    return f"aws lambda put-function-concurrency --function-name {quoted} --reserved-concurrent-executions {saved}"
 
 
 class Concurrency:

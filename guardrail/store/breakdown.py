@@ -21,15 +21,18 @@ DIMENSIONS = ("model", "app", "caller")
 ZERO = Decimal(0)
 
 
-def breakdown_keys(record: UsageRecord) -> list[str]:
+def dimension_keys(model_id: str, app: str, caller: str) -> list[str]:
     """Who spent: the model, the app (request metadata) and the caller identity."""
-    keys = [f"model:{record.model_id}"]
-    app = record.metadata.get("app")
+    keys = [f"model:{model_id}"]
     if app:
         keys.append(f"app:{app}")
-    if record.caller:
-        keys.append(f"caller:{record.caller}")
+    if caller:
+        keys.append(f"caller:{caller}")
     return keys
+
+
+def breakdown_keys(record: UsageRecord) -> list[str]:
+    return dimension_keys(record.model_id, record.metadata.get("app", ""), record.caller)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,15 +1,21 @@
-"""Packing priced records into ledger transactions: at most 100 items each, one operation per item, each
-chunk's records summed per counter and per breakdown key first (DESIGN.md section 6)."""
+"""Planning a batch's transactions: one copy per request id, each counter and breakdown key summed once per
+transaction (DESIGN.md section 6).
+
+A transaction holds at most 100 items and never two operations on one item, so a chunk sums its records per
+counter and per breakdown key first. A copy that replaces the one a request item holds (guardrail.store.copies)
+takes the held copy's contribution back out of the same sums: the correction is part of the one transaction.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 
 from guardrail.core.models import RATE_WINDOW, CounterKey, PricedRecord
-from guardrail.store.breakdown import breakdown_keys
+from guardrail.store.breakdown import breakdown_keys, dimension_keys
+from guardrail.store.copies import AUTHORITATIVE, HeldCopy, better, tokens
 
 MAX_TRANSACTION_ITEMS = 100
 ZERO = Decimal(0)
@@ -28,6 +34,8 @@ class CounterDelta:
     output_tokens: int = 0
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
+    unconfirmed: Decimal = Decimal(0)  # spend only a client reported (no invocation log yet)
+    unconfirmed_requests: int = 0
     breakdown: dict[str, Decimal] = field(default_factory=dict)  # written as one item per key
     breakdown_requests: dict[str, int] = field(default_factory=dict)
 
@@ -41,16 +49,36 @@ class CounterDelta:
         self.output_tokens += r.output_tokens
         self.cache_read_tokens += r.cache_read_tokens
         self.cache_write_tokens += r.cache_write_tokens
+        if r.source != AUTHORITATIVE:
+            self.unconfirmed += cost
+            self.unconfirmed_requests += 1
+        return self._by(keys, cost, 1)
+
+    def remove(self, held: HeldCopy, keys: Sequence[str]) -> int:
+        """Take back what a superseded copy added; returns how many breakdown keys are new to this counter."""
+        cost = held.cost
+        self.spend -= cost
+        self.requests -= 1
+        self.input_tokens -= held.input_tokens
+        self.output_tokens -= held.output_tokens
+        self.cache_read_tokens -= held.cache_read_tokens
+        self.cache_write_tokens -= held.cache_write_tokens
+        if held.source != AUTHORITATIVE:
+            self.unconfirmed -= cost
+            self.unconfirmed_requests -= 1
+        return self._by(keys, -cost, -1)
+
+    def _by(self, keys: Sequence[str], cost: Decimal, requests: int) -> int:
         breakdown = self.breakdown
         counts = self.breakdown_requests
         new = 0
         for key in keys:
             if key in breakdown:
                 breakdown[key] += cost
-                counts[key] += 1
+                counts[key] += requests
             else:
                 breakdown[key] = cost
-                counts[key] = 1
+                counts[key] = requests
                 new += 1
         return new
 
@@ -65,10 +93,12 @@ class LedgerEntry:
 
 @dataclass(slots=True)
 class Chunk:
-    """The contents of one transaction: at most 100 items, one operation per item."""
+    """The contents of one transaction: at most 100 items, one operation per item. `held` names the
+    entries that replace a held copy (a conditional put on that copy, and its counters corrected)."""
 
     entries: list[LedgerEntry] = field(default_factory=list)
     counters: dict[CounterKey, CounterDelta] = field(default_factory=dict)
+    held: dict[str, HeldCopy] = field(default_factory=dict)
     items: int = 0  # request puts + counter updates + breakdown item updates
 
     @property
@@ -76,16 +106,46 @@ class Chunk:
         return self.items
 
 
-def _new_items(chunk: Chunk, entry: LedgerEntry, keys: Sequence[str]) -> int:
-    """Items `entry` would add to `chunk`: its request, new counters, and new breakdown items (budget
-    windows only: burn-rate buckets keep no breakdown)."""
+def resolve_copies(
+    entries: Iterable[LedgerEntry], dropped: list[str] | None = None, superseded: list[str] | None = None
+) -> list[LedgerEntry]:
+    """One copy per request id, the one that counts (guardrail.store.copies); the order of first sight is
+    kept. Identical repeats go to `dropped`, copies that lost to a better one to `superseded`."""
+    out: list[LedgerEntry] = []
+    at: dict[str, int] = {}
+    for entry in entries:
+        rid = entry.priced.record.request_id
+        i = at.get(rid)
+        if i is None:
+            at[rid] = len(out)
+            out.append(entry)
+            continue
+        kept = out[i]
+        new, old = entry.priced.record, kept.priced.record
+        if better(new, old):
+            out[i], loser = entry, old
+        else:
+            loser = new
+        same = loser.source == out[i].priced.record.source and tokens(loser) == tokens(out[i].priced.record)
+        target = dropped if same else superseded
+        if target is not None:
+            target.append(rid)
+    return out
+
+
+def _by_keys(counter: CounterKey, keys: Sequence[str]) -> Sequence[str]:
+    """Breakdown items are kept for budget windows only: burn-rate buckets keep no breakdown."""
+    return keys if counter[1].kind != RATE_WINDOW else ()
+
+
+def _new_items(chunk: Chunk, touches: Sequence[tuple[CounterKey, Sequence[str]]]) -> int:
+    """Items an entry would add to `chunk`: its request, new counters, and new breakdown items."""
     n = 1
-    for counter in entry.counters:
+    for counter, keys in touches:
         delta = chunk.counters.get(counter)
-        by = counter[1].kind != RATE_WINDOW
         if delta is None:
-            n += 1 + (len(keys) if by else 0)
-        elif by:
+            n += 1 + len(keys)
+        else:
             n += sum(1 for k in keys if k not in delta.breakdown)
     return n
 
@@ -99,48 +159,52 @@ def _counter_order(entry: LedgerEntry) -> datetime:
 
 
 def plan_chunks(
-    entries: Iterable[LedgerEntry], limit: int = MAX_TRANSACTION_ITEMS, dropped: list[str] | None = None
+    entries: Iterable[LedgerEntry],
+    limit: int = MAX_TRANSACTION_ITEMS,
+    dropped: list[str] | None = None,
+    superseded: list[str] | None = None,
+    held: Mapping[str, HeldCopy] | None = None,
 ) -> list[Chunk]:
-    """Pack entries into transactions, summing each chunk's records per counter first.
+    """Pack entries into transactions, summing each chunk's records per counter and breakdown key first.
 
-    A request id seen twice in the input is kept once (a transaction may not touch one item twice);
-    the repeats are appended to `dropped`.
+    Copies of one request id in the input resolve to the one that counts (see `resolve_copies`); an entry
+    named in `held` replaces that held copy, whose counters get its contribution taken back.
     """
-    unique: list[LedgerEntry] = []
-    seen: set[str] = set()
-    for entry in entries:
-        rid = entry.priced.record.request_id
-        if rid in seen:
-            if dropped is not None:
-                dropped.append(rid)
-            continue
-        seen.add(rid)
-        unique.append(entry)
+    unique = resolve_copies(entries, dropped, superseded)
     # Entries that share counters (the same scopes and 5-minute bucket) go into the same transaction, so a
     # batch spread over hours costs close to ceil((requests + distinct counters) / 100) transactions.
     unique.sort(key=_counter_order)
     chunks: list[Chunk] = []
     current = Chunk()
     for entry in unique:
+        rid = entry.priced.record.request_id
+        old = held.get(rid) if held else None
         keys = breakdown_keys(entry.priced.record)
-        worst = 1 + len(entry.counters) * (1 + len(keys))
-        # The exact count only near the limit: on the hot path the items are counted while adding.
-        if (
-            current.entries
-            and current.items + worst > limit
-            and current.items + _new_items(current, entry, keys) > limit
-        ):
+        adds = [(c, _by_keys(c, keys)) for c in entry.counters]
+        takes: list[tuple[CounterKey, Sequence[str]]] = []
+        if old is not None:
+            old_keys = dimension_keys(old.model_id, old.app, old.caller)
+            takes = [(c, _by_keys(c, old_keys)) for c in old.counters]
+        if current.entries and current.items + _new_items(current, adds + takes) > limit:
             chunks.append(current)
             current = Chunk()
         current.entries.append(entry)
         added = 1
         counters = current.counters
-        for key in entry.counters:
+        for key, by in adds:
             delta = counters.get(key)
             if delta is None:
                 delta = counters[key] = CounterDelta()
                 added += 1
-            added += delta.add(entry.priced, keys if key[1].kind != RATE_WINDOW else ())
+            added += delta.add(entry.priced, by)
+        if old is not None:
+            current.held[rid] = old
+            for key, by in takes:
+                delta = counters.get(key)
+                if delta is None:
+                    delta = counters[key] = CounterDelta()
+                    added += 1
+                added += delta.remove(old, by)
         current.items += added
     if current.entries:
         chunks.append(current)

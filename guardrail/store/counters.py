@@ -33,6 +33,8 @@ def totals_from_item(scope: str, window: WindowRef, item: dict[str, Any]) -> Sco
         output_tokens=int(n("output_tokens")),
         cache_read_tokens=int(n("cache_read_tokens")),
         cache_write_tokens=int(n("cache_write_tokens")),
+        unconfirmed=n("unconfirmed_usd"),
+        unconfirmed_requests=int(n("unconfirmed_requests")),
         breakdown={
             k.removeprefix(BREAKDOWN_PREFIX): Decimal(v["N"]) for k, v in item.items() if k.startswith(BREAKDOWN_PREFIX)
         },

@@ -17,14 +17,11 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from guardrail.core.errors import LedgerError
-from guardrail.core.models import (
-    RATE_WINDOW,
-    CounterKey,
-    QuarantinedRecord,
-    ScopeTotals,
-    WindowRef,
-)
-from guardrail.store.chunks import Chunk, CounterDelta, LedgerEntry, num, plan_chunks
+from guardrail.core.models import RATE_WINDOW, CounterKey, QuarantinedRecord, ScopeTotals, WindowRef
+from guardrail.store.chunks import Chunk, CounterDelta, num
+from guardrail.store.chunks import LedgerEntry as LedgerEntry  # re-exported: the ledger's input
+from guardrail.store.chunks import plan_chunks as plan_chunks
+from guardrail.store.copies import HeldCopy, counters_attribute, supersedes, tokens
 from guardrail.store.counters import totals_from_items
 from guardrail.store.table import (
     batch_get,
@@ -50,18 +47,23 @@ RETRYABLE_REASONS = {
     "RequestLimitExceeded",
 }
 RATE_BUCKET_TTL = timedelta(days=2)
-ZERO = Decimal(0)
 
 
 @dataclass
 class RecordOutcome:
+    """What a batch did: entries recorded (new, or replacing a held copy: `corrected`), identical repeats
+    dropped (`duplicates`), and copies inside the batch that lost to a better copy (`superseded`)."""
+
     recorded: list[LedgerEntry] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
+    superseded: list[str] = field(default_factory=list)
+    corrected: dict[str, HeldCopy] = field(default_factory=dict)
     write_calls: int = 0
 
     @property
     def touched(self) -> set[CounterKey]:
-        return {c for e in self.recorded for c in e.counters}
+        held = {c for copy in self.corrected.values() for c in copy.counters}
+        return {c for e in self.recorded for c in e.counters} | held
 
 
 class Ledger:
@@ -84,13 +86,14 @@ class Ledger:
 
     def record(self, entries: Sequence[LedgerEntry]) -> RecordOutcome:
         outcome = RecordOutcome()
-        for chunk in plan_chunks(entries, dropped=outcome.duplicates):
+        for chunk in plan_chunks(entries, dropped=outcome.duplicates, superseded=outcome.superseded):
             self._write_chunk(chunk, outcome)
         return outcome
 
     def _write_chunk(self, chunk: Chunk, outcome: RecordOutcome) -> None:
         pending = chunk
-        attempt = 0  # contended attempts only: dropping duplicates always makes progress
+        attempt = 0  # contended attempts only: a conflict round always learns a held copy or drops one
+        rounds = 0
         while attempt < MAX_ATTEMPTS:
             items = self._transaction_items(pending)
             outcome.write_calls += 1
@@ -98,17 +101,21 @@ class Ledger:
                 self.client.transact_write_items(TransactItems=items)  # type: ignore[arg-type]
             except self.client.exceptions.TransactionCanceledException as exc:
                 reasons = exc.response.get("CancellationReasons", [])
-                dupes = {
-                    pending.entries[i].priced.record.request_id
+                conflicts = [
+                    (pending.entries[i], reason.get("Item"))
                     for i, reason in enumerate(reasons[: len(pending.entries)])
                     if reason.get("Code") == "ConditionalCheckFailed"
-                }
-                if dupes:
-                    outcome.duplicates.extend(sorted(dupes))
-                    rest = [e for e in pending.entries if e.priced.record.request_id not in dupes]
-                    if not rest:
+                ]
+                if conflicts:
+                    # Each round drops a duplicate or learns a better held copy (copies only move up):
+                    # bounded by the chunk, unlike contention.
+                    rounds += 1
+                    if rounds > 2 * len(chunk.entries) + MAX_ATTEMPTS:
+                        raise LedgerError("request items kept changing under the ledger; the event is retried") from exc
+                    retry = self._resolve_conflicts(pending, conflicts, outcome)
+                    if retry is None:
                         return
-                    pending = plan_chunks(rest)[0]  # fewer items than before: still one chunk
+                    pending = retry
                     continue
                 codes = {r.get("Code") for r in reasons} - {"None", None}
                 if codes and not codes <= RETRYABLE_REASONS:
@@ -126,11 +133,38 @@ class Ledger:
                 attempt += 1
                 continue
             outcome.recorded.extend(pending.entries)
+            outcome.corrected.update(pending.held)
             return
         raise LedgerError(
             f"ledger transaction still contended after {MAX_ATTEMPTS} attempts; "
             f"{len(pending.entries)} records not counted (the event will be retried)"
         )
+
+    def _resolve_conflicts(
+        self, pending: Chunk, conflicts: list[tuple[LedgerEntry, Any]], outcome: RecordOutcome
+    ) -> Chunk | None:
+        """Request items that were not what we expected. The cancellation carries each one's held copy
+        (ALL_OLD), so no read is needed: a better copy replaces it (its counters corrected in the retried
+        transaction, conditional on that copy), anything else is a duplicate. Returns the retry, or None."""
+        held = dict(pending.held)
+        dupes: set[str] = set()
+        for entry, item in conflicts:
+            record = entry.priced.record
+            copy = HeldCopy.from_item(item)
+            if copy is not None and supersedes(record.source, tokens(record), copy.source, copy.tokens):
+                held[record.request_id] = copy
+            else:
+                held.pop(record.request_id, None)
+                dupes.add(record.request_id)
+        outcome.duplicates.extend(sorted(dupes))
+        rest = [e for e in pending.entries if e.priced.record.request_id not in dupes]
+        if not rest:
+            return None
+        # A correction also touches the held copy's counters: the retry may no longer fit one transaction.
+        first, *more = plan_chunks(rest, held=held)
+        for extra in more:
+            self._write_chunk(extra, outcome)
+        return first
 
     def _backoff(self, attempt: int) -> None:
         self.sleep(min(2.0, 0.02 * 2**attempt) * random.random())
@@ -139,7 +173,7 @@ class Ledger:
         expires = num(int((self.now() + self.request_ttl).timestamp()))
         items: list[dict[str, Any]] = []
         for entry in chunk.entries:
-            items.append({"Put": self._request_put(entry, expires)})
+            items.append({"Put": self._request_put(entry, expires, chunk.held.get(entry.priced.record.request_id))})
         for (scope, window), delta in chunk.counters.items():
             items.append({"Update": self._counter_update(scope, window, delta)})
             for key, spend in delta.breakdown.items():
@@ -156,7 +190,7 @@ class Ledger:
             "ExpressionAttributeValues": {":s": num(spend), ":n": num(delta.breakdown_requests[key]), ":k": {"S": key}},
         }
 
-    def _request_put(self, entry: LedgerEntry, expires: dict[str, str]) -> dict[str, Any]:
+    def _request_put(self, entry: LedgerEntry, expires: dict[str, str], held: HeldCopy | None) -> dict[str, Any]:
         r = entry.priced.record
         price = entry.priced.price
         item: dict[str, Any] = {
@@ -170,7 +204,7 @@ class Ledger:
             "cache_read_tokens": num(r.cache_read_tokens),
             "cache_write_tokens": num(r.cache_write_tokens),
             "source": {"S": r.source},
-            "scopes": {"L": [{"S": f"{s}|{w.key}"} for s, w in entry.counters]},
+            "counters": counters_attribute(entry.counters),  # what a later, better copy takes back out
             "expires_at": expires,
         }
         if r.caller:
@@ -181,11 +215,10 @@ class Ledger:
             item["at_ceiling"] = {"BOOL": True}
         if r.partial:
             item["partial"] = {"BOOL": True}
-        return {
-            "TableName": self.table,
-            "Item": item,
-            "ConditionExpression": "attribute_not_exists(pk)",
-        }
+        # A new request, or the copy we replace still as we read it. On failure the item comes back with the
+        # cancellation (ALL_OLD): deciding duplicate or correction needs no extra read.
+        condition = {"ConditionExpression": "attribute_not_exists(pk)"} if held is None else held.condition()
+        return {"TableName": self.table, "Item": item, "ReturnValuesOnConditionCheckFailure": "ALL_OLD", **condition}
 
     def _counter_update(self, scope: str, window: WindowRef, delta: CounterDelta) -> dict[str, Any]:
         names = {
@@ -211,6 +244,10 @@ class Ledger:
             ":we": {"S": window.end.isoformat()},
         }
         adds = ["#spend :spend", "#req :req", "#in :in", "#out :out", "#cr :cr", "#cw :cw"]
+        if delta.unconfirmed or delta.unconfirmed_requests:  # only client copies move it: logs write no more
+            names.update({"#uc": "unconfirmed_usd", "#ucr": "unconfirmed_requests"})
+            values.update({":uc": num(delta.unconfirmed), ":ucr": num(delta.unconfirmed_requests)})
+            adds += ["#uc :uc", "#ucr :ucr"]
         sets = "#scope = :scope, #ws = :ws, #we = :we"
         if window.kind == RATE_WINDOW:  # burn-rate buckets are only read for a few hours
             names["#exp"] = "expires_at"

@@ -20,12 +20,13 @@ from pydantic import ValidationError
 
 from guardrail.core.errors import CliError, ConfigError, GuardrailError
 from guardrail.core.policy import snooze_refusal
+from guardrail.core.text import one_line
 from guardrail.tools.cli_support import (
     CANNOT_RUN,
     PROG,
     aws_error_line,
     dash_values,
-    one_line,
+    error_line,
     region_from_aws_region,
     warn_unknown_settings,
     where,
@@ -205,10 +206,11 @@ def check_reset(args: argparse.Namespace) -> None:
 
 
 def cmd_reset(args: argparse.Namespace, out: TextIO, runtime: Runtime) -> int:
-    from guardrail.service.oncall import ResetRequest, reset
+    from guardrail.service.oncall import ResetRequest, check_scope, reset
     from guardrail.tools import status
 
     reason, snooze_until = args.reason.strip(), args.snooze_until  # checked by check_reset before AWS
+    check_scope(runtime, args.scope)  # before any read: a malformed scope never reaches DynamoDB
     refusal = snooze_refusal(snooze_until, runtime.engine.now(), runtime.engine.max_snooze)
     if refusal:  # before the preview and the question: nothing is asked that would be refused
         raise CliError(refusal.replace("snooze_until", "--snooze-until/--snooze-for", 1))
@@ -223,8 +225,8 @@ def cmd_reset(args: argparse.Namespace, out: TextIO, runtime: Runtime) -> int:
     actor = caller_identity(runtime)
     if not (args.json and args.yes):  # --json --yes: standard output is the JSON result alone
         print("\n".join(preview.lines()), file=out)
-        print(f"  actor: {actor}", file=out)
-        print(f"  reason: {reason}", file=out)
+        print(f"  actor: {one_line(actor)}", file=out)
+        print(f"  reason: {one_line(reason)}", file=out)
     if not args.yes:
         try:
             out.write("Reset now? [y/N] ")
@@ -363,17 +365,17 @@ def _run(argv: list[str], out: TextIO, err: TextIO) -> int:
         }
         return commands[args.command](args, out, runtime)
     except CliError as exc:
-        print(f"{PROG}: {exc}", file=err)
+        print(f"{PROG}: {error_line(str(exc))}", file=err)
         return exc.code
     except ConfigError as exc:
-        print(f"{PROG}: {one_line(str(exc))}", file=err)
+        print(f"{PROG}: {error_line(str(exc))}", file=err)
         return CANNOT_RUN
     except GuardrailError as exc:  # ScopeNotFound and friends: their message says what to do
-        print(f"{PROG}: {one_line(str(exc))}", file=err)
+        print(f"{PROG}: {error_line(str(exc))}", file=err)
         return CANNOT_RUN
     except ValidationError as exc:  # a reset request the on-call model refuses (e.g. a 3,000-character reason)
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'input'}: {e['msg']}" for e in exc.errors())
-        print(f"{PROG}: refused: {problems}", file=err)
+        print(f"{PROG}: refused: {error_line(problems)}", file=err)
         return CANNOT_RUN
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=err)
@@ -382,7 +384,7 @@ def _run(argv: list[str], out: TextIO, err: TextIO) -> int:
         line = aws_error_line(exc, where(runtime))
         if line is None:
             raise
-        print(f"{PROG}: {line[0]}", file=err)
+        print(f"{PROG}: {error_line(line[0])}", file=err)
         return line[1]
 
 

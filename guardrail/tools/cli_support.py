@@ -8,6 +8,8 @@ import os
 import re
 from typing import TYPE_CHECKING, TextIO
 
+from guardrail.core.text import one_line
+
 if TYPE_CHECKING:
     from guardrail.service.runtime import Runtime
 
@@ -76,12 +78,13 @@ _DYNAMODB_OPERATIONS = {
 }
 
 
-def one_line(text: str) -> str:
-    """A multi-line message as one line: "invalid configuration: A; B" (no separator after a colon)."""
+def error_line(text: str) -> str:
+    """A multi-line message as one terminal line: "invalid configuration: A; B" (no separator after a colon),
+    outside text in it escaped (guardrail.core.text.one_line)."""
     line = ""
     for part in filter(None, (p.strip() for p in text.splitlines())):
         line += (" " if line.endswith(":") else "; ") + part if line else part
-    return line
+    return one_line(line)
 
 
 _OPTION = re.compile(r"--?[A-Za-z][\w-]*")

@@ -53,7 +53,26 @@ def speed_up_moto_transactions() -> None:
 
         models.copy = _CopyOncePerTransaction()  # type: ignore[attr-defined,assignment]
         models.DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
+        _normalise_number_add()
         _patched = True
+
+
+def _normalise_number_add() -> None:
+    """moto stores an ADD result as `str(Decimal)`, so a counter corrected back to exactly zero holds
+    `0E-7`, and its next ADD fails (`int("0E-7")`). Real DynamoDB normalises numbers; so do we."""
+    from decimal import Decimal
+
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    original = DynamoType.__add__
+
+    def add(self: Any, other: Any) -> Any:
+        if self.is_number() and other.is_number():
+            total = Decimal(self.value) + Decimal(other.value)
+            return DynamoType({"N": format(total.normalize() if total else Decimal(0), "f")})
+        return original(self, other)
+
+    DynamoType.__add__ = add  # type: ignore[method-assign]
 
 
 def create_function(lam: Any, role: str, name: str, reserved: int | None) -> None:

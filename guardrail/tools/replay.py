@@ -33,6 +33,7 @@ from guardrail.core.downgrade import downgrade_model_id
 from guardrail.core.models import ESCALATION_LEVELS, Budget, Flag, Level, ScopeTotals, UsageRecord, WindowRef, usd
 from guardrail.core.pricing import Pricer
 from guardrail.core.scopes import ScopeResolver
+from guardrail.core.text import one_line
 from guardrail.core.windows import window_for
 from guardrail.service.sources import RecordParser
 from guardrail.tools.replay_input import in_time_order, open_lines, parse_lines
@@ -303,6 +304,7 @@ def render(report: ReplayReport, settings: Settings) -> str:
                     t.reason,
                 ]
             )
+        rows = [[one_line(c) for c in r] for r in rows]  # scopes and reasons come from the file
         widths = [max(len(r[i]) for r in rows) for i in range(4)]
         for r in rows:
             out.append("  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4])
@@ -317,4 +319,4 @@ def render(report: ReplayReport, settings: Settings) -> str:
         f"({report.downgraded_calls:,} calls switched to the cheaper model)",
         f"  by shutdown:             {usd(report.saved_by_shutdown_usd)} ({report.refused_calls:,} calls refused)",
     ]
-    return "\n".join(out)
+    return "\n".join(one_line(line) for line in out)  # outside text never adds a row or an escape

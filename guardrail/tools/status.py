@@ -2,8 +2,9 @@
 
 `status_document` builds the `status --json` contract (DESIGN.md section 5):
 `{"scopes": [{"scope", "window", "spend_usd", "level", "thresholds", "model_downgrades", "targets"}]}` with
-money as decimal strings; each scope also carries `since`, `trigger`, `reason`, `rearm`, `requests` and
-`mode` (additive). The table is rendered from that same document, so the two never disagree.
+money as decimal strings; each scope also carries `since`, `trigger`, `reason`, `rearm`, `requests`, `mode`
+and `unconfirmed` (client-reported spend no log confirmed in time, or null) (additive). The table is
+rendered from that same document, so the two never disagree.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from guardrail.core.models import ESCALATION_LEVELS, AuditEntry, Budget, Flag, Level, usd
+from guardrail.core.models import ESCALATION_LEVELS, AuditEntry, Budget, Flag, Level, ScopeTotals, reset_command, usd
+from guardrail.core.text import one_line
+from guardrail.service.confirmations import overdue
 from guardrail.store.breakdown import top_spenders
 from guardrail.store.flags import flag_to_dict
 
@@ -81,6 +84,7 @@ def scope_entry(runtime: Runtime, status: ScopeStatus) -> dict[str, Any]:
         "requests": totals.requests,
         "mode": runtime.settings.mode,
         "top": top_entries(runtime, status),
+        "unconfirmed": _unconfirmed(runtime, totals),
     }
 
 
@@ -96,6 +100,14 @@ def top_entries(runtime: Runtime, status: ScopeStatus) -> dict[str, Any]:
         }
         for dim, lead in board.items()
     }
+
+
+def _unconfirmed(runtime: Runtime, totals: ScopeTotals) -> dict[str, Any] | None:
+    """Spend only a client reported, no invocation log confirmed in time (part of `spend_usd`)."""
+    late = overdue(runtime.engine, totals)
+    if late is None:
+        return None
+    return {"spend_usd": str(late.spend), "requests": late.requests, "after_minutes": late.after_minutes}
 
 
 def status_document(runtime: Runtime) -> dict[str, Any]:
@@ -120,6 +132,8 @@ def _money(text: str | None) -> str:
 
 
 def _table(rows: list[list[str]], indent: str = "") -> list[str]:
+    # Every cell may hold outside text (scopes, reasons, actors, model ids): escaped, so a row stays a row.
+    rows = [[one_line(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return [indent + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
 
@@ -138,7 +152,7 @@ def _thresholds_line(entry: dict[str, Any]) -> str:
 
 def render_scope(entry: dict[str, Any]) -> list[str]:
     level = entry["level"]
-    head = f"{entry['scope']}: {level.upper()}"
+    head = f"{one_line(entry['scope'])}: {level.upper()}"
     if entry.get("mode") == "dry-run":
         head += "  [DRY-RUN: nothing is enforced]"
     window = entry["window"]
@@ -146,6 +160,14 @@ def render_scope(entry: dict[str, Any]) -> list[str]:
     rows = [["window", f"{window['kind']} {_when(window['start'])} -> {_when(window['end'])}"]]
     rows.append(["spend", f"{_money(entry['spend_usd'])} in {entry.get('requests', 0)} requests"])
     rows.append(["thresholds", _thresholds_line(entry)])
+    if late := entry.get("unconfirmed"):
+        rows.append(
+            [
+                "unconfirmed",
+                f"{_money(late['spend_usd'])} in {late['requests']} requests only a client reported; no invocation "
+                f"log within {late['after_minutes']} min (counted; check invocation logging)",
+            ]
+        )
     if level != Level.NORMAL.label or entry.get("since"):
         rows.append(["since", f"{_when(entry.get('since'))} ({entry.get('trigger', '-')})"])
         rows.append(["why", entry.get("reason") or "-"])
@@ -283,7 +305,7 @@ class ResetPreview:
         out.append(f"  spend this {self.budget.window}: {usd(self.spend)}")
         out += [f"  will {r}" for r in self.restores] or ["  nothing to restore"]
         out += [f"  {n}" for n in self.notes]
-        return out
+        return [one_line(line) for line in out]
 
 
 def reset_preview(
@@ -331,12 +353,12 @@ def reset_preview(
 
 
 def render_reset(result: dict[str, Any]) -> str:
-    lines = [f"scope {result['scope']}: {result['from_level']} -> {result['to_level']}"]
-    lines += [f"  done: {a}" for a in result["restored"]] or ["  done: nothing needed restoring"]
+    lines = [f"scope {one_line(result['scope'])}: {result['from_level']} -> {result['to_level']}"]
+    lines += [f"  done: {one_line(a)}" for a in result["restored"]] or ["  done: nothing needed restoring"]
     for failure in result["failures"]:
-        lines.append(f"  FAILED: {failure}")
+        lines.append(f"  FAILED: {one_line(failure)}")
     for failure in result["notification_failures"]:
-        lines.append(f"  notification not sent: {failure} (the reset itself is done)")
+        lines.append(f"  notification not sent: {one_line(failure)} (the reset itself is done)")
     rearm = result.get("rearm")
     if rearm:
         text = f"  re-armed: thresholds count from {usd(Decimal(str(rearm['baseline_spend'])))} of this window's spend"
@@ -346,7 +368,7 @@ def render_reset(result: dict[str, Any]) -> str:
     if result["failures"]:
         lines.append(
             "  next: the saved values are kept in the flag; the schedule run retries the restore every few "
-            f"minutes, or fix the cause and run `guardrail reset --scope {result['scope']} --reason ...` again. "
+            f"minutes, or fix the cause and run `{one_line(reset_command(result['scope']))}` again. "
             "`guardrail status` shows each target's saved and current concurrency."
         )
     else:

@@ -6,6 +6,7 @@ import io
 import json
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -76,7 +77,8 @@ def test_status_after_a_reset_shows_when_each_level_comes_next(shut_down: Accoun
     assert "re-armed" in line
     scope = json.loads(run("status", "--json")[1])["scopes"][0]
     assert scope["thresholds"] == {"alert": "5", "throttle": "10", "shutdown": "25"}  # the contract stays
-    assert scope["rearmed_thresholds"] == {"alert": "34.700", "throttle": "39.700", "shutdown": "54.700"}
+    rearmed = {level: Decimal(value) for level, value in scope["rearmed_thresholds"].items()}  # decimal strings
+    assert rearmed == {"alert": Decimal("34.7"), "throttle": Decimal("39.7"), "shutdown": Decimal("54.7")}
 
 
 # -- 8: reset checks its arguments before the preview and before AWS ------------------------------------

@@ -72,7 +72,11 @@ def test_reset_records_actor_reason_and_before_after_in_the_audit_trail(world: W
     assert result["ok"]
     history = FlagStore(boto3.client("dynamodb", region_name="us-east-1"), TABLE).history("global")
     (reset,) = [e for e in history if e.action == "shutdown->normal"]
-    assert (reset.actor, reset.reason) == ("alice@example.com", "runaway loop fixed")
+    # A direct invoke carries no verified identity: the claimed name is a note, never the actor.
+    assert (reset.actor, reset.reason) == (
+        "unverified:direct-invoke",
+        "runaway loop fixed [note: claimed actor alice@example.com]",
+    )
     assert reset.before["level"] == "shutdown" and reset.after["level"] == "normal"
     assert reset.before["targets"]["chat-api"]["saved"] == 7  # what was restored is on record
     # The effects that followed are audited too, by the guardrail, not in the on-call's name.

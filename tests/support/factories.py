@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from guardrail.core.models import UsageRecord
+from guardrail.core.usage_event import USAGE_DETAIL_TYPE, USAGE_EVENT_SOURCE, UsageEventDetail
 
 SONNET_45_US = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
 HAIKU_3 = "anthropic.claude-3-haiku-20240307-v1:0"
@@ -82,3 +83,18 @@ def logs_event(lines: list[str], *, compression: str = "gzip") -> dict[str, Any]
     ).encode()
     data = gzip.compress(payload) if compression == "gzip" else zlib.compress(payload)
     return {"awslogs": {"data": base64.b64encode(data).decode()}}
+
+
+def usage_event(r: UsageRecord) -> dict[str, Any]:
+    """The `Bedrock Usage` EventBridge event a guarded client puts for a record."""
+    return {
+        "version": "0",
+        "id": f"evt-{r.request_id}",
+        "detail-type": USAGE_DETAIL_TYPE,
+        "source": USAGE_EVENT_SOURCE,
+        "account": "123456789012",
+        "time": r.timestamp.isoformat(),
+        "region": "us-east-1",
+        "resources": [],
+        "detail": UsageEventDetail.from_record(r).model_dump(mode="json"),
+    }

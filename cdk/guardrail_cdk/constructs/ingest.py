@@ -2,7 +2,8 @@
 
 - Bedrock invocation logs: an existing log group, or one created here with invocation logging turned on
   by a custom resource; a subscription filter sends every record to the usage function.
-- Client usage events: an EventBridge rule for `source=guardrail.client`, `detail-type=Bedrock Usage`.
+- Client usage events: an EventBridge rule for `source=guardrail.client`, `detail-type=Bedrock Usage`, on
+  the guardrail's own usage bus.
 Both paths invoke asynchronously; failures land in the usage function's queue (on-failure destination
 and EventBridge dead-letter queue), which the monitoring construct alarms on.
 """
@@ -42,6 +43,7 @@ class Ingest(Construct):
         environment: Mapping[str, str],
         ledger: Ledger,
         alerting: Alerting,
+        usage_bus: events.IEventBus | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
@@ -86,6 +88,7 @@ class Ingest(Construct):
             self,
             "UsageEvents",
             description="Usage events sent by guardrail.client",
+            event_bus=usage_bus,  # the guardrail's own bus: only named reporters may put (constructs/usage_bus.py)
             event_pattern=events.EventPattern(source=[USAGE_EVENT_SOURCE], detail_type=[USAGE_EVENT_DETAIL_TYPE]),
         )
         self.usage_rule.add_target(
