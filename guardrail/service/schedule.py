@@ -104,20 +104,8 @@ def _notice_pending(engine: Engine, flag: Flag) -> bool:
 
 
 def _send_pending_notice(engine: Engine, effects: Effects, flag: Flag, budget: Budget, effect: EffectReport) -> None:
-    if effects.notifier is None:
-        return
-    message = alert_message(
-        scope=flag.scope,
-        from_level=flag.previous_level,
-        to_level=flag.level,
-        budget=budget,
-        totals=engine.scope_totals(flag.scope),
-        reason=f"{flag.reason} (sent by the schedule run: the invocation that made this change stopped first)",
-        actions=effect.actions + [f"FAILED: {f}" for f in effect.failures],
-        dry_run=engine.settings.dry_run,
-        rearm=flag.rearm,
-    )
-    effect.notification_failures.extend(effects.notifier.send(message))
+    reason = f"{flag.reason} (sent by the schedule run: the invocation that made this change stopped first)"
+    _notice(engine, effects, flag, budget, effect, from_level=flag.previous_level, reason=reason, actions=[])
 
 
 def _recent(engine: Engine, released_at: datetime | None) -> bool:
@@ -158,16 +146,32 @@ def repair_holds(engine: Engine, effects: Effects, report: ScheduleReport) -> No
 def _alert_repair(
     engine: Engine, effects: Effects, flag: Flag, budget: Budget, repaired: str, effect: EffectReport
 ) -> None:
+    reason = f"schedule run repaired the shutdown ({flag.reason})"
+    _notice(engine, effects, flag, budget, effect, from_level=flag.level, reason=reason, actions=[repaired])
+
+
+def _notice(
+    engine: Engine,
+    effects: Effects,
+    flag: Flag,
+    budget: Budget,
+    effect: EffectReport,
+    *,
+    from_level: Level,
+    reason: str,
+    actions: list[str],
+) -> None:
+    """One page from the schedule run about a scope's current state (what it did, what failed)."""
     if effects.notifier is None:
         return
     message = alert_message(
         scope=flag.scope,
-        from_level=flag.level,
+        from_level=from_level,
         to_level=flag.level,
         budget=budget,
         totals=engine.scope_totals(flag.scope),
-        reason=f"schedule run repaired the shutdown ({flag.reason})",
-        actions=[repaired] + effect.actions + [f"FAILED: {f}" for f in effect.failures],
+        reason=reason,
+        actions=actions + effect.actions + [f"FAILED: {f}" for f in effect.failures],
         dry_run=engine.settings.dry_run,
         rearm=flag.rearm,
     )
