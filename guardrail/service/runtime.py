@@ -42,7 +42,7 @@ class Runtime:
 
     def client(self, service: str) -> Any:
         if service not in self.clients:
-            self.clients[service] = client(service)
+            self.clients[service] = client(service, **_client_config(service))
         return self.clients[service]
 
 

@@ -25,6 +25,7 @@ from guardrail.core.usage_event import (
     record_from_detail,
     tier_name,
 )
+from guardrail.store.table import MAX_KEY_TEXT_BYTES
 
 RAW_KEEP_CHARS = 8192  # what a quarantine item keeps of the offending input
 # Timestamps outside these cannot be a Bedrock request (and would overflow calendar windows).
@@ -35,7 +36,6 @@ Count = Annotated[int, Field(strict=True, ge=0)]
 # Text that ends up in a DynamoDB key (scopes are `<metadata key>:<value>` or `caller:<arn>`; keys hold at
 # most 2,048 bytes with their prefix): longer text can never be stored as it is.
 MAX_METADATA_KEY_BYTES = 128
-MAX_KEY_TEXT_BYTES = 512
 MAX_CALLER_BYTES = 1024
 
 

@@ -170,8 +170,10 @@ def demo_environment(topic: str, secret: str) -> Iterator[None]:
 
 
 def concurrency(lam: Any, name: str) -> int | str | None:
-    value = lam.get_function_concurrency(FunctionName=name).get("ReservedConcurrentExecutions")
-    return "none" if value is None else int(value)
+    """A target's reserved concurrency as status shows it (N, "none"), read through the one adapter."""
+    from guardrail.service.targets import Concurrency
+
+    return Concurrency(lambda: lam).read(name).for_json()
 
 
 @contextlib.contextmanager
