@@ -8,6 +8,7 @@ Every error is one line on stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -335,7 +336,9 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
 
 def _run(argv: list[str], out: TextIO, err: TextIO) -> int:
     try:
-        args = parser().parse_args(dash_values(argv))
+        # argparse writes --help/--version to sys.stdout and usage errors to sys.stderr: send them where asked.
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            args = parser().parse_args(dash_values(argv))
     except SystemExit as exc:  # argparse printed usage and the error
         return int(exc.code) if isinstance(exc.code, int) else CANNOT_RUN
     runtime: Runtime | None = None

@@ -99,3 +99,15 @@ def test_aws_region_alone_is_enough(aws: None, monkeypatch: pytest.MonkeyPatch) 
     out, err = io.StringIO(), io.StringIO()
     assert main(["table", "create"], out=out, err=err) == 0, err.getvalue()
     assert "in Region eu-west-1" in out.getvalue()
+
+
+def test_main_writes_version_help_and_usage_errors_to_the_streams_it_is_given(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["--version"], out=out, err=err) == 0
+    assert out.getvalue() == f"guardrail {version()}\n" and err.getvalue() == ""
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["history", "--since", "soon"], out=out, err=err) == 2
+    assert out.getvalue() == "" and "usage: guardrail history" in err.getvalue() and "soon" in err.getvalue()
+    assert capsys.readouterr() == ("", "")  # nothing went to the real terminal
