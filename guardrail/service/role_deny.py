@@ -149,7 +149,7 @@ class RoleDeny:
         return "no deny"
 
     def stop_text(self, name: str) -> str:
-        return f"Bedrock invoke denied on role {name} (inline policy {POLICY_NAME})"
+        return f"Bedrock invoke deny on role {name} (inline policy {POLICY_NAME})"
 
     def repair_text(self, name: str) -> str:
         return f"Bedrock deny re-applied on role {name} (it had been removed)"
