@@ -155,7 +155,7 @@ class RoleDeny:
         return f"Bedrock deny re-applied on role {name} (it had been removed)"
 
     def restore_help(self, name: str, saved: int | None) -> str:
-        return f"remove it by hand: {restore_cli(name)}, then run the reset again"
+        return f"Remove it by hand: {restore_cli(name)}, then run the reset again"
 
 
 def restore_cli(name: str) -> str:
