@@ -195,3 +195,33 @@ def test_a_role_target_that_is_no_role_arn_fails_at_start_naming_the_setting(
     monkeypatch.setenv("GUARDRAIL_BUDGETS", json.dumps([{"scope": "global", "targets": [value]}]))
     with pytest.raises(ConfigError, match=r"GUARDRAIL_BUDGETS.*not an IAM role ARN"):
         load_settings()
+
+
+@pytest.mark.parametrize("at", range(1, 25))
+def test_a_reset_at_any_aws_call_of_a_role_shutdown_leaves_no_deny_unrecorded(
+    world: World, iam: Any, monkeypatch: pytest.MonkeyPatch, at: int
+) -> None:
+    import threading
+
+    from guardrail.core.models import Level
+    from guardrail.service.runtime import default_runtime
+    from tests.support.interleave import Stepper
+
+    monkeypatch.setenv("GUARDRAIL_TARGET_FUNCTIONS", "")
+    monkeypatch.setenv("GUARDRAIL_TARGET_ROLES", ROLE)
+    stepper = Stepper(default_runtime())
+    shutdown = threading.Thread(target=world.usage, args=(batch("a", 60),))
+    stepper.arm(shutdown, at)
+    shutdown.start()
+    if not stepper.paused.wait(10):
+        shutdown.join()
+        pytest.skip(f"the shutdown makes fewer than {at} AWS calls")
+    handlers.reset.handler({"scope": "global", "reason": "drill", "actor": "alice"}, world.ctx)
+    stepper.resume.set()
+    shutdown.join(30)
+    for _ in range(2):  # the schedule run repairs; a second one changes nothing
+        handlers.schedule.handler({}, world.ctx)
+        flag = world.flag()
+        held = flag.level == Level.SHUTDOWN and ROLE in flag.targets
+        assert (POLICY_NAME in policies(iam)) == held, (at, flag)
+        assert policies(iam)["app-access"] == APP_POLICY
