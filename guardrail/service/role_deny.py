@@ -14,6 +14,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 from guardrail.core.config import role_name
 from guardrail.core.text import shell_quote
@@ -112,8 +113,6 @@ class RoleDeny:
             return DenyReading(error=aws_error(exc), missing=_role_gone(exc))
         document: Any = resp["PolicyDocument"]
         if isinstance(document, str):  # botocore decodes it; a raw (URL-encoded) JSON string is read too
-            from urllib.parse import unquote
-
             document = json.loads(unquote(document))
         return DenyReading(present=True, ours=document.get("Statement") == DENY_DOCUMENT["Statement"])
 
@@ -141,8 +140,8 @@ class RoleDeny:
             return ""
         return (
             f"refused: the role already has an inline policy named {POLICY_NAME} that the guardrail did not put "
-            "there (configuration error; the guardrail never overwrites it). Rename or delete that policy, then "
-            "the next schedule run or shutdown denies the role"
+            "there (configuration error; the guardrail never overwrites it). Rename or delete that policy; the "
+            "next shutdown denies the role"
         )
 
     def describe_saved(self, saved: int | None) -> str:
