@@ -1,10 +1,11 @@
 """Record-to-shutdown critical path: AWS calls and the guardrail's own compute time.
 
-Spend sits just below the $25 shutdown threshold (two targets: one with reserved concurrency 7, one with
-none). One invocation-log batch with the crossing record goes through the real usage handler on moto.
-We count every AWS call from the handler's start to the last PutFunctionConcurrency(0) (the critical
-path), the calls after it (notification), and split wall time into time inside AWS calls (SDK + moto)
-and the guardrail's own compute.
+Spend sits just below the $25 shutdown threshold. Three cases: two target functions (one with reserved
+concurrency 7, one with none); one target role (an IAM deny, issue 18); both. One invocation-log batch
+with the crossing record goes through the real usage handler on moto. We count every AWS call from the
+handler's start to the last stop (PutFunctionConcurrency(0) or PutRolePolicy: the critical path), the calls
+after it (notification), and split wall time into time inside AWS calls (SDK + moto) and the guardrail's
+own compute (median, min and max over the warm runs).
 
 Run: python benchmarks/bench_shutdown_path.py
 """
@@ -51,7 +52,11 @@ class CallLog:
         self.calls.append((f"{service}.{op}", started, time.perf_counter()))
 
 
-def one_run(table: str) -> dict[str, Any]:
+STOPS = ("lambda.PutFunctionConcurrency", "iam.PutRolePolicy")
+CASES = {"2 functions": (True, False), "1 role": (False, True), "2 functions + 1 role": (True, True)}
+
+
+def one_run(table: str, functions: bool = True, roles: bool = False) -> dict[str, Any]:
     session = boto3.session.Session(region_name="us-east-1")
     boto3.DEFAULT_SESSION = session
     log = CallLog()
@@ -71,11 +76,13 @@ def one_run(table: str) -> dict[str, Any]:
             lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=reserved)
     topic = session.client("sns").create_topic(Name=f"alerts-{table}")["TopicArn"]
     create_table(session.client("dynamodb"), table)
+    target_role = iam.create_role(RoleName=f"batch-{table}", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
     os.environ.update(
         {
             "GUARDRAIL_TABLE_NAME": table,
             "GUARDRAIL_TOPIC_ARN": topic,
-            "GUARDRAIL_TARGET_FUNCTIONS": f"chat-{table},worker-{table}",
+            "GUARDRAIL_TARGET_FUNCTIONS": f"chat-{table},worker-{table}" if functions else "",
+            "GUARDRAIL_TARGET_ROLES": target_role if roles else "",
         }
     )
     default_runtime.cache_clear()
@@ -90,9 +97,12 @@ def one_run(table: str) -> dict[str, Any]:
     result = handlers.usage.handler(crossing, ctx)  # type: ignore[arg-type]
     end = time.perf_counter()
     assert result["transitions"] == ["global: throttle -> shutdown"], result
-    assert lam.get_function_concurrency(FunctionName=f"chat-{table}")["ReservedConcurrentExecutions"] == 0
+    if functions:
+        assert lam.get_function_concurrency(FunctionName=f"chat-{table}")["ReservedConcurrentExecutions"] == 0
+    if roles:
+        assert iam.list_role_policies(RoleName=f"batch-{table}")["PolicyNames"] == ["bedrock-cost-guardrail-deny"]
     calls = [c for c in log.calls if c[1] >= start and c[2] <= end]
-    last_zero = max(i for i, c in enumerate(calls) if c[0] == "lambda.PutFunctionConcurrency")
+    last_zero = max(i for i, c in enumerate(calls) if c[0] in STOPS)
     critical = calls[: last_zero + 1]
     critical_end = critical[-1][2]
     aws_time = sum(c[2] - c[1] for c in critical)
@@ -106,24 +116,27 @@ def one_run(table: str) -> dict[str, Any]:
     }
 
 
+def _spread(runs: list[dict[str, Any]], key: str) -> str:
+    values = [r[key] for r in runs]
+    return f"{statistics.median(values):.2f} ms (min {min(values):.2f}, max {max(values):.2f})"
+
+
 def main() -> None:
-    runs = []
     with embedded_aws():
-        for i in range(7):
-            runs.append(one_run(f"bench{i}"))
-    runs = runs[2:]  # the first runs warm imports and the price cache, as a warm Lambda would be
-    first = runs[0]
-    print(f"critical path AWS calls (record -> last target at 0): {len(first['critical_calls'])}")
-    for name in first["critical_calls"]:
-        print(f"  {name}")
-    print(f"after the shutdown (notification, not on the critical path): {first['after_calls']}")
-    own = statistics.median(r["own_compute_ms"] for r in runs)
-    aws = statistics.median(r["critical_aws_ms"] for r in runs)
-    wall = statistics.median(r["critical_wall_ms"] for r in runs)
-    print(
-        f"median over {len(runs)} runs: guardrail's own compute {own:.2f} ms; "
-        f"time inside AWS calls (SDK + moto) {aws:.2f} ms; critical path wall {wall:.2f} ms"
-    )
+        for case, (functions, roles) in CASES.items():
+            runs = [one_run(f"bench{case[0]}{roles:d}{i}", functions, roles) for i in range(7)]
+            runs = runs[2:]  # the first runs warm imports and the price cache, as a warm Lambda would be
+            first = runs[0]
+            print(f"== {case}")
+            print(f"critical path AWS calls (record -> last target stopped): {len(first['critical_calls'])}")
+            for name in first["critical_calls"]:
+                print(f"  {name}")
+            print(f"after the shutdown (notification, not on the critical path): {first['after_calls']}")
+            print(
+                f"over {len(runs)} runs, median: guardrail's own compute {_spread(runs, 'own_compute_ms')}; "
+                f"inside AWS calls (SDK + moto) {_spread(runs, 'critical_aws_ms')}; "
+                f"critical path wall {_spread(runs, 'critical_wall_ms')}"
+            )
 
 
 if __name__ == "__main__":

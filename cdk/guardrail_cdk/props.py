@@ -23,7 +23,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-from guardrail.core.config import BudgetModel, Settings, ThresholdsModel, function_name, load_settings
+from guardrail.core.config import (
+    ROLE_ARN,
+    BudgetModel,
+    Settings,
+    ThresholdsModel,
+    function_name,
+    is_role,
+    load_settings,
+)
 from guardrail.core.errors import ConfigError
 from guardrail.core.models import Level
 
@@ -100,6 +108,8 @@ class GuardrailProps(_Model):
     timezone: str = "UTC"
     budgets: tuple[BudgetModel, ...] | None = None
     target_functions: tuple[str, ...] = ()
+    # IAM role ARNs (this account) of Bedrock callers that are not Lambda functions; shutdown denies them Bedrock.
+    target_roles: tuple[str, ...] = ()
     alarm_levels: dict[str, str] = Field(default_factory=dict)
     model_downgrades: dict[str, str] | None = None
     price_overrides: dict[str, Any] | None = None
@@ -133,7 +143,7 @@ class GuardrailProps(_Model):
     def _thresholds(cls, value: Any) -> Any:
         return ThresholdsModel.model_validate(value) if isinstance(value, str | dict) else value
 
-    @field_validator("target_functions", mode="before")
+    @field_validator("target_functions", "target_roles", mode="before")
     @classmethod
     def _csv(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -155,14 +165,23 @@ class GuardrailProps(_Model):
     @model_validator(mode="after")
     def _not_ours(self) -> GuardrailProps:
         own = set(self.function_names.values())
-        places = {p for p in map(arn_account_region, self.all_targets) if p}
+        for role in self.all_roles:
+            if not ROLE_ARN.match(role):
+                raise ValueError(f"targetRoles: {role!r} is not an IAM role ARN (arn:aws:iam::<account>:role/<name>)")
+        accounts = {role_account(r) for r in self.all_roles} | {a for a, _ in self._function_places}
+        if self.all_roles and len(accounts) > 1:
+            raise ValueError(
+                f"targetRoles: role and function ARNs name more than one account ({', '.join(sorted(accounts))}); "
+                "the guardrail denies roles only in the account it is deployed to"
+            )
+        places = self._function_places
         if len(places) > 1:
             listed = ", ".join(f"account {a} / Region {r}" for a, r in sorted(places))
             raise ValueError(
                 f"targetFunctions: target ARNs name more than one place ({listed}); the guardrail stops "
                 "functions only in the account and Region it is deployed to"
             )
-        for target in self.all_targets:
+        for target in self.all_functions:
             # Own functions first, in any form the runtime normalises (name, qualifier, partial or full ARN).
             if function_name(target) in own:
                 raise ValueError(
@@ -191,16 +210,35 @@ class GuardrailProps(_Model):
 
     @property
     def all_targets(self) -> tuple[str, ...]:
-        """Every function the guardrail may stop: the flat list plus each budget's own targets."""
-        out = dict.fromkeys(self.target_functions)
+        """Every target the guardrail may stop: the flat lists plus each budget's own targets."""
+        out = dict.fromkeys((*self.target_functions, *self.target_roles))
         for budget in self.budgets or ():
             out.update(dict.fromkeys(budget.targets))
         return tuple(out)
 
     @property
+    def all_functions(self) -> tuple[str, ...]:
+        """Every function the guardrail may stop (reserved concurrency)."""
+        return tuple(t for t in self.all_targets if not is_role(t))
+
+    @property
+    def all_roles(self) -> tuple[str, ...]:
+        """Every role the guardrail may deny Bedrock (exact ARNs: the only roles its IAM may change)."""
+        return tuple(t.strip() for t in self.all_targets if is_role(t))
+
+    @property
+    def _function_places(self) -> set[tuple[str, str]]:
+        return {p for p in map(arn_account_region, self.all_functions) if p}
+
+    @property
     def target_place(self) -> tuple[str, str] | None:
-        """(account, Region) that target ARNs name (all the same, checked above); None without ARNs."""
-        return next((p for p in map(arn_account_region, self.all_targets) if p), None)
+        """(account, Region) that function target ARNs name (all the same, checked above); None without ARNs."""
+        return next((p for p in map(arn_account_region, self.all_functions) if p), None)
+
+    @property
+    def role_account(self) -> str | None:
+        """The account that role target ARNs name (one, checked above); None without role targets."""
+        return next((role_account(r) for r in self.all_roles), None)
 
     def function_environment(self, *, table_name: str, topic_arn: str, slack_secret_arn: str | None) -> dict[str, str]:
         """What every guardrail function reads (the `GUARDRAIL_*` contract of guardrail.core.config)."""
@@ -209,6 +247,7 @@ class GuardrailProps(_Model):
             "GUARDRAIL_TABLE_NAME": table_name,
             "GUARDRAIL_TOPIC_ARN": topic_arn,
             "GUARDRAIL_TARGET_FUNCTIONS": ",".join(self.target_functions),
+            "GUARDRAIL_TARGET_ROLES": ",".join(self.target_roles),
             "GUARDRAIL_OWN_FUNCTIONS": ",".join(self.function_names.values()),
             "GUARDRAIL_THRESHOLDS": f"alert={t.alert},throttle={t.throttle},shutdown={t.shutdown}",
             "GUARDRAIL_WINDOW": self.window,
@@ -288,6 +327,11 @@ class GuardrailProps(_Model):
             raise ConfigError("invalid CDK context:\n  " + "\n  ".join(lines)) from None
         props.runtime_settings()  # fail at synth, not at the first cold start
         return props
+
+
+def role_account(arn: str) -> str:
+    m = ROLE_ARN.match(arn)
+    return m.group("account") if m else ""
 
 
 def arn_account_region(target: str) -> tuple[str, str] | None:

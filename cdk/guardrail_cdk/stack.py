@@ -59,7 +59,12 @@ class GuardrailStack(Stack):
             usage=self.ingest.usage,
         )
         self.oncall = OnCall(
-            self, "OnCall", ledger=self.ledger, alerting=self.alerting, target_arns=self.enforcement.target_arns
+            self,
+            "OnCall",
+            ledger=self.ledger,
+            alerting=self.alerting,
+            target_arns=self.enforcement.target_arns,
+            role_arns=self.enforcement.role_arns,
         )
         self.reset_url = ResetUrl(self, "ResetUrl", props=props, reset=self.enforcement.reset)
         self.monitoring = Monitoring(

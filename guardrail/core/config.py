@@ -26,6 +26,7 @@ ACCEPTED_FORMS: dict[str, str] = {
     "table_name": "a DynamoDB table name, e.g. bedrock-guardrail",
     "topic_arn": "an SNS topic ARN, e.g. arn:aws:sns:us-east-1:123456789012:guardrail",
     "target_functions": "comma-separated Lambda function names or ARNs, e.g. chat-api,worker",
+    "target_roles": "comma-separated IAM role ARNs of this account, e.g. arn:aws:iam::123456789012:role/batch-jobs",
     "thresholds": "alert=5,throttle=10,shutdown=25 (USD, each level at least the one before)",
     "window": "one of hour, day, month",
     "timezone": "an IANA time zone, e.g. UTC or Europe/Berlin",
@@ -132,6 +133,14 @@ class BudgetModel(BaseModel):
     def _targets(cls, value: Any) -> Any:
         return _split_csv(value)
 
+    @field_validator("targets")
+    @classmethod
+    def _role_targets(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for target in value:
+            if is_role(target):
+                check_role_arn(target)
+        return value
+
     @field_validator("scope")
     @classmethod
     def _scope(cls, value: str) -> str:
@@ -153,6 +162,8 @@ class Settings(BaseSettings):
     topic_arn: str | None = None
     slack_secret_arn: str | None = None
     target_functions: Annotated[tuple[str, ...], NoDecode] = ()
+    # IAM roles of callers that are not Lambda functions (ECS, EC2, EKS, notebooks): shutdown denies them Bedrock.
+    target_roles: Annotated[tuple[str, ...], NoDecode] = ()
     own_functions: Annotated[tuple[str, ...], NoDecode] = ()
     thresholds: Annotated[ThresholdsModel, NoDecode] = ThresholdsModel()
     window: Literal["hour", "day", "month"] = "day"
@@ -175,10 +186,17 @@ class Settings(BaseSettings):
     # The guardrail's own usage event bus (stack output UsageEventBus); guarded clients put usage events here.
     usage_event_bus: str = Field(default="bedrock-guardrail-usage", min_length=1, max_length=1600)
 
-    @field_validator("target_functions", "own_functions", mode="before")
+    @field_validator("target_functions", "target_roles", "own_functions", mode="before")
     @classmethod
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)
+
+    @field_validator("target_roles")
+    @classmethod
+    def _roles(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for arn in value:
+            check_role_arn(arn)
+        return value
 
     @field_validator("thresholds", mode="before")
     @classmethod
@@ -219,7 +237,7 @@ class Settings(BaseSettings):
         own = {function_name(f) for f in self.own_functions}
         named = [("GUARDRAIL_TARGET_FUNCTIONS", t) for t in self.target_functions]
         named += [("GUARDRAIL_BUDGETS", t) for b in self.budgets or () for t in b.targets]
-        clash = [(var, t) for var, t in named if function_name(t) in own]
+        clash = [(var, t) for var, t in named if not is_role(t) and function_name(t) in own]
         if clash:
             var = clash[0][0]
             forms = ", ".join(repr(t) for v, t in clash if v == var)
@@ -251,7 +269,7 @@ class Settings(BaseSettings):
                     selector=m.scope,
                     window=m.window or self.window,
                     thresholds=(m.thresholds if self.budgets else self.thresholds).to_domain(),
-                    targets=m.targets or (self.target_functions if is_global else ()),
+                    targets=m.targets or ((*self.target_functions, *self.target_roles) if is_global else ()),
                     model_downgrades=dict(
                         m.model_downgrades if m.model_downgrades is not None else self.model_downgrades
                     ),
@@ -272,6 +290,36 @@ def function_name(target: str) -> str:
     if len(parts) >= 3 and parts[1] == "function":
         return parts[2]
     return parts[0]
+
+
+# An IAM role ARN (with its path): what a role target is named by, in settings and in IAM policies.
+ROLE_ARN = re.compile(
+    r"^arn:aws[a-z-]*:iam::(?P<account>\d{12}):role/(?P<path>(?:[\w+=,.@-]+/)*)(?P<name>[\w+=,.@-]{1,64})$"
+)
+
+
+def is_role(target: str) -> bool:
+    """A target given as an IAM ARN is a role target; anything else names a Lambda function."""
+    parts = target.strip().split(":")
+    return len(parts) > 2 and parts[0] == "arn" and parts[2] == "iam"
+
+
+def check_role_arn(target: str) -> None:
+    if not ROLE_ARN.match(target.strip()):
+        raise ValueError(
+            f"{target!r} is not an IAM role ARN (arn:aws:iam::<12-digit account>:role/[<path>/]<name>); "
+            "a role target is named by its full ARN"
+        )
+
+
+def role_name(arn: str) -> str:
+    """The RoleName IAM's role-policy APIs take (the ARN without account and path)."""
+    return arn.rsplit("/", 1)[-1]
+
+
+def target_name(target: str) -> str:
+    """The canonical name of a target, one per target item and hold: a role's ARN, or a function's name."""
+    return target.strip() if is_role(target) else function_name(target)
 
 
 # Read by the CDK app's bundling, not by Settings: known, so never warned about.

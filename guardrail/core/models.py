@@ -216,10 +216,12 @@ class Rearm:
 @dataclass(frozen=True, slots=True)
 class TargetState:
     """A shutdown target. `saved` is the reserved concurrency before we touched it: an int, or None
-    meaning the function had no reserved concurrency (which is different from 0)."""
+    meaning the function had no reserved concurrency (which is different from 0); for a role target None
+    ("no deny": the guardrail's deny was not there). `refused`: a role with a policy of the guardrail's
+    name that the guardrail did not put there (never overwritten)."""
 
     saved: int | None
-    status: Literal["saved", "applied", "restored", "restore_failed", "missing"] = "saved"
+    status: Literal["saved", "applied", "restored", "restore_failed", "missing", "refused"] = "saved"
     message: str = ""
 
 

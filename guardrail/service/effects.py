@@ -12,15 +12,18 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from guardrail.core.config import function_name
+from guardrail.core.config import function_name, is_role, target_name
 from guardrail.core.errors import FlagConflict
 from guardrail.core.models import Budget, Flag, Level, TargetState, WindowRef
-from guardrail.service.holds import Holds, Outcome
+from guardrail.service.holds import Holds, Outcome, Refused
 from guardrail.service.messages import Burn, alert_message
 from guardrail.service.notify import AlertMessage, Notifier
-from guardrail.service.targets import Concurrency, aws_error, describe_saved
+from guardrail.service.role_deny import RoleDeny
+from guardrail.service.target_kinds import Targets
+from guardrail.service.targets import Concurrency, aws_error
+from guardrail.store.aws_clients import client
 from guardrail.store.breakdown import Leaders
 from guardrail.store.flags import FlagStore
 from guardrail.store.table import alerted_key, item_key
@@ -32,7 +35,9 @@ if TYPE_CHECKING:
     from guardrail.service.engine import Committed
 
 ACTOR = "guardrail"
-DONE = ("applied", "missing")  # a shutdown is applied when every target is at 0 or does not exist
+# A shutdown is applied when every target is stopped, does not exist, or was refused (each said once).
+DONE = ("applied", "missing", "refused")
+UNTOUCHED = ("missing", "refused")  # never stopped, so never restored
 
 
 @dataclass
@@ -60,10 +65,12 @@ class Effects:
         on_report: Callable[[EffectReport], None] | None = None,
         targets: TargetStore | None = None,
         leaders: Callable[[str, WindowRef], dict[str, Leaders]] | None = None,
+        iam_factory: Callable[[], Any] | None = None,
     ) -> None:
         self.flags = flags
         self.concurrency = Concurrency(lambda_factory)
-        self.holds = Holds(self.concurrency, targets or TargetStore(flags.client, flags.table, now=flags.now))
+        self.targets = Targets(self.concurrency, RoleDeny(iam_factory or (lambda: client("iam"))))
+        self.holds = Holds(self.targets, targets or TargetStore(flags.client, flags.table, now=flags.now))
         self.notifier = notifier
         self.dry_run = dry_run
         own = {function_name(f) for f in own_functions}
@@ -124,22 +131,26 @@ class Effects:
     # -- shutdown and restore ---------------------------------------------------------------------
 
     def targets_of(self, budget: Budget) -> list[str]:
-        """The budget's targets by canonical name (one target item and one hold per function, whatever
-        form the configuration used), never the guardrail's own."""
-        names = dict.fromkeys(function_name(t) for t in budget.targets)
+        """The budget's targets by canonical name (one target item and one hold per function or role,
+        whatever form the configuration used), never the guardrail's own functions."""
+        names = dict.fromkeys(target_name(t) for t in budget.targets)
         return [t for t in names if t not in self.own]
+
+    def _own(self, target: str) -> bool:
+        return not is_role(target) and function_name(target) in self.own
 
     def shutdown(self, flag: Flag, budget: Budget, report: EffectReport, *, mark_applied: bool = True) -> Flag:
         targets = self.targets_of(budget)
-        skipped = [t for t in budget.targets if function_name(t) in self.own]
+        skipped = [t for t in budget.targets if self._own(t)]
         if skipped:
             report.failures.append(f"refused to stop the guardrail's own functions: {', '.join(skipped)}")
         if self.dry_run:
             for name in targets:
-                current = self.concurrency.read(name)
+                kind = self.targets.kind(name)
+                current = kind.read(name)
                 if not current.readable:
-                    report.failures.append(f"{name}: could not read reserved concurrency: {current.error}")
-                report.actions.append(f"set reserved concurrency 0 on {name} (now {current.describe()})")
+                    report.failures.append(f"{name}: could not read {kind.noun}: {current.error}")
+                report.actions.append(f"set {kind.stop_text(name)} (now {current.describe()})")
             return self._mark_applied(flag)
         # 1. Hold each target in its shared target item: its state is saved there once, by the first holder.
         held = dict(flag.targets)
@@ -148,9 +159,14 @@ class Effects:
             if name in held:
                 continue
             hold = self.holds.take(name, flag.scope, out)
-            if isinstance(hold, str):
-                held[name] = TargetState(saved=None, status="missing", message=hold)
-                out.failures.append(f"{name} does not exist ({hold}); nothing to stop. Said once for this shutdown")
+            if isinstance(hold, Refused):
+                held[name] = TargetState(saved=None, status=hold.status, message=hold.message)
+                if hold.status == "missing":
+                    out.failures.append(
+                        f"{name} does not exist ({hold.message}); nothing to stop. Said once for this shutdown"
+                    )
+                else:
+                    out.failures.append(f"{name}: {hold.message}. Said once for this shutdown")
             elif hold is not None:
                 held[name] = TargetState(saved=hold.saved, status="saved")
         report.actions += out.actions
@@ -183,19 +199,20 @@ class Effects:
         targets = dict(flag.targets)
         out = Outcome()
         for name, state in flag.targets.items():
-            if state.status == "missing":
+            if state.status in UNTOUCHED:
                 continue
+            kind = self.targets.kind(name)
             try:
                 stays = self.holds.stop(name, flag.scope, state.saved, out)
             except Exception as exc:
-                report.failures.append(f"{name}: could not set reserved concurrency 0: {aws_error(exc)}")
+                report.failures.append(f"{name}: could not set {kind.stop_text(name)}: {aws_error(exc)}")
                 continue
             if not stays:
                 targets.pop(name)
                 continue
             targets[name] = replace(state, status="applied", message="")
             report.applied += 1
-            report.actions.append(f"reserved concurrency 0 on {name} (was {describe_saved(state.saved)})")
+            report.actions.append(f"{kind.stop_text(name)} (was {kind.describe_saved(state.saved)})")
         report.actions += out.actions
         report.failures += out.failures
         ok = all(s.status in DONE for s in targets.values())
@@ -205,7 +222,7 @@ class Effects:
                 flag,
                 actor=ACTOR,
                 action="shutdown:applied" if ok else "shutdown:partial",
-                reason="reserved concurrency 0 on targets",
+                reason="targets stopped",
                 targets=targets,
                 applied=applied,
             )
@@ -214,13 +231,16 @@ class Effects:
     def restore(self, flag: Flag, report: EffectReport, *, mark_applied: bool = True) -> Flag:
         if self.dry_run:
             for name, state in flag.targets.items():
-                report.actions.append(f"restore {name} to {describe_saved(state.saved)}")
+                report.actions.append(f"restore {name} to {self.targets.kind(name).describe_saved(state.saved)}")
             return self._mark_applied(flag)
         remaining: dict[str, TargetState] = {}
         out = Outcome()
         for name, state in flag.targets.items():
             if state.status == "missing":
                 out.actions.append(f"{name} did not exist at shutdown: nothing to restore")
+                continue
+            if state.status == "refused":
+                out.actions.append(f"{name} was refused at shutdown (never denied): nothing to restore")
                 continue
             released = self.holds.release(name, flag.scope, state.saved, out)
             if released.result == "failed":
@@ -233,7 +253,7 @@ class Effects:
             flag,
             actor=ACTOR,
             action="restore:applied" if not remaining else "restore:partial",
-            reason="restored reserved concurrency" if not remaining else "some targets could not be restored",
+            reason="restored targets" if not remaining else "some targets could not be restored",
             targets=remaining,
             applied=mark_applied,
         )

@@ -1,8 +1,9 @@
-"""Shared targets: take, stop and release a target function on behalf of one scope (DESIGN.md section 11).
+"""Shared targets: take, stop and release a target on behalf of one scope (DESIGN.md section 11).
 
-A target's pre-guardrail reserved concurrency is saved once, in its target item, and the item names every
-scope holding it at 0. Only the release that leaves no holder restores it. Each step writes its durable
-record before it touches Lambda, and checks afterwards that no racing reset released it meanwhile.
+A target's pre-guardrail state (a function's reserved concurrency, a role's "no deny") is saved once, in its
+target item, and the item names every scope holding it stopped. Only the release that leaves no holder
+restores it. Each step writes its durable record before it touches AWS, and checks afterwards that no racing
+reset released it meanwhile. Every kind of target goes through the one adapter interface (target_kinds.py).
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from guardrail.core.models import TargetHold
-from guardrail.service.targets import Concurrency, aws_error, describe_saved, not_found, restore_cli
+from guardrail.service.target_kinds import Targets
+from guardrail.service.targets import aws_error
 from guardrail.store.targets import TOMBSTONE_TTL, TargetStore
 
 MAX_ATTEMPTS = 4
@@ -33,80 +35,93 @@ class Release:
     message: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A target the guardrail must not take: found in a state it may not save (a role with a policy of the
+    guardrail's name that the guardrail did not put there), or that does not exist."""
+
+    message: str
+    status: Literal["missing", "refused"]
+
+
 class Holds:
-    def __init__(self, concurrency: Concurrency, store: TargetStore) -> None:
-        self.concurrency = concurrency
+    def __init__(self, targets: Targets, store: TargetStore) -> None:
+        self.targets = targets
         self.store = store
 
-    def take(self, function: str, scope: str, out: Outcome) -> TargetHold | str | None:
-        """Hold `function` for `scope`. The saved state is read from Lambda only by the first holder (later
-        ones would read our own 0). Returns the hold, a message when the function does not exist, or None
-        when it could not be read."""
+    def take(self, name: str, scope: str, out: Outcome) -> TargetHold | Refused | None:
+        """Hold `name` for `scope`. The saved state is read from AWS only by the first holder (later ones
+        would read our own stop). Returns the hold, why it may not be taken, or None when it could not be
+        read."""
+        kind = self.targets.kind(name)
         for _ in range(MAX_ATTEMPTS):
-            item = self.store.get(function)
+            item = self.store.get(name)
             if item is not None and item.state == "held":
-                taken = self.store.join(function, scope)
+                taken = self.store.join(name, scope)
             else:
-                reading = self.concurrency.read(function)
+                reading = kind.read(name)
                 if reading.missing:
-                    return reading.error
+                    return Refused(reading.error, "missing")
                 if not reading.readable:
-                    out.failures.append(f"{function}: could not read reserved concurrency: {reading.error}")
+                    out.failures.append(f"{name}: could not read {kind.noun}: {reading.error}")
                     return None
                 saved = reading.value
-                if item is not None and saved == 0 and self._recent(item):
-                    saved = item.saved  # a fresh tombstone's 0 may be a late stop of ours: the saved state stands
-                taken = self.store.take(function, scope, saved, over_tombstone=item is not None)
+                if item is not None and reading.stopped and self._recent(item):
+                    saved = item.saved  # a fresh tombstone's stop may be a late stop of ours: the saved state stands
+                elif conflict := kind.conflict(reading):
+                    return Refused(conflict, "refused")
+                taken = self.store.take(name, scope, saved, over_tombstone=item is not None)
             if taken is not None:
                 return taken
-        out.failures.append(f"{function}: its target item kept changing; the schedule run will retry")
+        out.failures.append(f"{name}: its target item kept changing; the schedule run will retry")
         return None
 
     def _recent(self, item: TargetHold) -> bool:
         return item.released_at is not None and self.store.now() - item.released_at < TOMBSTONE_TTL
 
-    def stop(self, function: str, scope: str, saved: int | None, out: Outcome) -> bool:
-        """Reserved concurrency 0, then make sure `scope` still holds it: a reset that released it while we
-        stopped it would otherwise leave a 0 nobody records. True when it stays stopped for `scope`."""
-        self.concurrency.stop(function)
-        item = self.store.get(function)
+    def stop(self, name: str, scope: str, saved: int | None, out: Outcome) -> bool:
+        """Stop the target, then make sure `scope` still holds it: a reset that released it while we stopped
+        it would otherwise leave a stop nobody records. True when it stays stopped for `scope`."""
+        kind = self.targets.kind(name)
+        kind.stop(name)
+        item = self.store.get(name)
         if item is not None and scope in item.holders:
             return True
         if item is None or not item.holders:
             value = saved if item is None else item.saved
             try:
-                self.concurrency.restore(function, value)
-                out.actions.append(f"{function} was released while being stopped: restored to {describe_saved(value)}")
+                kind.restore(name, value)
+                out.actions.append(f"{name} was released while being stopped: restored to {kind.describe_saved(value)}")
             except Exception as exc:
-                out.failures.append(f"{function}: undo of a stop after a reset failed ({aws_error(exc)})")
+                out.failures.append(f"{name}: undo of a stop after a reset failed ({aws_error(exc)})")
         return False
 
-    def release(self, function: str, scope: str | None, fallback_saved: int | None, out: Outcome) -> Release:
+    def release(self, name: str, scope: str | None, fallback_saved: int | None, out: Outcome) -> Release:
         """End `scope`'s hold; restore the saved state when no holder is left (`fallback_saved`: a flag from
         before target items). None as scope retries a pending restore without changing the holders."""
-        item = self.store.release(function, scope)
+        kind = self.targets.kind(name)
+        item = self.store.release(name, scope)
         if item is not None and item.holders:
-            out.actions.append(f"{function} stays at 0: still held by {', '.join(sorted(item.holders))}")
+            out.actions.append(f"{name} stays {kind.stopped_label}: still held by {', '.join(sorted(item.holders))}")
             return Release("still_held")
         saved = fallback_saved if item is None else item.saved
         try:
-            self.concurrency.restore(function, saved)
+            kind.restore(name, saved)
         except Exception as exc:
-            if not_found(exc):
-                self.store.forget(function)
-                out.actions.append(f"{function} no longer exists: released, nothing to restore")
+            if kind.not_found(exc):
+                self.store.forget(name)
+                out.actions.append(f"{name} no longer exists: released, nothing to restore")
                 return Release("gone")
             message = aws_error(exc)
             out.failures.append(
-                f"{function}: restore to {describe_saved(saved)} failed ({message}); the saved value is kept. "
-                "Free unreserved concurrency (the account keeps at least 10-100 unreserved) or restore "
-                f"by hand: {restore_cli(function, saved)}, then run the reset again"
+                f"{name}: restore to {kind.describe_saved(saved)} failed ({message}); the saved value is kept. "
+                + kind.restore_help(name, saved)
             )
             return Release("failed", message)
-        if item is not None and not self.store.mark_released(function):
+        if item is not None and not self.store.mark_released(name):
             # Another scope took hold while we restored: its shutdown stands.
-            self.concurrency.stop(function)
-            out.actions.append(f"{function} stays at 0: another scope stopped it meanwhile")
+            kind.stop(name)
+            out.actions.append(f"{name} stays {kind.stopped_label}: another scope stopped it meanwhile")
             return Release("still_held")
-        out.actions.append(f"restored {function} to {describe_saved(saved)}")
+        out.actions.append(f"restored {name} to {kind.describe_saved(saved)}")
         return Release("restored")

@@ -79,6 +79,7 @@ def build(
     effects = Effects(
         flags,
         lambda_factory=lazy("lambda"),
+        iam_factory=lazy("iam"),
         notifier=notifier,
         dry_run=settings.dry_run,
         own_functions=settings.own_functions,

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from guardrail.core.models import Budget, Flag, Level, UsageRecord
 from guardrail.core.scopes import GLOBAL
 from guardrail.service.confirmations import overdue
-from guardrail.service.effects import EffectReport, Effects
+from guardrail.service.effects import UNTOUCHED, EffectReport, Effects
 from guardrail.service.engine import Engine
 from guardrail.service.holds import Outcome
 from guardrail.service.messages import alert_message
@@ -54,8 +54,8 @@ def run(engine: Engine, effects: Effects, cloudwatch: CloudWatchClient | None) -
         # 2. Drift repair: a shutdown whose targets are not all at 0, or a half-applied transition.
         if current.level == Level.SHUTDOWN and not engine.settings.dry_run:
             missing = [t for t in effects.targets_of(budget) if t not in current.targets]
-            # A target that did not exist at shutdown was said once, in that alert; it is not drift.
-            held = [name for name, state in current.targets.items() if state.status != "missing"]
+            # A target that did not exist (or was refused) at shutdown was said once, in that alert; not drift.
+            held = [name for name, state in current.targets.items() if state.status not in UNTOUCHED]
             drifted = [name for name in held if _drifted(effects, name, effect)]
             if missing or drifted or not current.applied:
                 if missing:
@@ -63,9 +63,8 @@ def run(engine: Engine, effects: Effects, cloudwatch: CloudWatchClient | None) -
                     report.repaired.append(f"{current.scope}: saved and stopped {', '.join(missing)}")
                 else:
                     current = effects.enforce_zero(current, effect)
-                    report.repaired.append(
-                        f"{current.scope}: reserved concurrency 0 again on {', '.join(drifted) or 'targets'}"
-                    )
+                    again = "; ".join(effects.targets.kind(n).repair_text(n) for n in drifted)
+                    report.repaired.append(f"{current.scope}: {again or 'finished stopping the targets'}")
                 # The invocation that started this shutdown may have died before its alert: tell on-call.
                 _alert_repair(engine, effects, current, budget, report.repaired[-1], effect)
         # 3. Restores AWS refused earlier are retried (the account's unreserved pool may have grown), and a
@@ -135,7 +134,7 @@ def repair_holds(engine: Engine, effects: Effects, report: ScheduleReport) -> No
             and after.state == "released"
             and _recent(engine, after.released_at)
             and after.saved != 0
-            and effects.concurrency.read(item.function).stopped
+            and effects.targets.read(item.function).stopped
         ):
             holds.release(item.function, None, after.saved, out)
             out.actions.append(f"{item.function}: a late stop after its release was undone")
@@ -179,10 +178,11 @@ def _notice(
 
 
 def _drifted(effects: Effects, name: str, report: EffectReport) -> bool:
-    """A target of a shutdown that is not at 0 (unreadable is reported, not called drift)."""
-    current = effects.concurrency.read(name)
+    """A target of a shutdown that is not stopped (unreadable is reported, not called drift)."""
+    kind = effects.targets.kind(name)
+    current = kind.read(name)
     if not current.readable:
-        report.failures.append(f"{name}: could not read reserved concurrency: {current.error}")
+        report.failures.append(f"{name}: could not read {kind.noun}: {current.error}")
         return False
     return not current.stopped
 

@@ -74,7 +74,11 @@ def restore_cli(name: str, saved: int | None) -> str:
 
 
 class Concurrency:
-    """Reads and sets reserved concurrency through one lazily created Lambda client."""
+    """Reads and sets reserved concurrency through one lazily created Lambda client (the function kind of
+    target; `role_deny.RoleDeny` is the role kind, and `target_kinds.Targets` picks one per target)."""
+
+    stopped_label = "at 0"
+    noun = "reserved concurrency"
 
     def __init__(self, lambda_factory: Callable[[], LambdaClient]) -> None:
         self._factory = lambda_factory
@@ -103,3 +107,27 @@ class Concurrency:
             self.client.delete_function_concurrency(FunctionName=name)
         else:
             self.client.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=saved)
+
+    # -- what this kind of target says and how it is put back by hand --------------------------------
+
+    def not_found(self, exc: BaseException) -> bool:
+        return not_found(exc)
+
+    def conflict(self, reading: Any) -> str:
+        """A function found at 0 before any hold: that 0 is its pre-guardrail state, saved like any other."""
+        return ""
+
+    def describe_saved(self, saved: int | None) -> str:
+        return describe_saved(saved)
+
+    def stop_text(self, name: str) -> str:
+        return f"reserved concurrency 0 on {name}"
+
+    def repair_text(self, name: str) -> str:
+        return f"reserved concurrency 0 again on {name}"
+
+    def restore_help(self, name: str, saved: int | None) -> str:
+        return (
+            "Free unreserved concurrency (the account keeps at least 10-100 unreserved) or restore "
+            f"by hand: {restore_cli(name, saved)}, then run the reset again"
+        )

@@ -41,11 +41,14 @@ def target_entries(runtime: Runtime, budget: Budget, flag: Flag) -> list[dict[st
     out: list[dict[str, Any]] = []
     for name in names:
         state = flag.targets.get(name)
-        reading = runtime.effects.concurrency.read(name)
+        kind = runtime.effects.targets.kind_name(name)
+        reading = runtime.effects.targets.read(name)
         hold = None if runtime.settings.dry_run else runtime.effects.holds.store.get(name)
+        saved = None if state is None else (hold.saved if hold else state.saved)
         entry: dict[str, Any] = {
-            "function": name,
-            "saved": None if state is None else _concurrency_value(hold.saved if hold else state.saved),
+            "function": name,  # the target's name: a function name, or a role's ARN (see "kind")
+            "kind": kind,
+            "saved": None if state is None else _concurrency_value(saved) if kind == "function" else "none",
             "current": reading.for_json(),
             "status": "untouched" if state is None else state.status,
             "message": "" if state is None else state.message,
@@ -187,9 +190,9 @@ def render_scope(entry: dict[str, Any]) -> list[str]:
     lines += _table(rows, indent="  ")
     targets = entry["targets"]
     if not targets:
-        lines.append("  targets     none configured (GUARDRAIL_TARGET_FUNCTIONS)")
+        lines.append("  targets     none configured (GUARDRAIL_TARGET_FUNCTIONS, GUARDRAIL_TARGET_ROLES)")
     else:
-        table = [["targets", "FUNCTION", "SAVED", "CURRENT", "STATE", "HELD BY"]]
+        table = [["targets", "FUNCTION / ROLE", "SAVED", "CURRENT", "STATE", "HELD BY"]]
         for t in targets:
             saved = "-" if t["saved"] is None else str(t["saved"])
             current = "?" if t["current"] is None else str(t["current"])
@@ -322,10 +325,13 @@ def reset_preview(
     spend = engine.scope_totals(scope).spend
     preview = ResetPreview(scope=scope, flag=flag, budget=budget, spend=spend)
     for name, state in flag.targets.items():
-        reading = runtime.effects.concurrency.read(name)
+        reading = runtime.effects.targets.read(name)
         now = "unreadable" if not reading.readable else reading.describe()
         saved = _concurrency_value(state.saved)
-        how = "no reserved concurrency" if state.saved is None else f"reserved concurrency {saved}"
+        if runtime.effects.targets.kind_name(name) == "role":
+            how = "no deny (remove the guardrail's deny policy)"
+        else:
+            how = "no reserved concurrency" if state.saved is None else f"reserved concurrency {saved}"
         failed = f" (restore failed before: {state.message})" if state.status == "restore_failed" else ""
         preview.restores.append(f"restore {name} to {how} (now {now}){failed}")
         if not reading.readable:

@@ -33,6 +33,7 @@ import handlers.reset
 import handlers.schedule
 import handlers.usage
 from guardrail.core.models import Level
+from guardrail.service.role_deny import POLICY_NAME
 from guardrail.service.runtime import build, default_runtime
 from guardrail.store.flags import FlagStore
 from guardrail.tools.embedded_aws import create_function
@@ -47,7 +48,7 @@ from tests.support.iam import (
     materialize,
     remove_action,
 )
-from tests.support.synth import ACCOUNT, PREFIX, REGION, SLACK_SECRET_ARN, Synth
+from tests.support.synth import ACCOUNT, PREFIX, REGION, ROLE_TARGET, SLACK_SECRET_ARN, Synth
 from tests.support.world import WEBHOOK, batch
 
 _LOADER = botocore.loaders.create_loader()
@@ -73,6 +74,8 @@ class Deployment:
         role = self.iam.create_role(RoleName="app", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
         for name, reserved in (("chat-api", 7), ("worker", None), ("acme-batch", 3)):
             create_function(self.lam, role, name, reserved)
+        # The role target (an ECS task role, say): a Bedrock caller that is not a Lambda function.
+        self.iam.create_role(RoleName="batch-jobs", Path="/teams/", AssumeRolePolicyDocument="{}")
         key = boto3.client("kms", region_name=REGION).create_key()["KeyMetadata"]["Arn"]
         self.topic = boto3.client("sns", region_name=REGION).create_topic(
             Name="alerts", Attributes={"KmsMasterKeyId": key}
@@ -148,6 +151,10 @@ class Deployment:
     def concurrency(self, name: str) -> int | None:
         return self.lam.get_function_concurrency(FunctionName=name).get("ReservedConcurrentExecutions")
 
+    def denied(self) -> bool:
+        """The guardrail's deny is on the role target (read outside enforcement)."""
+        return POLICY_NAME in self.iam.list_role_policies(RoleName="batch-jobs")["PolicyNames"]
+
     def flag(self, scope: str = "global") -> Any:
         return FlagStore(boto3.client("dynamodb", region_name=REGION), TABLE).get(scope)
 
@@ -167,7 +174,7 @@ class Deployment:
         runtime.engine.ingest(
             [record(f"setup-{i}", input_tokens=100_000, output_tokens=10_000, at=when) for i in range(60)]
         )
-        assert self.flag().level == Level.SHUTDOWN and self.concurrency("chat-api") == 0
+        assert self.flag().level == Level.SHUTDOWN and self.concurrency("chat-api") == 0 and self.denied()
         self.sns_messages()
         self.slack.clear()
 
@@ -197,7 +204,7 @@ def usage_escalates_through_shutdown(d: Deployment) -> None:
     d.become("usage")
     result = d.run(handlers.usage.handler, batch("a", 60))  # $29.70 in one batch
     assert "global: normal -> shutdown" in result["transitions"]
-    assert d.concurrency("chat-api") == 0 and d.concurrency("worker") == 0
+    assert d.concurrency("chat-api") == 0 and d.concurrency("worker") == 0 and d.denied()
     assert d.flag().applied and d.flag().targets["chat-api"].saved == 7
     assert_notified(d, 2)  # global and app:chat-api
 
@@ -224,7 +231,7 @@ def alarm_then_ok(d: Deployment) -> None:
     assert d.flag().level == Level.NORMAL
     assert d.run(handlers.alarm.handler, alarm_event("runaway-agent", "ALARM"))["changed"]
     assert d.flag().level == Level.SHUTDOWN and d.flag().applied
-    assert d.concurrency("chat-api") == 0 and d.concurrency("worker") == 0
+    assert d.concurrency("chat-api") == 0 and d.concurrency("worker") == 0 and d.denied()
     assert not d.run(handlers.alarm.handler, alarm_event("runaway-agent", "OK"))["changed"]  # waits for reset
     assert_notified(d, 3)
 
@@ -234,7 +241,7 @@ def reset_restores(d: Deployment) -> None:
     d.become("reset")
     result = d.run(handlers.reset.handler, {"scope": "global", "reason": "loop fixed", "actor": "alice"})
     assert result["ok"] and result["to_level"] == "normal", result
-    assert d.concurrency("chat-api") == 7 and d.concurrency("worker") is None
+    assert d.concurrency("chat-api") == 7 and d.concurrency("worker") is None and not d.denied()
     assert_notified(d, 1)
 
 
@@ -252,10 +259,12 @@ def schedule_repairs_drift_and_reconciles(d: Deployment) -> None:
         ],
     )
     d.lam.put_function_concurrency(FunctionName="chat-api", ReservedConcurrentExecutions=50)  # someone "fixed" it
+    d.iam.delete_role_policy(RoleName="batch-jobs", PolicyName=POLICY_NAME)  # and the role's deny
     d.become("schedule")
     result = d.run(handlers.schedule.handler, SCHEDULED)
     assert result["failures"] == [] and "error" not in result["reconciliation"], result
     assert any("chat-api" in r for r in result["repaired"]) and d.concurrency("chat-api") == 0
+    assert any("Bedrock deny re-applied" in r for r in result["repaired"]) and d.denied()
     assert result["reconciliation"]["bedrock_metrics_usd"] != "0"  # ListMetrics found the model, data was read
     assert_notified(d, 1)  # the repair is announced
 
@@ -266,7 +275,7 @@ def schedule_auto_clear_restores(d: Deployment) -> None:
             {
                 "scope": "global",
                 "thresholds": "alert=5,throttle=10,shutdown=25",
-                "targets": ["chat-api", "worker"],
+                "targets": ["chat-api", "worker", ROLE_TARGET],
                 "shutdown_auto_clears": True,
             }
         ]
@@ -283,7 +292,7 @@ def schedule_auto_clear_restores(d: Deployment) -> None:
     result = d.run(handlers.schedule.handler, SCHEDULED)
     assert "global: shutdown -> normal (rollover)" in result["transitions"], result
     assert result["failures"] == [], result
-    assert d.concurrency("chat-api") == 7 and d.concurrency("worker") is None
+    assert d.concurrency("chat-api") == 7 and d.concurrency("worker") is None and not d.denied()
     assert d.flag().targets == {}
     assert_notified(d, 1)  # the rollover restore is announced
 
@@ -299,10 +308,10 @@ def cli_under_the_on_call_policy(d: Deployment) -> None:
         reset = run_cli("reset", "--scope", "global", "--reason", "loop fixed", "--yes", "--json")
     assert status[0] == 0, status
     (scope,) = [e for e in json.loads(status[1])["scopes"] if e["scope"] == "global"]
-    assert scope["level"] == "shutdown" and [t["current"] for t in scope["targets"]] == [0, 0]  # readable
+    assert scope["level"] == "shutdown" and [t["current"] for t in scope["targets"]] == [0, 0, "denied"]  # readable
     assert history[0] == 0 and json.loads(history[1]), history
     assert reset[0] == 0 and json.loads(reset[1])["ok"], reset
-    assert d.concurrency("chat-api") == 7 and d.concurrency("worker") is None
+    assert d.concurrency("chat-api") == 7 and d.concurrency("worker") is None and not d.denied()
     assert_notified(d, 1)
 
 
@@ -334,6 +343,11 @@ REGRESSIONS = [
     ("alarm: ALARM then OK", "kms:GenerateDataKey"),
     ("reset: restores every target", "lambda:DeleteFunctionConcurrency"),
     ("cli: status, history, reset", "dynamodb:Scan"),
+    # Role targets: the deny is put at shutdown, read by the drift check, deleted at reset.
+    ("usage: log batch through shutdown", "iam:PutRolePolicy"),
+    ("schedule: drift repair and reconciliation", "iam:GetRolePolicy"),
+    ("reset: restores every target", "iam:DeleteRolePolicy"),
+    ("cli: status, history, reset", "iam:DeleteRolePolicy"),
 ]
 
 

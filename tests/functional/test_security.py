@@ -24,6 +24,7 @@ from tests.support.synth import (
     CONCURRENCY,
     PREFIX,
     REGION,
+    ROLE_TARGET,
     Synth,
     actions,
     as_list,
@@ -239,9 +240,16 @@ def test_only_the_guardrail_functions_can_change_concurrency_and_nothing_can_esc
     grants = statements_by_function(synth)
     for fn, statements in grants.items():
         granted = set().union(*(actions(s) for s in statements)) if statements else set()
-        assert not granted & dangerous, fn
         # A restore (a delete, for a target that had no reservation) runs wherever a flag leaves shutdown.
         guardrail = fn in {f"{PREFIX}-{role}" for role in ("usage", "alarm", "reset", "schedule")}
+        # The one exception: the role targets' deny (issue 18) needs iam:PutRolePolicy, granted to the
+        # enforcing functions on exactly the configured role ARNs (literal strings: never "*", never a role
+        # of this stack, which synth refuses).
+        assert not granted & (dangerous - {"iam:PutRolePolicy"}), fn
+        assert ("iam:PutRolePolicy" in granted) == guardrail, fn
+        for st in statements:
+            if "iam:PutRolePolicy" in actions(st):
+                assert st["Effect"] == "Allow" and as_list(st["Resource"]) == [ROLE_TARGET], st
         assert ("lambda:DeleteFunctionConcurrency" in granted) == guardrail, fn
         for st in statements:
             if "iam:PassRole" in actions(st):  # only to Bedrock, only its log delivery role

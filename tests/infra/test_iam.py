@@ -10,6 +10,8 @@ from typing import Any
 from tests.support.synth import (
     CONCURRENCY,
     PREFIX,
+    ROLE_POLICY,
+    ROLE_TARGET,
     SLACK_SECRET_ARN,
     STAR_ALLOWED,
     TARGET_ARNS,
@@ -55,6 +57,20 @@ def test_every_function_that_evaluates_flags_may_stop_and_restore_targets(synth:
     for role in ("usage", "alarm", "reset", "schedule"):
         assert grants[f"{PREFIX}-{role}"] == CONCURRENCY, role
     assert grants[f"{PREFIX}-invocation-logging"] == set()
+
+
+def test_role_policy_actions_name_exactly_the_target_roles_and_only_the_enforcing_functions_have_them(
+    synth: Synth,
+) -> None:
+    grants: dict[str, set[str]] = {}
+    for fn, statements in statements_by_function(synth).items():
+        for st in statements:
+            iam_actions = actions(st) & ROLE_POLICY
+            if iam_actions:
+                assert actions(st) == ROLE_POLICY and st["Effect"] == "Allow" and "Condition" not in st, (fn, st)
+                assert resolve(as_list(st["Resource"])) == [ROLE_TARGET], fn  # the exact ARN, path included
+                grants[fn] = iam_actions
+    assert sorted(grants) == sorted(f"{PREFIX}-{r}" for r in ("alarm", "reset", "schedule", "usage"))
 
 
 def test_no_allow_statement_uses_star_except_for_apis_without_resource_level_permissions(synth: Synth) -> None:
@@ -143,6 +159,7 @@ def test_on_call_policy_grants_exactly_what_status_history_and_reset_need(synth:
         frozenset({"kms:GenerateDataKey", "kms:Decrypt"}): refs({"Fn::GetAtt": [key_id, "Arn"]}),
         frozenset({"secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"}): refs(SLACK_SECRET_ARN),
         frozenset(CONCURRENCY): refs(*TARGET_ARNS),
+        frozenset(ROLE_POLICY): refs(ROLE_TARGET),
     }
     # Not attached by the stack (the platform team attaches it), and its ARN is an output.
     assert not any(props.get(k) for k in ("Roles", "Users", "Groups"))

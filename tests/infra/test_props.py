@@ -133,3 +133,68 @@ def test_target_arn_of_another_account_fails_when_the_stack_has_an_environment(
     }
     with pytest.raises(ConfigError, match="account 222222222222 / Region us-east-1, but the stack deploys to "):
         create_app(context={"guardrail": guardrail})
+
+
+# -- role targets ----------------------------------------------------------------------------------
+
+OTHER_ACCOUNT = "210987654321"
+
+
+def construct(guardrail: dict[str, Any], tmp_path: Any, monkeypatch: pytest.MonkeyPatch, account: str = "") -> None:
+    """Build the stack (no synth): the construct-level checks run here."""
+    from guardrail_cdk.application import create_app  # type: ignore[import-not-found, unused-ignore]
+
+    if account:
+        monkeypatch.setenv("CDK_DEFAULT_ACCOUNT", account)
+        monkeypatch.setenv("CDK_DEFAULT_REGION", "us-east-1")
+    create_app(context={"guardrail": {"bundleDependencies": False, **guardrail}}, outdir=str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    "role",
+    [
+        "arn:aws:iam::123456789012:role/BedrockCostGuardrail-EnforcementAlarmRoleA1B2C3-XyZ",  # CloudFormation's name
+        "arn:aws:iam::123456789012:role/bedrock-guardrail-usage",
+    ],
+)
+def test_synth_refuses_the_guardrails_own_roles(role: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError, match="guardrail's own roles"):
+        construct({"targetRoles": [role]}, tmp_path, monkeypatch)
+
+
+def test_synth_refuses_a_role_in_another_account(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    role = f"arn:aws:iam::{OTHER_ACCOUNT}:role/batch-jobs"
+    with pytest.raises(ConfigError, match="denies roles only in its own account"):
+        construct({"targetRoles": [role]}, tmp_path, monkeypatch, account="123456789012")
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"targetRoles": ["arn:aws:iam::123456789012:user/alice"]}, "not an IAM role ARN"),
+        (
+            {
+                "targetRoles": [f"arn:aws:iam::{OTHER_ACCOUNT}:role/batch-jobs"],
+                "budgets": [{"scope": "app:x", "targets": ["arn:aws:iam::123456789012:role/other"]}],
+            },
+            "more than one account",
+        ),
+        (
+            {
+                "targetRoles": [f"arn:aws:iam::{OTHER_ACCOUNT}:role/batch-jobs"],
+                "targetFunctions": ["arn:aws:lambda:us-east-1:123456789012:function:chat-api"],
+            },
+            "more than one account",
+        ),
+    ],
+)
+def test_role_targets_that_could_never_be_denied_fail_before_synth(values: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        GuardrailProps.from_mapping(values)
+
+
+def test_role_targets_reach_the_functions_environment() -> None:
+    role = "arn:aws:iam::123456789012:role/teams/batch-jobs"
+    props = GuardrailProps.from_mapping({"targetRoles": [role], "targetFunctions": ["chat-api"]})
+    (budget,) = props.runtime_settings().budget_list()
+    assert budget.targets == ("chat-api", role)

@@ -231,8 +231,7 @@ def test_ingest_has_reserved_concurrency_by_default_and_its_throttle_alarm_reach
 
 def test_target_arns_must_name_the_account_and_region_the_stack_deploys_to(synth: Synth) -> None:
     # The stack is environment-agnostic here, so CloudFormation checks before it changes anything.
-    rules = {k: v for k, v in synth.template["Rules"].items() if k != "CheckBootstrapVersion"}
-    ((_, rule),) = rules.items()
+    (rule,) = [v for k, v in synth.template["Rules"].items() if "TargetsInThisAccountAndRegion" in k]
     ((assertion),) = rule["Assertions"]
     assert assertion["Assert"] == {
         "Fn::And": [
@@ -240,6 +239,13 @@ def test_target_arns_must_name_the_account_and_region_the_stack_deploys_to(synth
             {"Fn::Equals": [{"Ref": "AWS::Region"}, REGION]},
         ]
     }
+    assert ACCOUNT in assertion["AssertDescription"]
+
+
+def test_target_roles_must_name_the_account_the_stack_deploys_to(synth: Synth) -> None:
+    (rule,) = [v for k, v in synth.template["Rules"].items() if "RolesInThisAccount" in k]
+    ((assertion),) = rule["Assertions"]
+    assert assertion["Assert"] == {"Fn::Equals": [{"Ref": "AWS::AccountId"}, ACCOUNT]}
     assert ACCOUNT in assertion["AssertDescription"]
 
 

@@ -179,6 +179,8 @@ def authorizations(service: str, operation: str, path: str, body: bytes | str | 
         return [(action, key if key.startswith("arn:") else _arn("kms", f"key/{key}"))]
     if service == "secretsmanager" and "SecretId" in payload:
         return [(action, payload["SecretId"])]
+    if service == "iam" and operation in ("GetRolePolicy", "PutRolePolicy", "DeleteRolePolicy"):
+        return [(action, _role_arn(_param(data, "RoleName")))]  # the role, by its ARN (path included)
     if service == "bedrock" and "/inference-profiles/" in path:
         profile = unquote(path.split("/inference-profiles/", 1)[1])
         return [(action, profile if profile.startswith("arn:") else _arn("bedrock", f"inference-profile/{profile}"))]
@@ -188,6 +190,15 @@ def authorizations(service: str, operation: str, path: str, body: bytes | str | 
 def _param(data: Any, name: str) -> str:
     value = data.get(name) if isinstance(data, Mapping) else None
     return str(value[0] if isinstance(value, list) else value)
+
+
+def _role_arn(name: str) -> str:
+    from moto.iam.models import iam_backends
+
+    try:
+        return str(iam_backends[ACCOUNT][PARTITION].get_role(name).arn)
+    except Exception:
+        return f"arn:{PARTITION}:iam::{ACCOUNT}:role/{name}"
 
 
 def _topic_key(topic_arn: str) -> str | None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from guardrail.service.runtime import Runtime
 
-SERVICES = ("dynamodb", "lambda", "sns", "secretsmanager")
+SERVICES = ("dynamodb", "lambda", "iam", "sns", "secretsmanager")
 
 
 class Crash(BaseException):

@@ -24,19 +24,26 @@ TARGET_ARNS = {
     f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:worker",
     f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:acme-batch",
 }
+# A Bedrock caller that is not a Lambda function (an ECS task role, say), with a path.
+ROLE_TARGET = f"arn:aws:iam::{ACCOUNT}:role/teams/batch-jobs"
 GUARDRAIL = {
     "namePrefix": PREFIX,
     "mode": "enforce",
     "thresholds": "alert=5,throttle=10,shutdown=25",
     "targetFunctions": list(TARGETS[:2]),
+    "targetRoles": [ROLE_TARGET],
     "alarmLevels": {"bedrock-errors": "throttle", "runaway-agent": "shutdown"},
     "budgets": [
-        {"scope": "global", "thresholds": {"alert": 5, "throttle": 10, "shutdown": 25}, "targets": list(TARGETS[:2])},
+        {
+            "scope": "global",
+            "thresholds": {"alert": 5, "throttle": 10, "shutdown": 25},
+            "targets": [*TARGETS[:2], ROLE_TARGET],
+        },
         {
             "scope": "tenant:acme",
             "window": "month",
             "thresholds": "alert=50,throttle=80,shutdown=100.5",
-            "targets": ["acme-batch"],
+            "targets": ["acme-batch", ROLE_TARGET],
         },
         {"scope": "app:*", "thresholds": "alert=1,throttle=2,shutdown=5"},
     ],
@@ -101,6 +108,7 @@ def as_list(value: Any) -> list[Any]:
 
 
 CONCURRENCY = {"lambda:GetFunctionConcurrency", "lambda:PutFunctionConcurrency", "lambda:DeleteFunctionConcurrency"}
+ROLE_POLICY = {"iam:GetRolePolicy", "iam:PutRolePolicy", "iam:DeleteRolePolicy"}
 # The only actions allowed on Resource "*" (each has no resource-level permissions; each is acknowledged).
 STAR_ALLOWED = {
     "xray:PutTraceSegments",

@@ -6,8 +6,13 @@ restore runs wherever a flag leaves shutdown: reset, a budget with `shutdown_aut
 (usage, alarm or schedule, whichever evaluates first), an alarm back to OK, and the schedule's retry of
 a refused restore. A target that had no reservation is restored with DeleteFunctionConcurrency.
 
-Target ARNs must name the stack's own account and Region: checked at synth when the stack has an
-environment, and by a template rule (before any resource changes) when it is environment-agnostic.
+Role targets (callers that are not Lambda functions): the same functions may get, put and delete inline
+policies on exactly the configured role ARNs, nothing else; the code only ever writes its own deny policy
+(IAM has no condition key for an inline policy's name, so the ARN list is the boundary). Synth refuses the
+stack's own roles (a function that could edit its own role's policies could grant itself anything).
+
+Target ARNs must name the stack's own account (and, for functions, Region): checked at synth when the stack
+has an environment, and by a template rule (before any resource changes) when it is environment-agnostic.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
+from guardrail.core.config import role_name
 from guardrail.core.errors import ConfigError
 from guardrail_cdk.constructs.alerting import Alerting
 from guardrail_cdk.constructs.function import FunctionCode, GuardrailFunction
@@ -43,6 +49,8 @@ CONCURRENCY_ACTIONS = (
     "lambda:PutFunctionConcurrency",
     "lambda:DeleteFunctionConcurrency",
 )
+# The role target's deny: read (status, drift), put (shutdown), delete (restore), on the role ARNs only.
+ROLE_POLICY_ACTIONS = ("iam:GetRolePolicy", "iam:PutRolePolicy", "iam:DeleteRolePolicy")
 # Reconciliation lists the AWS/Bedrock models with metrics, then reads their token counts.
 RECONCILIATION_ACTIONS = ("cloudwatch:ListMetrics", "cloudwatch:GetMetricData")
 ALARM_EVENT_DETAIL_TYPE = "CloudWatch Alarm State Change"
@@ -64,7 +72,9 @@ class Enforcement(Construct):
         super().__init__(scope, construct_id)
         names = props.function_names
         self._check_place(props)
-        self.target_arns = [self._target_arn(t) for t in props.all_targets]
+        self._check_roles(props)
+        self.target_arns = [self._target_arn(t) for t in props.all_functions]
+        self.role_arns = list(props.all_roles)
 
         def function(role: str, description: str, timeout: int) -> GuardrailFunction:
             fn = GuardrailFunction(
@@ -96,6 +106,12 @@ class Enforcement(Construct):
                 fn.add_policy(
                     "StopAndRestoreTargets",
                     iam.PolicyStatement(actions=list(CONCURRENCY_ACTIONS), resources=self.target_arns),
+                )
+        if self.role_arns:
+            for fn in (usage, self.alarm, self.reset, self.schedule):
+                fn.add_policy(
+                    "DenyAndRestoreTargetRoles",
+                    iam.PolicyStatement(actions=list(ROLE_POLICY_ACTIONS), resources=self.role_arns),
                 )
 
         reconcile = self.schedule.add_policy(
@@ -169,6 +185,39 @@ class Enforcement(Construct):
                     ),
                     assert_description=f"Target function ARNs name account {account} / Region {region}: "
                     "deploy the guardrail there (it stops functions only in its own account and Region).",
+                )
+            ],
+        )
+
+    def _check_roles(self, props: GuardrailProps) -> None:
+        """Never the stack's own roles; only roles of the stack's account."""
+        stack = Stack.of(self)
+        for arn in props.all_roles:
+            name = role_name(arn)
+            if name.startswith((f"{stack.stack_name}-", f"{props.name_prefix}-")):
+                raise ConfigError(
+                    f"targetRoles: {arn!r} looks like one of the guardrail's own roles (CloudFormation names this "
+                    f"stack's roles {stack.stack_name}-<id>-<suffix>); the guardrail never edits its own roles' "
+                    "policies (a function that could would be able to grant itself anything)"
+                )
+        account = props.role_account
+        if account is None:
+            return
+        if not Token.is_unresolved(stack.account):
+            if account != stack.account:
+                raise ConfigError(
+                    f"targetRoles: role ARNs name account {account}, but the stack deploys to account "
+                    f"{stack.account}; the guardrail denies roles only in its own account"
+                )
+            return
+        CfnRule(
+            self,
+            "RolesInThisAccount",
+            assertions=[
+                CfnRuleAssertion(
+                    assert_=Fn.condition_equals(Aws.ACCOUNT_ID, account),
+                    assert_description=f"Target role ARNs name account {account}: deploy the guardrail there "
+                    "(it denies roles only in its own account).",
                 )
             ],
         )

@@ -14,13 +14,20 @@ from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from guardrail_cdk.constructs.alerting import Alerting
-from guardrail_cdk.constructs.enforcement import CONCURRENCY_ACTIONS
+from guardrail_cdk.constructs.enforcement import CONCURRENCY_ACTIONS, ROLE_POLICY_ACTIONS
 from guardrail_cdk.constructs.ledger import Ledger
 
 
 class OnCall(Construct):
     def __init__(
-        self, scope: Construct, construct_id: str, *, ledger: Ledger, alerting: Alerting, target_arns: Sequence[str]
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        ledger: Ledger,
+        alerting: Alerting,
+        target_arns: Sequence[str],
+        role_arns: Sequence[str] = (),
     ) -> None:
         super().__init__(scope, construct_id)
         # status lists every flag (Scan) and reads counters; history queries the audit trail; reset writes
@@ -29,6 +36,9 @@ class OnCall(Construct):
         if target_arns:
             # status reads each target's reservation; reset puts back N, or deletes "none".
             statements.append(iam.PolicyStatement(actions=list(CONCURRENCY_ACTIONS), resources=list(target_arns)))
+        if role_arns:
+            # status reads each role's deny; reset deletes it (and puts it back if another scope took hold meanwhile).
+            statements.append(iam.PolicyStatement(actions=list(ROLE_POLICY_ACTIONS), resources=list(role_arns)))
         self.policy = iam.ManagedPolicy(
             self,
             "Policy",
