@@ -19,7 +19,9 @@ def test_defaults_give_one_global_budget_with_the_design_thresholds() -> None:
     settings = props.runtime_settings()
     (budget,) = settings.budget_list()
     assert (budget.selector, str(budget.thresholds.shutdown)) == ("global", "25")
-    assert props.function_names == {r: f"bedrock-guardrail-{r}" for r in ("usage", "alarm", "reset", "schedule")}
+    assert props.function_names == {
+        r: f"bedrock-guardrail-{r}" for r in ("usage", "alarm", "reset", "schedule", "slack")
+    }
 
 
 def test_single_field_overrides_take_text_or_json() -> None:
