@@ -28,7 +28,7 @@ from cachetools import TTLCache
 from pydantic import ValidationError
 
 from guardrail.core.errors import ResetRefused, ScopeNotFound
-from guardrail.core.models import reset_command
+from guardrail.core.models import Level, reset_command
 from guardrail.core.text import one_line, shell_quote
 from guardrail.service.notify import RESET_ACTION, SNOOZE_ACTION, mrkdwn, short, slack_escape
 from guardrail.service.oncall import ResetRequest, check_scope, reset
@@ -142,6 +142,11 @@ class SlackReset:
         allow = self.runtime.settings.slack_oncall_users
         return bool(user) and (user in allow or f"{team}/{user}" in allow)
 
+    def nothing_to_reset(self, scope: str) -> bool:
+        """As the CLI: a normal scope holding no targets (none whose restore AWS refused) has nothing to reset."""
+        flag = self.runtime.engine.flags.get(scope)
+        return flag.level == Level.NORMAL and not flag.targets
+
     # -- 1. the button -------------------------------------------------------------------------------------
     def on_button(self, api: SlackApi, payload: dict[str, Any]) -> Response:
         action: dict[str, Any] = next(iter(payload.get("actions") or []), {})
@@ -168,6 +173,8 @@ class SlackReset:
         except ScopeNotFound as exc:
             return tell(slack_escape(_refusal(exc)))
         snooze = action["action_id"] == SNOOZE_ACTION
+        if not snooze and self.nothing_to_reset(scope):
+            return tell(_nothing(scope))
         meta = {"scope": scope, "snooze": snooze, "channel": channel, "ts": str(container.get("message_ts") or "")}
         _call(lambda: api.views_open(trigger_id=str(payload.get("trigger_id") or ""), view=_modal(scope, snooze, meta)))
         return Response(200)
@@ -185,6 +192,8 @@ class SlackReset:
             return _modal_error("Reset refused: the dialog lost its scope; click the button again.")
         if not reason:
             return _modal_error("Type what was fixed: the reason goes into the audit trail.")
+        if not snooze and self.nothing_to_reset(scope):  # someone reset it while the dialog was open
+            return _modal_error(_nothing(scope))
         snooze_until = self.now() + SNOOZE if snooze else None
         try:
             request = ResetRequest(scope=scope, reason=reason, actor=actor(payload), snooze_until=snooze_until)
@@ -254,6 +263,13 @@ def _not_allowed(payload: dict[str, Any]) -> str:
 def _refusal(exc: Exception) -> str:
     text = str(exc)
     return text if text.lower().startswith("reset refused") else f"Reset refused: {text}. Nothing changed."
+
+
+def _nothing(scope: str) -> str:
+    return (
+        f"Nothing to reset: scope {slack_escape(short(scope, 200))} is normal and holds no targets "
+        "(someone reset it already? `guardrail history` shows who)."
+    )
 
 
 def _section(text: str) -> list[dict[str, Any]]:

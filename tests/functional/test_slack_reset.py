@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
@@ -204,6 +204,21 @@ def test_a_restore_aws_refuses_is_answered_with_the_failure_and_the_retry_comman
     text = answer["text"]
     assert "FAILED" in text and "chat-api" in text and "below 100" in text
     assert "```guardrail reset --scope global --reason 'it'\"'\"'s fixed; don'\"'\"'t $(rm -rf) me'```" in text
+
+
+def test_a_second_reset_of_a_scope_already_reset_is_told_there_is_nothing_to_do(world: World, slack: Slack) -> None:
+    shut_down(world)
+    button = slack.buttons()["Reset"]
+    slack.post(click(button))
+    (view,) = slack.api.views
+    slack.post(click(button, who=user("U0BOB", "bob")))  # bob opens the same dialog (T0001/U0BOB is allowed)
+    assert slack.post(submit(view, "loop fixed"))["body"] == ""
+    errors = json.loads(slack.post(submit(slack.api.views[1], "me too", who=user("U0BOB", "bob")))["body"])
+    assert errors["errors"]["reason"].startswith("Nothing to reset: scope global is normal")
+    slack.clock.at += timedelta(seconds=30)  # a new click (the same one again would be a replay)
+    slack.post(click(button))
+    assert slack.api.ephemeral[-1]["text"].startswith("Nothing to reset")
+    assert len(resets()) == 1 and len(slack.api.messages) == 1
 
 
 class _Http:
