@@ -12,6 +12,7 @@ import binascii
 import json
 from typing import Any
 
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from guardrail.service.observability import logger, metrics, tracer
@@ -34,6 +35,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         response = default_slack_reset().handle(headers, body)
     except Refused as exc:
         logger.warning("Slack request refused", extra={"status": exc.status, "why": exc.why})
+        metrics.add_metric(name="SlackRequestsRefused", unit=MetricUnit.Count, value=1)
         return {"statusCode": exc.status, "headers": {"Content-Type": "text/plain"}, "body": "refused"}
     if response.body is None:
         return {"statusCode": response.status, "body": ""}

@@ -16,7 +16,7 @@ from guardrail.core.models import Level
 from guardrail.service.runtime import default_runtime
 from guardrail.service.slack_reset import SlackReset, default_slack_reset
 from guardrail.store.flags import FlagStore
-from tests.support.common import TABLE, Clock
+from tests.support.common import TABLE, Clock, Output
 from tests.support.slack import (
     ALERT_TS,
     BOT_TOKEN,
@@ -66,6 +66,16 @@ def slack(world: World, monkeypatch: pytest.MonkeyPatch) -> Iterator[Slack]:
     default_slack_reset.cache_clear()
 
 
+@pytest.fixture
+def output(capsys: pytest.CaptureFixture[str]) -> Iterator[Output]:
+    from guardrail.service.observability import logger
+
+    out = Output(capsys)
+    yield out
+    logger._logger.removeHandler(out.handler)
+    assert SIGNING_SECRET not in out.text() and BOT_TOKEN not in out.text()  # secrets never logged
+
+
 def resets(scope: str = "global") -> list[Any]:
     history = FlagStore(boto3.client("dynamodb", region_name="us-east-1"), TABLE).history(scope)
     return [e for e in history if e.action.endswith("->normal")]
@@ -111,7 +121,7 @@ def test_snooze_button_resets_and_holds_escalation_for_one_hour(world: World, sl
     assert "Snooze 1 h" in answer["text"] and "No escalation before" in answer["text"]
 
 
-def test_a_wrong_signature_is_refused_and_nothing_changes(world: World, slack: Slack) -> None:
+def test_a_wrong_signature_is_refused_and_nothing_changes(world: World, slack: Slack, output: Output) -> None:
     shut_down(world)
     button = slack.buttons()["Reset"]
     response = slack.post(click(button), secret="not-the-signing-secret")
@@ -126,6 +136,9 @@ def test_a_wrong_signature_is_refused_and_nothing_changes(world: World, slack: S
     event["headers"].pop("x-slack-signature")
     assert slack.send(event)["statusCode"] == 401
     assert slack.api.said_nothing() and resets() == [] and world.concurrency("chat-api") == 0
+    assert output.metric("SlackRequestsRefused") == 3
+    whys = [e["why"] for e in output.log_lines("WARNING")]
+    assert whys == ["wrong Slack signature"] * 2 + ["no Slack signature or timestamp"]
 
 
 def test_a_request_older_than_five_minutes_is_refused(world: World, slack: Slack) -> None:

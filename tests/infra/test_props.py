@@ -135,3 +135,17 @@ def test_target_arn_of_another_account_fails_when_the_stack_has_an_environment(
     }
     with pytest.raises(ConfigError, match="account 222222222222 / Region us-east-1, but the stack deploys to "):
         create_app(context={"guardrail": guardrail})
+
+
+def test_slack_app_names_its_secret_and_slack_user_ids_and_alone_turns_the_buttons_on() -> None:
+    webhook = {"slackWebhookSecret": "guardrail/slack"}
+    plain = GuardrailProps.from_context(context({"guardrail": webhook}))
+    env = plain.function_environment(table_name="t", topic_arn="arn:t", slack_secret_arn="arn:s")
+    assert "GUARDRAIL_SLACK_BUTTONS" not in env  # nothing would answer a click
+    app = {**webhook, "slackApp": {"secret": "guardrail/slack-app", "oncallUsers": "U012AB, T0ABC/W0XYZ"}}
+    props = GuardrailProps.from_context(context({"guardrail": app}))
+    assert props.slack_app is not None and props.slack_app.oncall_users == ("U012AB", "T0ABC/W0XYZ")
+    env = props.function_environment(table_name="t", topic_arn="arn:t", slack_secret_arn="arn:s")
+    assert env["GUARDRAIL_SLACK_BUTTONS"] == "true"
+    with pytest.raises(ConfigError, match="not a Slack user id"):
+        GuardrailProps.from_context(context({"guardrail": {"slackApp": {"secret": "s", "oncallUsers": ["alice"]}}}))
