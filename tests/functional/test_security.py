@@ -241,7 +241,7 @@ def test_only_the_guardrail_functions_can_change_concurrency_and_nothing_can_esc
         granted = set().union(*(actions(s) for s in statements)) if statements else set()
         assert not granted & dangerous, fn
         # A restore (a delete, for a target that had no reservation) runs wherever a flag leaves shutdown.
-        guardrail = fn in {f"{PREFIX}-{role}" for role in ("usage", "alarm", "reset", "schedule")}
+        guardrail = fn in {f"{PREFIX}-{role}" for role in ("usage", "alarm", "reset", "schedule", "slack")}
         assert ("lambda:DeleteFunctionConcurrency" in granted) == guardrail, fn
         for st in statements:
             if "iam:PassRole" in actions(st):  # only to Bedrock, only its log delivery role
