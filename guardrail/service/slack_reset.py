@@ -192,6 +192,10 @@ class SlackReset:
             return _modal_error("Reset refused: the dialog lost its scope; click the button again.")
         if not reason:
             return _modal_error("Type what was fixed: the reason goes into the audit trail.")
+        try:
+            check_scope(self.runtime, scope)
+        except ScopeNotFound as exc:
+            return _modal_error(_refusal(exc))
         if not snooze and self.nothing_to_reset(scope):  # someone reset it while the dialog was open
             return _modal_error(_nothing(scope))
         snooze_until = self.now() + SNOOZE if snooze else None
