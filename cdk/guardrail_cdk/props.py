@@ -41,7 +41,7 @@ EXTRA_CONTEXT_KEYS = ("stackName",)
 
 # The contract between the stack and the handlers (see docs/deploy.md, "Metrics").
 METRICS_NAMESPACE = "BedrockGuardrail"
-FUNCTION_ROLES = ("usage", "alarm", "reset", "schedule")
+FUNCTION_ROLES = ("usage", "alarm", "reset", "schedule", "slack")  # slack: deployed only with `slackApp`
 HANDLERS = {role: f"handlers.{role}.handler" for role in FUNCTION_ROLES}
 USAGE_EVENT_SOURCE = "guardrail.client"
 USAGE_EVENT_DETAIL_TYPE = "Bedrock Usage"
@@ -100,6 +100,29 @@ class SlackChannel(_Model):
     configuration_name: str | None = None
 
 
+_SLACK_USER = re.compile(r"^(?:[TE][A-Z0-9]{2,30}/)?[UW][A-Z0-9]{2,30}$")
+
+
+class SlackApp(_Model):
+    """Reset from Slack: the Slack app whose interactivity Request URL is the stack's `SlackRequestUrl`."""
+
+    # ARN (complete, with the 6-character suffix) or name of a secret holding
+    # {"signing_secret": "...", "bot_token": "xoxb-..."}; created and filled by the platform team.
+    secret: str = Field(min_length=1, max_length=2048)
+    # Who may reset from Slack: user ids (U...), or team/user (T.../U...). Empty: nobody.
+    oncall_users: tuple[str, ...] = ()
+
+    @field_validator("oncall_users", mode="before")
+    @classmethod
+    def _users(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = tuple(p.strip() for p in value.split(",") if p.strip())
+        for user in value:
+            if not _SLACK_USER.match(str(user)):
+                raise ValueError(f"{user!r} is not a Slack user id (U..., W...) or team/user (T.../U...)")
+        return value
+
+
 class GuardrailProps(_Model):
     name_prefix: str = Field(default="bedrock-guardrail", pattern=r"^[a-z][a-z0-9-]{0,39}$")
     mode: Literal["enforce", "dry-run"] = "enforce"
@@ -115,6 +138,7 @@ class GuardrailProps(_Model):
     price_overrides: dict[str, Any] | None = None
     slack_webhook_secret: str | None = None
     slack_channel: SlackChannel | None = None
+    slack_app: SlackApp | None = None
     invocation_logs: InvocationLogs = InvocationLogs()
     schedule_minutes: int = Field(default=5, ge=1, le=60)
     log_retention_days: int = 30
@@ -259,6 +283,8 @@ class GuardrailProps(_Model):
         }
         if slack_secret_arn:
             env["GUARDRAIL_SLACK_SECRET_ARN"] = slack_secret_arn
+            if self.slack_app:  # alerts carry Reset / Snooze 1 h only when something answers them
+                env["GUARDRAIL_SLACK_BUTTONS"] = "true"
         if self.budgets:
             budgets = [{"scope": b.scope, **b.model_dump(mode="json", exclude_defaults=True)} for b in self.budgets]
             env["GUARDRAIL_BUDGETS"] = _json(budgets)

@@ -15,6 +15,7 @@ from guardrail_cdk.constructs.ledger import Ledger
 from guardrail_cdk.constructs.monitoring import Monitoring
 from guardrail_cdk.constructs.oncall import OnCall
 from guardrail_cdk.constructs.reset_url import ResetUrl
+from guardrail_cdk.constructs.slack_reset import SlackReset
 from guardrail_cdk.constructs.usage_bus import UsageBus
 from guardrail_cdk.props import GuardrailProps
 
@@ -67,13 +68,26 @@ class GuardrailStack(Stack):
             role_arns=self.enforcement.role_arns,
         )
         self.reset_url = ResetUrl(self, "ResetUrl", props=props, reset=self.enforcement.reset)
+        self.slack_reset: SlackReset | None = None
+        if props.slack_app:
+            self.slack_reset = SlackReset(
+                self,
+                "SlackReset",
+                props=props,
+                app=props.slack_app,
+                code=code,
+                environment=environment,
+                ledger=self.ledger,
+                alerting=self.alerting,
+                enforcement=self.enforcement,
+            )
         self.monitoring = Monitoring(
             self,
             "Monitoring",
             props=props,
             settings=settings,
             ingest=self.ingest,
-            functions=self.enforcement.functions,
+            functions=(*self.enforcement.functions, *([self.slack_reset.function] if self.slack_reset else [])),
             alerting=self.alerting,
         )
 

@@ -45,6 +45,10 @@ ACCEPTED_FORMS: dict[str, str] = {
     "quarantined)",
     "max_snooze_hours": "a number of hours above 0 and at most 744",
     "slack_secret_arn": "a Secrets Manager secret ARN or name holding the Slack webhook URL",
+    "slack_app_secret_arn": 'a Secrets Manager secret ARN or name holding {"signing_secret": "...", '
+    '"bot_token": "xoxb-..."} of the Slack app',
+    "slack_oncall_users": "comma-separated Slack user ids (U...), or team/user (T.../U...), who may reset from Slack",
+    "slack_buttons": "true or false (Reset and Snooze 1 h buttons in throttle and shutdown alerts)",
 }
 
 
@@ -185,8 +189,13 @@ class Settings(BaseSettings):
     unconfirmed_after_minutes: int = Field(default=15, ge=0, le=24 * 60)
     # The guardrail's own usage event bus (stack output UsageEventBus); guarded clients put usage events here.
     usage_event_bus: str = Field(default="bedrock-guardrail-usage", min_length=1, max_length=1600)
+    # Reset from Slack (guardrail.service.slack_reset): the app's signing secret and bot token, who may reset
+    # (empty: nobody), and whether alerts carry the buttons (only useful once the app's Request URL is set).
+    slack_app_secret_arn: str | None = None
+    slack_oncall_users: Annotated[tuple[str, ...], NoDecode] = ()
+    slack_buttons: bool = False
 
-    @field_validator("target_functions", "target_roles", "own_functions", mode="before")
+    @field_validator("target_functions", "target_roles", "own_functions", "slack_oncall_users", mode="before")
     @classmethod
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)

@@ -111,8 +111,9 @@ class AlertMessage:
     def text(self) -> str:
         return "\n".join([self.subject, *self.lines()])
 
-    def slack_payload(self) -> dict[str, Any]:
-        """Block Kit with a plain-text fallback; outside text escaped."""
+    def slack_payload(self, *, buttons: bool = False) -> dict[str, Any]:
+        """Block Kit with a plain-text fallback; outside text escaped. With `buttons`, a throttle or shutdown
+        page carries Reset and Snooze 1 h (handled by guardrail.service.slack_reset)."""
         esc = slack_escape
         fields = [
             mrkdwn(f"*Scope*\n{esc(self.scope)}"),
@@ -139,7 +140,55 @@ class AlertMessage:
         blocks.append({"type": "section", "text": mrkdwn(f"*{done}*\n{actions}")})
         if self.reset_command and self.to_level > Level.NORMAL:
             blocks.append({"type": "context", "elements": [mrkdwn(f"Reset: `{esc(self.reset_command)}`")]})
+        controls = reset_buttons(self.scope) if buttons and self.to_level >= Level.THROTTLE else None
+        if controls:
+            blocks.append(controls)
         return {"text": esc(self.text()), "blocks": blocks}
+
+
+def short(text: str, limit: int = 80) -> str:
+    """Outside text cut for Slack's short fields (a confirm dialog holds 300 characters)."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+RESET_ACTION = "guardrail_reset"
+SNOOZE_ACTION = "guardrail_snooze_1h"
+BUTTONS_BLOCK = "guardrail_reset_buttons"
+MAX_BUTTON_VALUE = 2000  # Slack's limit on a button's value
+
+
+def reset_buttons(scope: str) -> dict[str, Any] | None:
+    """Reset and Snooze 1 h, each behind Slack's confirm dialog; the button's value names the scope. None
+    when the scope does not fit a button (the reset command in the message still works)."""
+    value = json.dumps({"scope": scope})
+    if len(value) > MAX_BUTTON_VALUE:
+        return None
+
+    def button(action_id: str, label: str, what: str, style: str | None) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "type": "button",
+            "action_id": action_id,
+            "text": {"type": "plain_text", "text": label},
+            "value": value,
+            "confirm": {
+                "title": {"type": "plain_text", "text": f"{label}?"},
+                "text": mrkdwn(f"{what} scope *{slack_escape(short(scope))}*? Next: the reason, for the audit trail."),
+                "confirm": {"type": "plain_text", "text": "Continue"},
+                "deny": {"type": "plain_text", "text": "Cancel"},
+            },
+        }
+        if style:
+            out["style"] = style
+        return out
+
+    return {
+        "type": "actions",
+        "block_id": BUTTONS_BLOCK,
+        "elements": [
+            button(RESET_ACTION, "Reset", "Restore every effect of", "danger"),
+            button(SNOOZE_ACTION, "Snooze 1 h", "Restore every effect and hold escalation for 1 h of", None),
+        ],
+    }
 
 
 Poster = Callable[[str, bytes, float], int]
@@ -161,6 +210,7 @@ class Notifier:
         secrets_factory: Callable[[], SecretsManagerClient],
         post: Poster = http_post,
         sleep: Callable[[float], None] = time.sleep,
+        buttons: bool = False,
     ) -> None:
         self.topic_arn = topic_arn
         self.slack_secret_arn = slack_secret_arn
@@ -168,6 +218,7 @@ class Notifier:
         self._secrets_factory = secrets_factory
         self._post = post
         self._sleep = sleep
+        self.buttons = buttons
         self._webhook: TTLCache[str, str] = TTLCache(maxsize=1, ttl=300)
 
     def send(self, message: AlertMessage) -> list[str]:
@@ -177,7 +228,9 @@ class Notifier:
             "scope": {"DataType": "String", "StringValue": message.scope},
             "dry_run": {"DataType": "String", "StringValue": str(message.dry_run).lower()},
         }
-        return self._deliver(message.subject, message.text(), lambda: message.slack_payload(), attributes)
+        return self._deliver(
+            message.subject, message.text(), lambda: message.slack_payload(buttons=self.buttons), attributes
+        )
 
     def send_text(self, subject: str, text: str) -> list[str]:
         """A plain notice (no level change) to every configured channel; returns the failures."""

@@ -75,6 +75,7 @@ def build(
         sns_factory=lazy("sns"),
         secrets_factory=lazy("secretsmanager"),
         post=post or notify.http_post,
+        buttons=settings.slack_buttons,
     )
     effects = Effects(
         flags,

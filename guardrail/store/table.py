@@ -14,6 +14,7 @@ No other module writes a key literal. String keys `pk` / `sk`, on-demand, TTL at
 | "already alerted" mark | `ALERTED#<what>#<date>`           | `<subject>`                              | yes |
 | shared target          | `TARGET#<function name>`          | `TARGET`                                 | no  |
 | spend by model/app/caller | `BY#<scope>#<window key>#<dim>` | `<value>`                                | no  |
+| Slack request seen     | `SLACKREQ#<timestamp>#<signature>` | `SLACKREQ`                              | yes |
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ ALERTED_PREFIX = "ALERTED#"
 BY_PREFIX = "BY#"  # one item per (scope, budget window, model/app/caller): no item grows with cardinality
 TARGET_PREFIX = "TARGET#"
 TARGET_SK = "TARGET"
+SLACK_REQUEST_PREFIX = "SLACKREQ#"  # a signed Slack request, remembered once so a replay is refused
+SLACK_REQUEST_SK = "SLACKREQ"
 BREAKDOWN_PREFIX = "by:"  # legacy counter attributes holding spend by model/app/caller (read, never written)
 
 
@@ -87,6 +90,11 @@ def breakdown_key(scope: str, window: WindowRef, key: str) -> Key:
 def target_key(function: str) -> Key:
     """One item per target function (its canonical name): saved state and the scopes holding it."""
     return f"{TARGET_PREFIX}{bounded(function)}", TARGET_SK
+
+
+def slack_request_key(timestamp: str, signature: str) -> Key:
+    """One item per signed Slack request (both parts are from the request; bounded like any outside text)."""
+    return bounded(f"{SLACK_REQUEST_PREFIX}{timestamp}#{signature}"), SLACK_REQUEST_SK
 
 
 def is_flag(key: Key) -> bool:

@@ -31,10 +31,12 @@ import pytest
 import handlers.alarm
 import handlers.reset
 import handlers.schedule
+import handlers.slack
 import handlers.usage
 from guardrail.core.models import Level
 from guardrail.service.role_deny import POLICY_NAME
 from guardrail.service.runtime import build, default_runtime
+from guardrail.service.slack_reset import SlackReset, default_slack_reset
 from guardrail.store.flags import FlagStore
 from guardrail.tools.embedded_aws import create_function
 from tests.support.common import TABLE, FakeLambdaContext, load_event
@@ -48,7 +50,8 @@ from tests.support.iam import (
     materialize,
     remove_action,
 )
-from tests.support.synth import ACCOUNT, PREFIX, REGION, ROLE_TARGET, SLACK_SECRET_ARN, Synth
+from tests.support.slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack, click, submit, url_request
+from tests.support.synth import ACCOUNT, PREFIX, REGION, ROLE_TARGET, SLACK_APP_SECRET_ARN, SLACK_SECRET_ARN, Synth
 from tests.support.world import WEBHOOK, batch
 
 _LOADER = botocore.loaders.create_loader()
@@ -97,7 +100,11 @@ class Deployment:
             topic_id: {"Ref": self.topic, "TopicArn": self.topic},
             key_id: {"Arn": key},
         }
-        self.literals = {SLACK_SECRET_ARN: secret}
+        app_secret = boto3.client("secretsmanager", region_name=REGION).create_secret(
+            Name="guardrail/slack-app",
+            SecretString=json.dumps({"signing_secret": SIGNING_SECRET, "bot_token": BOT_TOKEN}),
+        )["ARN"]
+        self.literals = {SLACK_SECRET_ARN: secret, SLACK_APP_SECRET_ARN: app_secret}
         self.monkeypatch.setattr("guardrail.service.notify.http_post", self._post)
         self.ctx = FakeLambdaContext()
 
@@ -133,6 +140,7 @@ class Deployment:
         core.register_component("data_loader", _LOADER)
         self.monkeypatch.setattr(boto3, "DEFAULT_SESSION", boto3.Session(botocore_session=core))
         default_runtime.cache_clear()
+        default_slack_reset.cache_clear()
 
     def policy(self, role: str) -> list[dict[str, Any]]:
         if role == ONCALL:
@@ -183,6 +191,7 @@ class Deployment:
 def deployment(ddb: Any, synth: Synth, monkeypatch: pytest.MonkeyPatch) -> Iterator[Deployment]:
     yield Deployment(synth, monkeypatch)
     default_runtime.cache_clear()
+    default_slack_reset.cache_clear()
 
 
 def alarm_event(name: str, state: str) -> dict[str, Any]:
@@ -297,6 +306,25 @@ def schedule_auto_clear_restores(d: Deployment) -> None:
     assert_notified(d, 1)  # the rollover restore is announced
 
 
+def slack_resets(d: Deployment) -> None:
+    from guardrail.service.notify import reset_buttons
+
+    d.shut_down()
+    d.become("slack")
+    api, now = FakeSlack(), datetime.now(UTC)
+    default_slack_reset.install(SlackReset(runtime=default_runtime(), now=lambda: now, slack=api))
+    block = reset_buttons("global")
+    assert block is not None
+    clicked = d.run(handlers.slack.handler, url_request(click(block["elements"][0]), at=now))
+    assert clicked["statusCode"] == 200 and len(api.views) == 1, (clicked, api.ephemeral)
+    submitted = d.run(handlers.slack.handler, url_request(submit(api.views[0], "loop fixed"), at=now))
+    assert submitted == {"statusCode": 200, "body": ""}, submitted
+    assert d.concurrency("chat-api") == 7 and d.concurrency("worker") is None and not d.denied()
+    (answer,) = api.messages
+    assert d.flag().level == Level.NORMAL and "FAILED" not in answer["text"], answer["text"]
+    assert_notified(d, 1)
+
+
 def cli_under_the_on_call_policy(d: Deployment) -> None:
     from tests.support.cli import run_cli
 
@@ -322,6 +350,7 @@ SCENARIOS: dict[str, tuple[str, Scenario]] = {
     "reset: restores every target": ("reset", reset_restores),
     "schedule: drift repair and reconciliation": ("schedule", schedule_repairs_drift_and_reconciles),
     "schedule: auto-clear restore": ("schedule", schedule_auto_clear_restores),
+    "slack: reset from Slack": ("slack", slack_resets),
     "cli: status, history, reset": (ONCALL, cli_under_the_on_call_policy),
 }
 
@@ -348,6 +377,8 @@ REGRESSIONS = [
     ("schedule: drift repair and reconciliation", "iam:GetRolePolicy"),
     ("reset: restores every target", "iam:DeleteRolePolicy"),
     ("cli: status, history, reset", "iam:DeleteRolePolicy"),
+    ("slack: reset from Slack", "lambda:PutFunctionConcurrency"),
+    ("slack: reset from Slack", "iam:DeleteRolePolicy"),
 ]
 
 

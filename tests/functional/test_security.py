@@ -241,7 +241,7 @@ def test_only_the_guardrail_functions_can_change_concurrency_and_nothing_can_esc
     for fn, statements in grants.items():
         granted = set().union(*(actions(s) for s in statements)) if statements else set()
         # A restore (a delete, for a target that had no reservation) runs wherever a flag leaves shutdown.
-        guardrail = fn in {f"{PREFIX}-{role}" for role in ("usage", "alarm", "reset", "schedule")}
+        guardrail = fn in {f"{PREFIX}-{role}" for role in ("usage", "alarm", "reset", "schedule", "slack")}
         # The one exception: the role targets' deny (issue 18) needs iam:PutRolePolicy, granted to the
         # enforcing functions on exactly the configured role ARNs (literal strings: never "*", never a role
         # of this stack, which synth refuses).

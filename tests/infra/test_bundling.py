@@ -15,7 +15,14 @@ from guardrail_cdk import bundling  # type: ignore[import-not-found, unused-igno
 def test_runtime_requirements_come_from_pyproject_without_boto3() -> None:
     reqs = bundling.runtime_requirements()
     names = {bundling._dist_name(r) for r in reqs}
-    assert {"pydantic", "pydantic-settings", "genai-prices", "cachetools", "aws-lambda-powertools"} <= names
+    assert {
+        "pydantic",
+        "pydantic-settings",
+        "genai-prices",
+        "cachetools",
+        "aws-lambda-powertools",
+        "slack-sdk",
+    } <= names
     assert "tzdata" in names  # ZoneInfo needs it where the OS has no zoneinfo database
     assert "boto3" not in names and "botocore" not in names
 
@@ -92,7 +99,7 @@ def test_every_handler_imports_from_the_asset_alone(tmp_path: Path) -> None:
     assert bundling.SourceBundling().try_bundle(str(tmp_path))
     probe = (
         "import importlib, sys\n"
-        "for name in ('usage', 'alarm', 'reset', 'schedule'):\n"
+        "for name in ('usage', 'alarm', 'reset', 'schedule', 'slack'):\n"
         "    importlib.import_module('handlers.' + name)\n"
         "ours = [m for m in sys.modules.values() if m.__name__.split('.')[0] in ('guardrail', 'handlers')]\n"
         "outside = [m.__name__ for m in ours if not (getattr(m, '__file__', None) or '').startswith(sys.argv[1])]\n"

@@ -44,7 +44,7 @@ def test_given_targets_when_synthesized_then_concurrency_statements_name_exactly
                 assert st["Effect"] == "Allow"
                 assert set(resolve(as_list(st["Resource"]))) == TARGET_ARNS, fn
                 assert "Condition" not in st
-    assert found == 4  # usage, alarm, schedule (shutdown) and reset (restore)
+    assert found == 5  # usage, alarm, schedule (shutdown), reset and slack (restore)
 
 
 def test_every_function_that_evaluates_flags_may_stop_and_restore_targets(synth: Synth) -> None:
@@ -70,7 +70,8 @@ def test_role_policy_actions_name_exactly_the_target_roles_and_only_the_enforcin
                 assert actions(st) == ROLE_POLICY and st["Effect"] == "Allow" and "Condition" not in st, (fn, st)
                 assert resolve(as_list(st["Resource"])) == [ROLE_TARGET], fn  # the exact ARN, path included
                 grants[fn] = iam_actions
-    assert sorted(grants) == sorted(f"{PREFIX}-{r}" for r in ("alarm", "reset", "schedule", "usage"))
+    # The Slack reset runs the same restore as the reset function.
+    assert sorted(grants) == sorted(f"{PREFIX}-{r}" for r in ("alarm", "reset", "schedule", "slack", "usage"))
 
 
 def test_no_allow_statement_uses_star_except_for_apis_without_resource_level_permissions(synth: Synth) -> None:
@@ -83,7 +84,7 @@ def test_no_allow_statement_uses_star_except_for_apis_without_resource_level_per
 
 def test_each_function_has_its_own_role_with_no_managed_policies(synth: Synth) -> None:
     roles = [f["Properties"]["Role"]["Fn::GetAtt"][0] for f in synth.of_type("AWS::Lambda::Function").values()]
-    assert len(roles) == len(set(roles)) == 5
+    assert len(roles) == len(set(roles)) == 6
     for logical_id, role in synth.of_type("AWS::IAM::Role").items():
         assert not role["Properties"].get("ManagedPolicyArns"), logical_id
 

@@ -19,7 +19,9 @@ def test_defaults_give_one_global_budget_with_the_design_thresholds() -> None:
     settings = props.runtime_settings()
     (budget,) = settings.budget_list()
     assert (budget.selector, str(budget.thresholds.shutdown)) == ("global", "25")
-    assert props.function_names == {r: f"bedrock-guardrail-{r}" for r in ("usage", "alarm", "reset", "schedule")}
+    assert props.function_names == {
+        r: f"bedrock-guardrail-{r}" for r in ("usage", "alarm", "reset", "schedule", "slack")
+    }
 
 
 def test_single_field_overrides_take_text_or_json() -> None:
@@ -198,3 +200,17 @@ def test_role_targets_reach_the_functions_environment() -> None:
     props = GuardrailProps.from_mapping({"targetRoles": [role], "targetFunctions": ["chat-api"]})
     (budget,) = props.runtime_settings().budget_list()
     assert budget.targets == ("chat-api", role)
+
+
+def test_slack_app_names_its_secret_and_slack_user_ids_and_alone_turns_the_buttons_on() -> None:
+    webhook = {"slackWebhookSecret": "guardrail/slack"}
+    plain = GuardrailProps.from_context(context({"guardrail": webhook}))
+    env = plain.function_environment(table_name="t", topic_arn="arn:t", slack_secret_arn="arn:s")
+    assert "GUARDRAIL_SLACK_BUTTONS" not in env  # nothing would answer a click
+    app = {**webhook, "slackApp": {"secret": "guardrail/slack-app", "oncallUsers": "U012AB, T0ABC/W0XYZ"}}
+    props = GuardrailProps.from_context(context({"guardrail": app}))
+    assert props.slack_app is not None and props.slack_app.oncall_users == ("U012AB", "T0ABC/W0XYZ")
+    env = props.function_environment(table_name="t", topic_arn="arn:t", slack_secret_arn="arn:s")
+    assert env["GUARDRAIL_SLACK_BUTTONS"] == "true"
+    with pytest.raises(ConfigError, match="not a Slack user id"):
+        GuardrailProps.from_context(context({"guardrail": {"slackApp": {"secret": "s", "oncallUsers": ["alice"]}}}))

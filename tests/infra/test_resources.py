@@ -12,7 +12,7 @@ from guardrail_cdk.props import METRICS_NAMESPACE  # type: ignore[import-not-fou
 from tests.support.common import TABLE
 from tests.support.synth import ACCOUNT, PREFIX, REGION, SLACK_SECRET_ARN, Synth, as_list, resolve
 
-ROLES = ("usage", "alarm", "reset", "schedule")
+ROLES = ("usage", "alarm", "reset", "schedule", "slack")
 
 
 def functions(synth: Synth) -> dict[str, dict[str, Any]]:
@@ -305,7 +305,7 @@ def test_ingest_failure_alarms_exist(synth: Synth) -> None:
     delivery = by_metric[("AWS/Logs", "DeliveryErrors")]
     assert {d["Name"]: d["Value"] for d in delivery["Dimensions"]}["FilterName"] == f"{PREFIX}-usage"
     queue_alarms = [a for a in alarms(synth).values() if a.get("MetricName") == "ApproximateNumberOfMessagesVisible"]
-    assert len(queue_alarms) == len(synth.of_type("AWS::SQS::Queue")) == 5
+    assert len(queue_alarms) == len(synth.of_type("AWS::SQS::Queue")) == 6
     assert f"{PREFIX}-effects-failed" in alarms(synth)
 
 

@@ -18,6 +18,7 @@ os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 ACCOUNT, REGION, PARTITION = "123456789012", "us-east-1", "aws"
 PREFIX = "bg-test"
 SLACK_SECRET_ARN = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:guardrail/slack-AbCdEf"
+SLACK_APP_SECRET_ARN = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:guardrail/slack-app-GhIjKl"
 TARGETS = ("chat-api", f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:worker", "acme-batch")
 TARGET_ARNS = {
     f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:chat-api",
@@ -49,6 +50,7 @@ GUARDRAIL = {
     ],
     "slackWebhookSecret": SLACK_SECRET_ARN,
     "slackChannel": {"workspaceId": "T0123ABCD", "channelId": "C0123ABCD"},
+    "slackApp": {"secret": SLACK_APP_SECRET_ARN, "oncallUsers": ["U0ONCALL", "T0123ABCD/U0BOB"]},
     "invocationLogs": {"mode": "create", "retentionDays": 14},
     "bundleDependencies": False,
 }
