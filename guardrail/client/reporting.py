@@ -2,12 +2,17 @@
 
 A sink takes a batch of reports and returns the ones to retry: EventSink puts `Bedrock Usage` events on
 EventBridge (10 per PutEvents); LedgerSink writes through an injected LedgerWriter (ledger mode).
+
+The reporter's CPU is paid by the caller's process, so it is kept off pydantic: an event's detail is built
+as plain JSON, byte for byte what `UsageEventDetail.model_dump_json()` gives (the tests prove it), and
+reports linger briefly so that one PutEvents carries up to 10 of them even at low traffic.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import logging
 import queue
 import threading
@@ -24,7 +29,7 @@ from guardrail.client.local_spend import LocalSpend
 from guardrail.client.usage import Usage
 from guardrail.core.models import UsageRecord
 from guardrail.core.ports import LedgerWriter
-from guardrail.core.usage_event import USAGE_DETAIL_TYPE, USAGE_EVENT_SOURCE, UsageEventDetail
+from guardrail.core.usage_event import USAGE_DETAIL_TYPE, USAGE_EVENT_SOURCE
 
 if TYPE_CHECKING:
     from mypy_boto3_events import EventBridgeClient
@@ -32,6 +37,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("guardrail.client")
 
 MAX_EVENTS_PER_PUT = 10  # EventBridge PutEvents limit
+# Compact and UTF-8 as pydantic's model_dump_json, so the detail is byte-compatible with UsageEventDetail.
+_encode_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 class UsageReport:
@@ -76,11 +83,43 @@ class UsageReport:
             )
         return self._record
 
+    @property
+    def request_id(self) -> str:
+        return self.fields[0]
+
+    def timestamp(self) -> datetime:
+        return self._record.timestamp if self._record is not None else datetime.fromtimestamp(self.at, UTC)
+
+    def detail_json(self, at: datetime) -> str:
+        """The `Bedrock Usage` event detail: `UsageEventDetail.from_record(self.record).model_dump_json()`,
+        without building either model (the hot path of the reporter thread)."""
+        request_id, model_id, usage, region, caller, metadata, partial = self.fields
+        stamp = at.isoformat()
+        return _encode_json(
+            {
+                "requestId": request_id,
+                "timestamp": stamp[:-6] + "Z" if stamp.endswith("+00:00") else stamp,
+                "modelId": model_id,
+                "inputTokens": usage.input_tokens,
+                "outputTokens": usage.output_tokens,
+                "cacheReadInputTokens": usage.cache_read_tokens,
+                "cacheWriteInputTokens": usage.cache_write_tokens,
+                "cacheWrite1hInputTokens": usage.cache_write_1h_tokens,
+                "serviceTier": usage.service_tier,
+                "latencyOptimized": usage.latency_optimized,
+                "region": region,
+                "caller": caller.arn(),  # resolved here, on the reporting thread, at most once per process
+                "metadata": metadata,
+                "partial": partial,
+            }
+        )
+
 
 class Reporter:
-    """Runs a sink over reports: on one background thread (batched by whatever queued meanwhile) or
-    inline. A sink returns the reports to retry; each gets `max_attempts` tries, then is dropped
-    (logged: the invocation log still counts it)."""
+    """Runs a sink over reports: on one background thread or inline. In the background a batch is what
+    queued meanwhile, up to `max_batch`; with `linger` > 0 the thread waits up to that many seconds after
+    a batch's first report for it to fill (a flush or close sends at once). A sink returns the reports to
+    retry; each gets `max_attempts` tries, then is dropped (logged: the invocation log still counts it)."""
 
     def __init__(
         self,
@@ -90,6 +129,7 @@ class Reporter:
         background: bool,
         max_attempts: int,
         max_batch: int = 100,
+        linger: float = 0.0,
         exit_timeout: float = 5.0,
     ) -> None:
         self.sink = sink
@@ -97,6 +137,7 @@ class Reporter:
         self.background = background
         self.max_attempts = max_attempts
         self.max_batch = max_batch
+        self.linger = linger
         self.exit_timeout = exit_timeout
         self.before_exit: list[Callable[[], None]] = []  # e.g. report streams still open, marked partial
         self._queue: queue.SimpleQueue[UsageReport | threading.Event | None] = queue.SimpleQueue()
@@ -160,7 +201,7 @@ class Reporter:
                 "guardrail: %d usage reports not sent at exit (request ids %s); the invocation log still counts "
                 "them, but budgets saw them late",
                 len(unsent),
-                ", ".join(sorted(r.record.request_id for r in unsent)[:20]),
+                ", ".join(sorted(r.request_id for r in unsent)[:20]),
             )
         return unsent
 
@@ -187,22 +228,37 @@ class Reporter:
     def _loop(self) -> None:
         retry: list[UsageReport] = []
         while True:
-            items: list[UsageReport | threading.Event | None] = []
+            reports: list[UsageReport] = []
+            waiters: list[threading.Event] = []
             try:
-                items.append(self._queue.get(timeout=_backoff(retry[0].attempts) if retry else None))
-                while len(items) < self.max_batch:
-                    items.append(self._queue.get_nowait())
+                self._take(self._queue.get(timeout=_backoff(retry[0].attempts) if retry else None), reports, waiters)
+                # Linger only for a new batch: a retry goes out when its backoff ends.
+                deadline = time.monotonic() + self.linger if self.linger > 0 and not retry else 0.0
+                while len(reports) < self.max_batch and not waiters:
+                    left = deadline - time.monotonic()
+                    item = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
+                    self._take(item, reports, waiters)
             except queue.Empty:
                 pass
-            waiters = [i for i in items if isinstance(i, threading.Event)]
-            batch = retry + [i for i in items if isinstance(i, UsageReport)]
+            batch = retry + reports
             retry = self._process(batch) if batch else []
             if waiters:
-                while retry:  # a flush waits for retries to succeed or be given up
+                # Everything queued before a flush is in this batch (gathering stops at the flush); it waits
+                # for the retries to succeed or be given up.
+                while retry:
                     time.sleep(_backoff(retry[0].attempts))
                     retry = self._process(retry)
                 for waiter in waiters:
                     waiter.set()
+
+    @staticmethod
+    def _take(
+        item: UsageReport | threading.Event | None, reports: list[UsageReport], waiters: list[threading.Event]
+    ) -> None:
+        if isinstance(item, UsageReport):
+            reports.append(item)
+        elif isinstance(item, threading.Event):
+            waiters.append(item)
 
     def _process(self, batch: list[UsageReport]) -> list[UsageReport]:
         """Report a batch; return what to retry."""
@@ -223,7 +279,7 @@ class Reporter:
                 "the invocation log still counts them",
                 len(give_up),
                 self.max_attempts,
-                ", ".join(r.record.request_id for r in give_up[:5]),
+                ", ".join(r.request_id for r in give_up[:5]),
             )
             self.on_drop(give_up)
         return [r for r in failed if r.attempts < self.max_attempts]
@@ -257,17 +313,26 @@ class EventSink:
     def __call__(self, batch: list[UsageReport]) -> list[UsageReport]:
         failed: list[UsageReport] = []
         for i in range(0, len(batch), MAX_EVENTS_PER_PUT):
-            chunk = batch[i : i + MAX_EVENTS_PER_PUT]
-            entries = [
-                {
-                    "Source": USAGE_EVENT_SOURCE,
-                    "DetailType": USAGE_DETAIL_TYPE,
-                    "Detail": UsageEventDetail.from_record(r.record).model_dump_json(),
-                    "EventBusName": self.bus,
-                    "Time": r.record.timestamp,
-                }
-                for r in chunk
-            ]
+            chunk: list[UsageReport] = []
+            entries = []
+            for report in batch[i : i + MAX_EVENTS_PER_PUT]:
+                try:
+                    at = report.timestamp()
+                    entry = {
+                        "Source": USAGE_EVENT_SOURCE,
+                        "DetailType": USAGE_DETAIL_TYPE,
+                        "Detail": report.detail_json(at),
+                        "EventBusName": self.bus,
+                        "Time": at,
+                    }
+                except Exception:  # one report that cannot be encoded must not hold back the others
+                    logger.exception("guardrail: usage report %s could not be encoded", report.request_id)
+                    failed.append(report)
+                    continue
+                chunk.append(report)
+                entries.append(entry)
+            if not entries:
+                continue
             try:
                 resp = self.events.put_events(Entries=entries)  # type: ignore[arg-type]
             except Exception as exc:
