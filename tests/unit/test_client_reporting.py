@@ -4,6 +4,7 @@ PutEvents failure."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from datetime import UTC, datetime
@@ -223,3 +224,29 @@ def test_an_inline_reporter_sends_before_the_call_returns() -> None:
     r = Reporter(sink, lambda _: None, background=False, max_attempts=3, max_batch=10, linger=3600)
     r.submit(report(1))
     assert events.sizes() == [1]
+
+
+def test_the_reporters_own_client_sends_the_same_entries_on_botocores_pipeline() -> None:
+    from botocore.awsrequest import AWSResponse
+
+    from guardrail.client.reporting import reporter_events_client
+
+    sent: list[Any] = []
+
+    def http(request: Any, **_: Any) -> Any:
+        sent.append(request)
+        body = b'{"FailedEntryCount":0,"Entries":[' + b",".join([b'{"EventId":"e"}'] * 10) + b"]}"
+        raw = type("Raw", (), {"stream": lambda self, **_: iter([body])})()
+        headers: Any = {"Content-Type": "application/x-amz-json-1.1"}
+        return AWSResponse(request.url, 200, headers, raw)
+
+    events = reporter_events_client()
+    events.meta.events.register("before-send.events.PutEvents", http)
+    sink = EventSink(events, "guardrail-usage", LocalSpend(), time.monotonic)
+    batch = [report(i) for i in range(10)]
+    assert sink(batch) == []
+    (request,) = sent
+    assert request.headers["User-Agent"].startswith(b"bedrock-cost-guardrail-client")
+    entries = json.loads(request.body)["Entries"]
+    assert [e["Detail"] for e in entries] == [r.detail_json(r.timestamp()) for r in batch]
+    assert {e["Time"] for e in entries} == {1_795_000_000.25}
