@@ -141,6 +141,8 @@ class Reporter:
         self.exit_timeout = exit_timeout
         self.before_exit: list[Callable[[], None]] = []  # e.g. report streams still open, marked partial
         self._queue: queue.SimpleQueue[UsageReport | threading.Event | None] = queue.SimpleQueue()
+        self._wake = threading.Event()  # a lingering batch can go: it is full, or a flush asked
+        self._wanted = max_batch  # reports the lingering batch still wants (read by submit, racy but benign)
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._pending: set[UsageReport] = set()  # submitted, neither sent nor given up
@@ -163,6 +165,8 @@ class Reporter:
         if self._thread is None and not self._closing:
             self._start()
         self._queue.put(report)
+        if self._queue.qsize() >= self._wanted:
+            self._wake.set()  # a lingering batch is full
 
     def _start(self) -> None:
         with self._start_lock:
@@ -223,6 +227,7 @@ class Reporter:
             return True
         done = threading.Event()
         self._queue.put(done)
+        self._wake.set()  # a lingering batch goes now
         return done.wait(timeout)
 
     def _loop(self) -> None:
@@ -231,15 +236,13 @@ class Reporter:
             reports: list[UsageReport] = []
             waiters: list[threading.Event] = []
             try:
-                self._take(self._queue.get(timeout=_backoff(retry[0].attempts) if retry else None), reports, waiters)
-                # Linger only for a new batch: a retry goes out when its backoff ends.
-                deadline = time.monotonic() + self.linger if self.linger > 0 and not retry else 0.0
-                while len(reports) < self.max_batch and not waiters:
-                    left = deadline - time.monotonic()
-                    item = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
-                    self._take(item, reports, waiters)
+                first = self._queue.get(timeout=_backoff(retry[0].attempts) if retry else None)
             except queue.Empty:
                 pass
+            else:
+                self._take(first, reports, waiters)
+                # Linger only for a new batch: a retry goes out when its backoff ends.
+                self._gather(reports, waiters, linger=self.linger if not retry else 0.0)
             batch = retry + reports
             retry = self._process(batch) if batch else []
             if waiters:
@@ -250,6 +253,25 @@ class Reporter:
                     retry = self._process(retry)
                 for waiter in waiters:
                     waiter.set()
+
+    def _gather(self, reports: list[UsageReport], waiters: list[threading.Event], linger: float) -> None:
+        """Fill a batch from the queue, waiting up to `linger` for it to fill. The thread sleeps through the
+        linger: a submit wakes it only once the batch is full, a flush at once (not once per report)."""
+        deadline = time.monotonic() + linger
+        while True:
+            while len(reports) < self.max_batch and not waiters:
+                try:
+                    self._take(self._queue.get_nowait(), reports, waiters)
+                except queue.Empty:
+                    break
+            left = deadline - time.monotonic()
+            if waiters or len(reports) >= self.max_batch or left <= 0:
+                self._wanted = self.max_batch
+                return
+            self._wanted = self.max_batch - len(reports)
+            self._wake.clear()
+            if self._queue.qsize() == 0:  # else something came between the drain and clear(): take it first
+                self._wake.wait(left)
 
     @staticmethod
     def _take(
