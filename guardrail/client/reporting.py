@@ -39,6 +39,8 @@ logger = logging.getLogger("guardrail.client")
 MAX_EVENTS_PER_PUT = 10  # EventBridge PutEvents limit
 # Compact and UTF-8 as pydantic's model_dump_json, so the detail is byte-compatible with UsageEventDetail.
 _encode_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_quote = json.encoder.encode_basestring  # a JSON string, UTF-8 kept (C)
+_JSON_BOOL = ("false", "true")
 
 
 class UsageReport:
@@ -92,26 +94,20 @@ class UsageReport:
 
     def detail_json(self, at: datetime) -> str:
         """The `Bedrock Usage` event detail: `UsageEventDetail.from_record(self.record).model_dump_json()`,
-        without building either model (the hot path of the reporter thread)."""
+        without building either model (the hot path of the reporter thread). Field order, spacing and
+        escaping are pydantic's; the tests compare the two byte for byte."""
         request_id, model_id, usage, region, caller, metadata, partial = self.fields
         stamp = at.isoformat()
-        return _encode_json(
-            {
-                "requestId": request_id,
-                "timestamp": stamp[:-6] + "Z" if stamp.endswith("+00:00") else stamp,
-                "modelId": model_id,
-                "inputTokens": usage.input_tokens,
-                "outputTokens": usage.output_tokens,
-                "cacheReadInputTokens": usage.cache_read_tokens,
-                "cacheWriteInputTokens": usage.cache_write_tokens,
-                "cacheWrite1hInputTokens": usage.cache_write_1h_tokens,
-                "serviceTier": usage.service_tier,
-                "latencyOptimized": usage.latency_optimized,
-                "region": region,
-                "caller": caller.arn(),  # resolved here, on the reporting thread, at most once per process
-                "metadata": metadata,
-                "partial": partial,
-            }
+        if stamp.endswith("+00:00"):
+            stamp = stamp[:-6] + "Z"  # pydantic's spelling of UTC
+        # caller.arn(): resolved here, on the reporting thread, at most once per process.
+        return (
+            f'{{"requestId":{_quote(request_id)},"timestamp":"{stamp}","modelId":{_quote(model_id)},'
+            f'"inputTokens":{usage.input_tokens},"outputTokens":{usage.output_tokens},'
+            f'"cacheReadInputTokens":{usage.cache_read_tokens},"cacheWriteInputTokens":{usage.cache_write_tokens},'
+            f'"cacheWrite1hInputTokens":{usage.cache_write_1h_tokens},"serviceTier":{_quote(usage.service_tier)},'
+            f'"latencyOptimized":{_JSON_BOOL[usage.latency_optimized]},"region":{_quote(region)},'
+            f'"caller":{_quote(caller.arn())},"metadata":{_encode_json(metadata)},"partial":{_JSON_BOOL[partial]}}}'
         )
 
 
