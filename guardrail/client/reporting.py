@@ -161,7 +161,7 @@ class Reporter:
         if self._thread is None and not self._closing:
             self._start()
         self._queue.put(report)
-        if self._queue.qsize() >= self._wanted:
+        if self._queue.qsize() >= self._wanted and not self._wake.is_set():
             self._wake.set()  # a lingering batch is full
 
     def _start(self) -> None:
