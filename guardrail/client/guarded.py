@@ -39,7 +39,14 @@ from guardrail.client.identity import CallerIdentity
 from guardrail.client.ledger_mode import service_ledger
 from guardrail.client.local_spend import LocalSpend, Refusal, book_id
 from guardrail.client.options import ClientOptions
-from guardrail.client.reporting import EventSink, LedgerSink, Reporter, UsageReport
+from guardrail.client.reporting import (
+    MAX_EVENTS_PER_PUT,
+    EventSink,
+    LedgerSink,
+    Reporter,
+    UsageReport,
+    reporter_events_client,
+)
 from guardrail.client.streams import GuardedStream, StreamTracker
 from guardrail.client.usage import CONVERSE, Usage, invoke_model_usage, read_usage, with_tier
 from guardrail.client.usage import request_id as response_id
@@ -148,14 +155,17 @@ class GuardedBedrockClient:
             sink = LedgerSink(self.ledger, self.spend, flag_cache, timer)
         elif opts.report == "events":
             bus = opts.event_bus or self.settings.usage_event_bus  # only named reporters may put there
-            sink = EventSink(events or aws.client("events"), bus, self.spend, timer)
+            sink = EventSink(events or reporter_events_client(), bus, self.spend, timer)
         else:
             raise ValueError(f"report must be 'events' or 'ledger', not {opts.report!r}")
+        by_events = opts.report == "events"
         self._reporter = Reporter(
             sink,
             lambda dropped: self.spend.dropped([(r.books, r.cost) for r in dropped]),
             background=opts.background,
             max_attempts=opts.max_report_attempts,
+            max_batch=MAX_EVENTS_PER_PUT if by_events else 100,
+            linger=opts.report_linger if by_events else 0.0,
             exit_timeout=opts.exit_flush_seconds,
         )
         # Streams still open at exit report what they generated (partial) before the exit flush.

@@ -25,6 +25,9 @@ class ClientOptions:
     reserve_in_flight: count requests in flight (at this process's recent mean cost per model) in local
         accounting, which bounds overshoot to less than one request's cost per process.
     background: report on a background thread (False: inline, before the call returns).
+    report_linger: report="events" in the background: the longest a report waits for others to share its
+        PutEvents (up to 10 per call; each call costs the process far more CPU than a report); a flush,
+        close or exit sends at once.
     exit_flush_seconds: at process exit, the longest the client waits to send what is unsent (open
         streams are reported first, partial); what still cannot be sent is logged with its request ids.
     tag_requests: add the client's metadata to Converse `requestMetadata`, so the invocation log of the
@@ -39,6 +42,7 @@ class ClientOptions:
     flag_read_timeout: float = 1.0
     reserve_in_flight: bool = True
     background: bool = True
+    report_linger: float = 0.2
     tag_requests: bool = True
     known_models: tuple[str, ...] = KNOWN_MODELS
     max_report_attempts: int = 5

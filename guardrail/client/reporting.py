@@ -2,12 +2,17 @@
 
 A sink takes a batch of reports and returns the ones to retry: EventSink puts `Bedrock Usage` events on
 EventBridge (10 per PutEvents); LedgerSink writes through an injected LedgerWriter (ledger mode).
+
+The reporter's CPU is paid by the caller's process, so it is kept off pydantic: an event's detail is built
+as plain JSON, byte for byte what `UsageEventDetail.model_dump_json()` gives (the tests prove it), and
+reports linger briefly so that one PutEvents carries up to 10 of them even at low traffic.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import logging
 import queue
 import threading
@@ -24,7 +29,7 @@ from guardrail.client.local_spend import LocalSpend
 from guardrail.client.usage import Usage
 from guardrail.core.models import UsageRecord
 from guardrail.core.ports import LedgerWriter
-from guardrail.core.usage_event import USAGE_DETAIL_TYPE, USAGE_EVENT_SOURCE, UsageEventDetail
+from guardrail.core.usage_event import USAGE_DETAIL_TYPE, USAGE_EVENT_SOURCE
 
 if TYPE_CHECKING:
     from mypy_boto3_events import EventBridgeClient
@@ -32,6 +37,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger("guardrail.client")
 
 MAX_EVENTS_PER_PUT = 10  # EventBridge PutEvents limit
+# Compact and UTF-8 as pydantic's model_dump_json, so the detail is byte-compatible with UsageEventDetail.
+_encode_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_quote = json.encoder.encode_basestring  # a JSON string, UTF-8 kept (C)
+_JSON_BOOL = ("false", "true")
 
 
 class UsageReport:
@@ -76,11 +85,37 @@ class UsageReport:
             )
         return self._record
 
+    @property
+    def request_id(self) -> str:
+        return self.fields[0]
+
+    def timestamp(self) -> datetime:
+        return self._record.timestamp if self._record is not None else datetime.fromtimestamp(self.at, UTC)
+
+    def detail_json(self, at: datetime) -> str:
+        """The `Bedrock Usage` event detail: `UsageEventDetail.from_record(self.record).model_dump_json()`,
+        without building either model (the hot path of the reporter thread). Field order, spacing and
+        escaping are pydantic's; the tests compare the two byte for byte."""
+        request_id, model_id, usage, region, caller, metadata, partial = self.fields
+        stamp = at.isoformat()
+        if stamp.endswith("+00:00"):
+            stamp = stamp[:-6] + "Z"  # pydantic's spelling of UTC
+        # caller.arn(): resolved here, on the reporting thread, at most once per process.
+        return (
+            f'{{"requestId":{_quote(request_id)},"timestamp":"{stamp}","modelId":{_quote(model_id)},'
+            f'"inputTokens":{usage.input_tokens},"outputTokens":{usage.output_tokens},'
+            f'"cacheReadInputTokens":{usage.cache_read_tokens},"cacheWriteInputTokens":{usage.cache_write_tokens},'
+            f'"cacheWrite1hInputTokens":{usage.cache_write_1h_tokens},"serviceTier":{_quote(usage.service_tier)},'
+            f'"latencyOptimized":{_JSON_BOOL[usage.latency_optimized]},"region":{_quote(region)},'
+            f'"caller":{_quote(caller.arn())},"metadata":{_encode_json(metadata)},"partial":{_JSON_BOOL[partial]}}}'
+        )
+
 
 class Reporter:
-    """Runs a sink over reports: on one background thread (batched by whatever queued meanwhile) or
-    inline. A sink returns the reports to retry; each gets `max_attempts` tries, then is dropped
-    (logged: the invocation log still counts it)."""
+    """Runs a sink over reports: on one background thread or inline. In the background a batch is what
+    queued meanwhile, up to `max_batch`; with `linger` > 0 the thread waits up to that many seconds after
+    a batch's first report for it to fill (a flush or close sends at once). A sink returns the reports to
+    retry; each gets `max_attempts` tries, then is dropped (logged: the invocation log still counts it)."""
 
     def __init__(
         self,
@@ -90,6 +125,7 @@ class Reporter:
         background: bool,
         max_attempts: int,
         max_batch: int = 100,
+        linger: float = 0.0,
         exit_timeout: float = 5.0,
     ) -> None:
         self.sink = sink
@@ -97,9 +133,12 @@ class Reporter:
         self.background = background
         self.max_attempts = max_attempts
         self.max_batch = max_batch
+        self.linger = linger
         self.exit_timeout = exit_timeout
         self.before_exit: list[Callable[[], None]] = []  # e.g. report streams still open, marked partial
         self._queue: queue.SimpleQueue[UsageReport | threading.Event | None] = queue.SimpleQueue()
+        self._wake = threading.Event()  # a lingering batch can go: it is full, or a flush asked
+        self._wanted = max_batch  # reports the lingering batch still wants (read by submit, racy but benign)
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._pending: set[UsageReport] = set()  # submitted, neither sent nor given up
@@ -122,6 +161,8 @@ class Reporter:
         if self._thread is None and not self._closing:
             self._start()
         self._queue.put(report)
+        if self._queue.qsize() >= self._wanted and not self._wake.is_set():
+            self._wake.set()  # a lingering batch is full
 
     def _start(self) -> None:
         with self._start_lock:
@@ -160,7 +201,7 @@ class Reporter:
                 "guardrail: %d usage reports not sent at exit (request ids %s); the invocation log still counts "
                 "them, but budgets saw them late",
                 len(unsent),
-                ", ".join(sorted(r.record.request_id for r in unsent)[:20]),
+                ", ".join(sorted(r.request_id for r in unsent)[:20]),
             )
         return unsent
 
@@ -182,27 +223,60 @@ class Reporter:
             return True
         done = threading.Event()
         self._queue.put(done)
+        self._wake.set()  # a lingering batch goes now
         return done.wait(timeout)
 
     def _loop(self) -> None:
         retry: list[UsageReport] = []
         while True:
-            items: list[UsageReport | threading.Event | None] = []
+            reports: list[UsageReport] = []
+            waiters: list[threading.Event] = []
             try:
-                items.append(self._queue.get(timeout=_backoff(retry[0].attempts) if retry else None))
-                while len(items) < self.max_batch:
-                    items.append(self._queue.get_nowait())
+                first = self._queue.get(timeout=_backoff(retry[0].attempts) if retry else None)
             except queue.Empty:
                 pass
-            waiters = [i for i in items if isinstance(i, threading.Event)]
-            batch = retry + [i for i in items if isinstance(i, UsageReport)]
+            else:
+                self._take(first, reports, waiters)
+                # Linger only for a new batch: a retry goes out when its backoff ends.
+                self._gather(reports, waiters, linger=self.linger if not retry else 0.0)
+            batch = retry + reports
             retry = self._process(batch) if batch else []
             if waiters:
-                while retry:  # a flush waits for retries to succeed or be given up
+                # Everything queued before a flush is in this batch (gathering stops at the flush); it waits
+                # for the retries to succeed or be given up.
+                while retry:
                     time.sleep(_backoff(retry[0].attempts))
                     retry = self._process(retry)
                 for waiter in waiters:
                     waiter.set()
+
+    def _gather(self, reports: list[UsageReport], waiters: list[threading.Event], linger: float) -> None:
+        """Fill a batch from the queue, waiting up to `linger` for it to fill. The thread sleeps through the
+        linger: a submit wakes it only once the batch is full, a flush at once (not once per report)."""
+        deadline = time.monotonic() + linger
+        while True:
+            while len(reports) < self.max_batch and not waiters:
+                try:
+                    self._take(self._queue.get_nowait(), reports, waiters)
+                except queue.Empty:
+                    break
+            left = deadline - time.monotonic()
+            if waiters or len(reports) >= self.max_batch or left <= 0:
+                self._wanted = self.max_batch
+                return
+            self._wanted = self.max_batch - len(reports)
+            self._wake.clear()
+            if self._queue.qsize() == 0:  # else something came between the drain and clear(): take it first
+                self._wake.wait(left)
+
+    @staticmethod
+    def _take(
+        item: UsageReport | threading.Event | None, reports: list[UsageReport], waiters: list[threading.Event]
+    ) -> None:
+        if isinstance(item, UsageReport):
+            reports.append(item)
+        elif isinstance(item, threading.Event):
+            waiters.append(item)
 
     def _process(self, batch: list[UsageReport]) -> list[UsageReport]:
         """Report a batch; return what to retry."""
@@ -223,7 +297,7 @@ class Reporter:
                 "the invocation log still counts them",
                 len(give_up),
                 self.max_attempts,
-                ", ".join(r.record.request_id for r in give_up[:5]),
+                ", ".join(r.request_id for r in give_up[:5]),
             )
             self.on_drop(give_up)
         return [r for r in failed if r.attempts < self.max_attempts]
@@ -245,6 +319,19 @@ def _backoff(attempts: int) -> float:
     return float(min(2.0, 0.05 * 2**attempts))
 
 
+def reporter_events_client() -> EventBridgeClient:
+    """The EventBridge client the reporter builds for itself, cheap per PutEvents: no second parameter
+    validation (the entries are built to botocore's model; the tests validate them), and a fixed User-Agent
+    (botocore otherwise rebuilds its long one on every request, a fifth of a PutEvents' CPU)."""
+    from guardrail.store import aws_clients
+
+    # boto3 appends its own `Botocore/<version>` to a configured User-Agent.
+    events: EventBridgeClient = aws_clients.client(
+        "events", parameter_validation=False, user_agent="bedrock-cost-guardrail-client"
+    )
+    return events
+
+
 class EventSink:
     """`Bedrock Usage` events on EventBridge, 10 per PutEvents."""
 
@@ -257,17 +344,26 @@ class EventSink:
     def __call__(self, batch: list[UsageReport]) -> list[UsageReport]:
         failed: list[UsageReport] = []
         for i in range(0, len(batch), MAX_EVENTS_PER_PUT):
-            chunk = batch[i : i + MAX_EVENTS_PER_PUT]
-            entries = [
-                {
-                    "Source": USAGE_EVENT_SOURCE,
-                    "DetailType": USAGE_DETAIL_TYPE,
-                    "Detail": UsageEventDetail.from_record(r.record).model_dump_json(),
-                    "EventBusName": self.bus,
-                    "Time": r.record.timestamp,
-                }
-                for r in chunk
-            ]
+            chunk: list[UsageReport] = []
+            entries = []
+            for report in batch[i : i + MAX_EVENTS_PER_PUT]:
+                try:
+                    at = report.timestamp()
+                    entry = {
+                        "Source": USAGE_EVENT_SOURCE,
+                        "DetailType": USAGE_DETAIL_TYPE,
+                        "Detail": report.detail_json(at),
+                        "EventBusName": self.bus,
+                        "Time": at,
+                    }
+                except Exception:  # one report that cannot be encoded must not hold back the others
+                    logger.exception("guardrail: usage report %s could not be encoded", report.request_id)
+                    failed.append(report)
+                    continue
+                chunk.append(report)
+                entries.append(entry)
+            if not entries:
+                continue
             try:
                 resp = self.events.put_events(Entries=entries)  # type: ignore[arg-type]
             except Exception as exc:

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
-from typing import cast
+from typing import Any, cast
 
-from guardrail.client.usage import CONVERSE, invoke_model_usage, read_usage
+from hypothesis import given
+from hypothesis import strategies as st
+
+from guardrail.client.usage import CONVERSE, count, invoke_model_usage, read_usage
 from guardrail.core.config import load_settings
 from guardrail.core.models import UsageRecord
 from guardrail.core.pricing import Pricer
+from guardrail.core.usage_event import one_hour_cache_writes
 
 
 def test_converse_cache_details_give_the_one_hour_share() -> None:
@@ -45,3 +49,33 @@ def test_anthropic_body_cache_creation_gives_the_one_hour_share() -> None:
 def test_without_details_writes_are_five_minute_ones() -> None:
     found = read_usage(CONVERSE, {"inputTokens": 3, "outputTokens": 1, "cacheWriteInputTokens": 500})
     assert found is not None and found.cache_write_1h_tokens == 0
+
+
+counts = st.one_of(st.none(), st.integers(-5, 10**7), st.sampled_from(["12", "x", True]))
+
+
+@given(
+    fields=st.fixed_dictionaries(
+        {"inputTokens": counts},
+        optional={"outputTokens": counts, "cacheReadInputTokens": counts, "cacheWriteInputTokens": counts},
+    ),
+    details=st.one_of(
+        st.none(),
+        st.lists(st.fixed_dictionaries({"ttl": st.sampled_from(["1h", "5m"]), "inputTokens": counts}), max_size=3),
+    ),
+)
+def test_read_usage_is_the_contracts_reading(fields: dict[str, Any], details: list[Any] | None) -> None:
+    """The fast path reads what the contract's helpers read: counts as `count` makes them, the 1-hour share
+    capped at the cache writes."""
+    source = {**fields, **({"cacheDetails": details} if details is not None else {})}
+    found = read_usage(CONVERSE, source)
+    write = count(source.get("cacheWriteInputTokens"))
+    assert found == (
+        count(source.get("inputTokens")),
+        count(source.get("outputTokens")),
+        count(source.get("cacheReadInputTokens")),
+        write,
+        min(one_hour_cache_writes(source), write),
+        "",
+        False,
+    )

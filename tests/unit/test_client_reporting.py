@@ -1,0 +1,252 @@
+"""The guarded client's reporter: the event detail it builds without pydantic is the contract's, byte for
+byte; reports share PutEvents (10 per call), linger briefly, and none is lost on close or on a partial
+PutEvents failure."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import boto3
+from botocore.stub import Stubber
+from hypothesis import given
+from hypothesis import strategies as st
+
+from guardrail.client.identity import CallerIdentity
+from guardrail.client.local_spend import LocalSpend
+from guardrail.client.reporting import EventSink, Reporter, UsageReport
+from guardrail.client.usage import Usage
+from guardrail.core.usage_event import USAGE_DETAIL_TYPE, UsageEventDetail, record_from_detail
+
+CALLER = "arn:aws:sts::123456789012:assumed-role/chat-api-role/chat-api"
+WAIT = 30.0  # seconds a test waits for the reporter thread before failing (never a bound on speed)
+
+
+def report(
+    n: int = 0,
+    *,
+    at: float = 1_795_000_000.25,
+    usage: Usage | None = None,
+    metadata: dict[str, str] | None = None,
+    partial: bool = False,
+    request_id: str | None = None,
+    model_id: str = "us.anthropic.claude-sonnet-4-5-20250929-v1:0",
+    caller: str = CALLER,
+) -> UsageReport:
+    identity = CallerIdentity(caller, None, time.monotonic)
+    fields = (
+        request_id or f"req-{n}",
+        model_id,
+        usage or Usage(3, 12, cache_read_tokens=25_037),
+        "us-east-1",
+        identity,
+        metadata if metadata is not None else {"app": "chat-api"},
+        partial,
+    )
+    return UsageReport(fields, at, ("book",), Decimal("0.01"))
+
+
+# -- the wire format ------------------------------------------------------------------------------------
+
+text = st.text(st.characters(codec="utf-8"), max_size=40)
+
+
+@given(
+    request_id=text.filter(bool),
+    model_id=text.filter(bool),
+    counts=st.tuples(*[st.integers(0, 2**40)] * 5),
+    tier=st.sampled_from(["", "priority", "flex"]),
+    latency=st.booleans(),
+    metadata=st.dictionaries(text, text, max_size=4),
+    partial=st.booleans(),
+    caller=text,
+    at=st.floats(0, 4_000_000_000),
+)
+def test_the_detail_is_byte_for_byte_what_the_pydantic_contract_gives(
+    request_id: str,
+    model_id: str,
+    counts: tuple[int, int, int, int, int],
+    tier: str,
+    latency: bool,
+    metadata: dict[str, str],
+    partial: bool,
+    caller: str,
+    at: float,
+) -> None:
+    one_hour = min(counts[4], counts[3])  # part of the cache writes, as read_usage makes it
+    usage = Usage(*counts[:4], one_hour, service_tier=tier, latency_optimized=latency)
+    r = report(
+        at=at, usage=usage, metadata=metadata, partial=partial, request_id=request_id, model_id=model_id, caller=caller
+    )
+    detail = r.detail_json(r.timestamp())
+    assert detail == UsageEventDetail.from_record(r.record).model_dump_json()
+    # ... and the usage handler's parser reads back the record the client priced.
+    parsed = record_from_detail(UsageEventDetail.model_validate_json(detail), "event")
+    assert parsed == r.record.__class__(**{**_fields(r.record), "source": "event", "service_tier": tier})
+
+
+def _fields(record: Any) -> dict[str, Any]:
+    return {name: getattr(record, name) for name in record.__dataclass_fields__}
+
+
+def test_entries_pass_botocore_validation_of_put_events() -> None:
+    """The reporter's own client skips botocore's validation; the entries it builds pass it."""
+    events = boto3.client("events", region_name="us-east-1")  # validating
+    with Stubber(events) as stub:
+        stub.add_response("put_events", {"FailedEntryCount": 0, "Entries": [{"EventId": str(i)} for i in range(10)]})
+        sink = EventSink(events, "guardrail-usage", LocalSpend(), time.monotonic)
+        assert sink([report(i) for i in range(10)]) == []
+        stub.assert_no_pending_responses()
+
+
+# -- batching -------------------------------------------------------------------------------------------
+
+
+class RecordingEvents:
+    """An EventBridge client that records each PutEvents; entries whose request id is in `fail_once` fail
+    the first time they are put."""
+
+    def __init__(self, fail_once: set[str] | None = None) -> None:
+        self.calls: list[list[dict[str, Any]]] = []
+        self.fail_once = set(fail_once or ())
+        self.called = threading.Condition()
+
+    def put_events(self, Entries: list[dict[str, Any]]) -> dict[str, Any]:
+        results = []
+        for entry in Entries:
+            request_id = UsageEventDetail.model_validate_json(entry["Detail"]).requestId
+            if request_id in self.fail_once:
+                self.fail_once.discard(request_id)
+                results.append({"ErrorCode": "InternalException", "ErrorMessage": "try again"})
+            else:
+                results.append({"EventId": request_id})
+        with self.called:
+            self.calls.append(Entries)
+            self.called.notify_all()
+        return {"FailedEntryCount": sum("ErrorCode" in r for r in results), "Entries": results}
+
+    def wait_for(self, calls: int) -> None:
+        with self.called:
+            assert self.called.wait_for(lambda: len(self.calls) >= calls, WAIT)
+
+    def sizes(self) -> list[int]:
+        return [len(c) for c in self.calls]
+
+    def request_ids(self) -> list[str]:
+        return [UsageEventDetail.model_validate_json(e["Detail"]).requestId for c in self.calls for e in c]
+
+
+def reporter(events: RecordingEvents, *, linger: float, dropped: list[UsageReport] | None = None) -> Reporter:
+    sink = EventSink(events, "guardrail-usage", LocalSpend(), time.monotonic)  # type: ignore[arg-type]
+    return Reporter(
+        sink,
+        (dropped if dropped is not None else []).extend,
+        background=True,
+        max_attempts=3,
+        max_batch=10,
+        linger=linger,
+    )
+
+
+def test_reports_share_put_events_ten_at_a_time_and_close_sends_the_rest() -> None:
+    events = RecordingEvents()
+    r = reporter(events, linger=3600)  # only a full batch, a flush or close sends
+    for i in range(25):
+        r.submit(report(i))
+    events.wait_for(2)
+    assert events.sizes() == [10, 10]
+    assert r.close(timeout=WAIT) == []
+    assert events.sizes() == [10, 10, 5]
+    assert events.request_ids() == [f"req-{i}" for i in range(25)]
+    entry = events.calls[0][0]
+    assert (entry["Source"], entry["DetailType"], entry["EventBusName"]) == (
+        "guardrail.client",
+        USAGE_DETAIL_TYPE,
+        "guardrail-usage",
+    )
+    assert entry["Time"] == datetime.fromtimestamp(1_795_000_000.25, UTC)
+
+
+def test_a_flush_sends_what_lingers_in_one_put_events() -> None:
+    events = RecordingEvents()
+    r = reporter(events, linger=3600)
+    for i in range(3):
+        r.submit(report(i))
+    assert r.flush(WAIT)
+    assert events.sizes() == [3]
+
+
+def test_a_lone_report_goes_out_when_the_linger_ends() -> None:
+    events = RecordingEvents()
+    r = reporter(events, linger=0.01)
+    r.submit(report(1))
+    events.wait_for(1)  # no flush, no close: the linger ended
+    assert events.sizes() == [1]
+
+
+def test_a_partially_failed_put_events_retries_only_the_failed_entries() -> None:
+    events = RecordingEvents(fail_once={"req-2", "req-7"})
+    dropped: list[UsageReport] = []
+    r = reporter(events, linger=3600, dropped=dropped)
+    for i in range(10):
+        r.submit(report(i))
+    assert r.flush(WAIT)
+    assert events.sizes() == [10, 2]
+    assert sorted(events.request_ids()) == sorted([f"req-{i}" for i in range(10)] + ["req-2", "req-7"])
+    assert dropped == []
+    assert r.close(timeout=WAIT) == []
+
+
+def test_a_report_that_keeps_failing_is_dropped_and_accounted() -> None:
+    class Failing(RecordingEvents):
+        def put_events(self, Entries: list[dict[str, Any]]) -> dict[str, Any]:
+            self.fail_once.add("req-1")
+            return super().put_events(Entries)
+
+    events = Failing()
+    dropped: list[UsageReport] = []
+    r = reporter(events, linger=3600, dropped=dropped)
+    r.submit(report(0))
+    r.submit(report(1))
+    assert r.flush(WAIT)
+    assert [d.request_id for d in dropped] == ["req-1"]
+    assert events.sizes() == [2, 1, 1]  # three attempts, then given up
+    assert r.close(timeout=WAIT) == []
+
+
+def test_an_inline_reporter_sends_before_the_call_returns() -> None:
+    events = RecordingEvents()
+    sink = EventSink(events, "guardrail-usage", LocalSpend(), time.monotonic)  # type: ignore[arg-type]
+    r = Reporter(sink, lambda _: None, background=False, max_attempts=3, max_batch=10, linger=3600)
+    r.submit(report(1))
+    assert events.sizes() == [1]
+
+
+def test_the_reporters_own_client_sends_the_same_entries_on_botocores_pipeline() -> None:
+    from botocore.awsrequest import AWSResponse
+
+    from guardrail.client.reporting import reporter_events_client
+
+    sent: list[Any] = []
+
+    def http(request: Any, **_: Any) -> Any:
+        sent.append(request)
+        body = b'{"FailedEntryCount":0,"Entries":[' + b",".join([b'{"EventId":"e"}'] * 10) + b"]}"
+        raw = type("Raw", (), {"stream": lambda self, **_: iter([body])})()
+        headers: Any = {"Content-Type": "application/x-amz-json-1.1"}
+        return AWSResponse(request.url, 200, headers, raw)
+
+    events = reporter_events_client()
+    events.meta.events.register("before-send.events.PutEvents", http)
+    sink = EventSink(events, "guardrail-usage", LocalSpend(), time.monotonic)
+    batch = [report(i) for i in range(10)]
+    assert sink(batch) == []
+    (request,) = sent
+    assert request.headers["User-Agent"].startswith(b"bedrock-cost-guardrail-client")
+    entries = json.loads(request.body)["Entries"]
+    assert [e["Detail"] for e in entries] == [r.detail_json(r.timestamp()) for r in batch]
+    assert {e["Time"] for e in entries} == {1_795_000_000.25}
