@@ -3,6 +3,7 @@ CLI run); every part gets its collaborators and the one clock at construction.""
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 from collections.abc import Callable
@@ -107,6 +108,16 @@ class ProcessRuntime:
     def __init__(self) -> None:
         self._runtime: Runtime | None = None
         self._lock = threading.Lock()
+        self._settled = False
+
+    def settle(self) -> None:
+        """Once per process, after its first handled event: what that event loaded (botocore's models, the
+        clients, genai-prices, pydantic's validators: about 100,000 objects) lives as long as the process,
+        so it is moved out of the cyclic collector's reach (`gc.freeze`). Otherwise every full collection
+        walks it again: 30-60% of a 1,000-record batch's CPU."""
+        if not self._settled:
+            self._settled = True
+            gc.freeze()
 
     def __call__(self) -> Runtime:
         runtime = self._runtime

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from guardrail.core.errors import LedgerError
 from guardrail.core.models import RATE_WINDOW, CounterKey, QuarantinedRecord, ScopeTotals, WindowRef
+from guardrail.store import prebuilt
 from guardrail.store.chunks import Chunk, CounterDelta, num
 from guardrail.store.chunks import LedgerEntry as LedgerEntry  # re-exported: the ledger's input
 from guardrail.store.chunks import plan_chunks as plan_chunks
@@ -77,6 +78,7 @@ class Ledger:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.client = client
+        prebuilt.register(client)  # its transactions are sent as the JSON they are built as
         self.table = table_name
         self.request_ttl = timedelta(days=request_ttl_days)
         self.now = now
