@@ -1,4 +1,6 @@
-"""Settings: one pydantic-settings model, read once from `GUARDRAIL_*` environment variables.
+"""Settings: one pydantic model, read once from `GUARDRAIL_*` environment variables (names match in any
+case; JSON settings are decoded by their own validators). Not pydantic-settings: its import (asyncio
+with it) was an eighth of a usage function's cold start.
 
 A bad value fails at start with a `ConfigError` naming the variable and the accepted form.
 """
@@ -7,14 +9,13 @@ from __future__ import annotations
 
 import difflib
 import json
-import re
+import os
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from guardrail.core.errors import ConfigError
 from guardrail.core.models import Budget, Level, Thresholds
@@ -146,15 +147,15 @@ class BudgetModel(BaseModel):
 DEFAULT_DOWNGRADES = {"claude-sonnet": "claude-haiku", "claude-3-5-sonnet": "claude-3-5-haiku"}
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
     table_name: str = "bedrock-guardrail"
     topic_arn: str | None = None
     slack_secret_arn: str | None = None
-    target_functions: Annotated[tuple[str, ...], NoDecode] = ()
-    own_functions: Annotated[tuple[str, ...], NoDecode] = ()
-    thresholds: Annotated[ThresholdsModel, NoDecode] = ThresholdsModel()
+    target_functions: tuple[str, ...] = ()
+    own_functions: tuple[str, ...] = ()
+    thresholds: ThresholdsModel = ThresholdsModel()
     window: Literal["hour", "day", "month"] = "day"
     timezone: str = "UTC"
     mode: Literal["enforce", "dry-run"] = "enforce"
@@ -162,7 +163,7 @@ class Settings(BaseSettings):
     budgets: list[BudgetModel] | None = None
     model_downgrades: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_DOWNGRADES))
     price_overrides: dict[str, TokenRates] = Field(default_factory=dict)
-    ceiling_rate: Annotated[TokenRates, NoDecode] = TokenRates(
+    ceiling_rate: TokenRates = TokenRates(
         input=Decimal(15), output=Decimal(75), cache_read=Decimal("1.5"), cache_write=Decimal("18.75")
     )
     request_ttl_days: int = Field(default=8, ge=1, le=400)
@@ -193,14 +194,13 @@ class Settings(BaseSettings):
     @field_validator("budgets", "price_overrides", "model_downgrades", mode="before")
     @classmethod
     def _json_text(cls, value: Any) -> Any:
-        # Environment values are JSON-decoded by pydantic-settings; keyword overrides may be text too.
-        return json.loads(value) if isinstance(value, str) else value
+        return _json(value) if isinstance(value, str) else value
 
     @field_validator("alarm_levels", mode="before")
     @classmethod
     def _alarm_levels(cls, value: Any) -> Any:
         if isinstance(value, str):
-            value = json.loads(value)
+            value = _json(value)
         if isinstance(value, dict):
             return {str(k): Level.parse(v) for k, v in value.items()}
         return value
@@ -289,11 +289,24 @@ def unknown_variables(environ: Mapping[str, str]) -> list[tuple[str, str]]:
     return out
 
 
+def _json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise ValueError("not valid JSON") from None
+
+
+def _from_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """`GUARDRAIL_<FIELD>` in any case -> {field: text}; each field's validators parse the text."""
+    names = {f"{ENV_PREFIX}{name.upper()}": name for name in Settings.model_fields}
+    return {names[var.upper()]: value for var, value in environ.items() if var.upper() in names}
+
+
 def load_settings(*, flag_names: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     """Read settings once; turn pydantic's errors into one message naming each variable (or, for a value
     given as an override, the command-line flag in `flag_names`)."""
     try:
-        return Settings(**overrides)
+        return Settings(**{**_from_environment(os.environ), **overrides})
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
@@ -306,9 +319,3 @@ def load_settings(*, flag_names: Mapping[str, str] | None = None, **overrides: A
             named = not field and msg.startswith(ENV_PREFIX)  # a whole-model check names its own variable
             lines.append(("" if named else f"{var}: ") + msg + (f" (accepted form: {form})" if form else ""))
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
-    except SettingsError as exc:  # a complex value (JSON) that did not even decode
-        found = re.search(r'field "([a-z_]+)"', str(exc))
-        name = found.group(1) if found else ""
-        var = f"{ENV_PREFIX}{name.upper()}" if name else "a GUARDRAIL_ setting"
-        form = ACCEPTED_FORMS.get(name, "valid JSON")
-        raise ConfigError(f"invalid configuration:\n  {var}: not valid JSON (accepted form: {form})") from None
