@@ -274,7 +274,7 @@ def _text_problem(record: UsageRecord) -> str | None:
     oversized: tuple[str, int, int] | None = None
     for i, (name, text, limit) in enumerate(texts):
         try:
-            size = len(text.encode("utf-8"))
+            size = len(text) if text.isascii() else len(text.encode("utf-8"))
         except UnicodeEncodeError:
             name = name or _value_name(texts[i - 1][1])
             return f"{name} is not valid UTF-8 text (a lone surrogate); DynamoDB cannot store it"

@@ -141,12 +141,16 @@ def _by_keys(counter: CounterKey, keys: Sequence[str]) -> Sequence[str]:
 def _new_items(chunk: Chunk, touches: Sequence[tuple[CounterKey, Sequence[str]]]) -> int:
     """Items an entry would add to `chunk`: its request, new counters, and new breakdown items."""
     n = 1
+    counters = chunk.counters
     for counter, keys in touches:
-        delta = chunk.counters.get(counter)
+        delta = counters.get(counter)
         if delta is None:
             n += 1 + len(keys)
-        else:
-            n += sum(1 for k in keys if k not in delta.breakdown)
+        elif keys:
+            breakdown = delta.breakdown
+            for k in keys:
+                if k not in breakdown:
+                    n += 1
     return n
 
 

@@ -11,7 +11,7 @@ from guardrail.core.config import load_settings
 from guardrail.core.models import RATE_WINDOW
 from guardrail.service.engine import Engine
 from guardrail.store.breakdown import breakdown_keys
-from guardrail.store.chunks import plan_chunks
+from guardrail.store.chunks import LedgerEntry, plan_chunks
 from tests.support.factories import record
 
 MODELS = [
@@ -21,10 +21,8 @@ MODELS = [
 ]
 
 
-def _entries(seed: int) -> list:  # type: ignore[type-arg]
-    settings = load_settings(
-        table_name="t", budgets='[{"scope": "global"}, {"scope": "app:*"}, {"scope": "tenant:*"}]'
-    )
+def _entries(seed: int) -> list[LedgerEntry]:
+    settings = load_settings(table_name="t", budgets='[{"scope": "global"}, {"scope": "app:*"}, {"scope": "tenant:*"}]')
     engine = Engine(settings, dynamodb=None, now=lambda: None)  # type: ignore[arg-type]  # pure compute only
     rng = random.Random(seed)
     records = [
