@@ -26,6 +26,7 @@ import json
 import math
 import os
 import random
+import resource
 import statistics
 import sys
 import time
@@ -188,11 +189,14 @@ def report(label: str, goal: float, rates: list[float], calls: dict[str, int], f
 
 
 def main() -> None:
+    started = time.perf_counter()
     print("usage handler end to end (botocore full pipeline, HTTP send replaced; process CPU time)")
     rates, calls, floor = run(spread=False)
     report("1,000 records in 60 s, 3 scopes", GOAL_BATCH, rates, calls, floor, floor_goal=False)
     rates, calls, floor = run(spread=True)
     report("1,000 records over 24 h, 10 scopes", GOAL_SPREAD, rates, calls, floor, floor_goal=True)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak RSS {peak_mb:,.0f} MB, {time.perf_counter() - started:.0f} s (bounds: 2 GB, 5 minutes)")
 
 
 if __name__ == "__main__":
