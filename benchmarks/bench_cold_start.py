@@ -2,10 +2,14 @@
 
 Each run is a fresh interpreter. The handler run imports the usage handler and handles one invocation-log
 subscription event (10 records): the import, the runtime (settings, DynamoDB client), genai-prices' import
-and first lookup, the parser models, the ledger write and the consistent read, with botocore's full
+and first lookup, the log record models, the ledger write and the consistent read, with botocore's full
 pipeline and only the HTTP send replaced (an empty success). The baseline imports boto3 and does nothing
 else. Both are measured as the child's CPU time (user + system, `resource.getrusage(RUSAGE_CHILDREN)`),
-median of 7 runs with min and max. Goal: the handler run at most 2x the baseline.
+median of 7 interleaved runs with min and max. Goal: the handler run at most 2x the baseline.
+
+The handler runs twice per round: with the package's bytecode (`__pycache__`, written by one untimed run),
+and from a copy of the function asset as CDK bundles it today, Python source only, so every module of ours
+compiles at cold start (dependencies keep their installed bytecode in both).
 
 Run: python benchmarks/bench_cold_start.py [--runs 7]
 """
@@ -15,9 +19,11 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,39 +76,62 @@ assert result["recorded"] == 10, result
 """
 
 
-def cpu_of(code: str) -> float:
-    """CPU seconds (user + system) of one fresh interpreter running `code`."""
+# What the function asset holds (cdk/guardrail_cdk/bundling.py SOURCE_PATHS): copied without bytecode.
+ASSET_PATHS = ("guardrail/__init__.py", "guardrail/core", "guardrail/store", "guardrail/service", "handlers")
+
+
+def cpu_of(code: str, path: Path = ROOT, *, bytecode: bool = True) -> float:
+    """CPU seconds (user + system) of one fresh interpreter running `code` with `path` first on sys.path."""
+    env = {**os.environ, **ENV, "PYTHONPATH": str(path)}
+    if bytecode:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+    else:
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        env={**os.environ, **ENV, "PYTHONPATH": str(ROOT)},
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
+    subprocess.run([sys.executable, "-c", code], cwd=path, env=env, check=True, capture_output=True, timeout=120)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def source_only_copy(into: Path) -> Path:
+    """The function's code as the asset ships it: Python source, no `__pycache__` (compiled at cold start)."""
+    for rel in ASSET_PATHS:
+        src = ROOT / rel
+        if src.is_file():
+            (into / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, into / rel)
+        else:
+            shutil.copytree(src, into / rel, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return into
+
+
+def line(label: str, values: list[float]) -> str:
+    median = statistics.median(values) * 1000
+    return f"  {label:<42} {median:7.1f} ms  ({min(values) * 1000:.1f}, {max(values) * 1000:.1f})"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="cold start to the first handled event")
     parser.add_argument("--runs", type=int, default=7)
     runs = parser.parse_args().runs
-    base = [cpu_of(BASELINE) for _ in range(runs)]
-    first = [cpu_of(FIRST_EVENT) for _ in range(runs)]
-    ratio = statistics.median(first) / statistics.median(base)
+    cpu_of(FIRST_EVENT)  # writes the package's bytecode once (untimed), as a deployment could ship it
+    base: list[float] = []
+    first: list[float] = []
+    source: list[float] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        asset = source_only_copy(Path(tmp))
+        for _ in range(runs):  # interleaved: load on the shared machine hits all three alike
+            base.append(cpu_of(BASELINE))
+            first.append(cpu_of(FIRST_EVENT))
+            source.append(cpu_of(FIRST_EVENT, asset, bytecode=False))
     print(f"process start -> first handled usage event (CPU, median of {runs}; min, max):")
-    print(
-        f"  bare `import boto3`   {statistics.median(base) * 1000:7.1f} ms  "
-        f"({min(base) * 1000:.1f}, {max(base) * 1000:.1f})"
-    )
-    print(
-        f"  usage handler, event  {statistics.median(first) * 1000:7.1f} ms  "
-        f"({min(first) * 1000:.1f}, {max(first) * 1000:.1f})"
-    )
-    verdict = "meets" if ratio <= GOAL_RATIO else "MISSES"
-    print(f"  ratio {ratio:.2f}x; goal <= {GOAL_RATIO:.0f}x: {verdict}")
+    print(line("bare `import boto3`", base))
+    print(line("usage handler, event (bytecode)", first))
+    print(line("usage handler, event (source, as shipped)", source))
+    for label, values in (("bytecode", first), ("source only", source)):
+        ratio = statistics.median(values) / statistics.median(base)
+        verdict = "meets" if ratio <= GOAL_RATIO else "MISSES"
+        print(f"  {label}: ratio {ratio:.2f}x; goal <= {GOAL_RATIO:.0f}x: {verdict}")
 
 
 if __name__ == "__main__":

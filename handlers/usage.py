@@ -21,6 +21,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     # of a failed chunk was counted, so a retry cannot double-count.
     result = ingest_events(runtime, [event])
     record_ingest(result)
+    default_runtime.settle()
     return {
         "recorded": len(result.recorded),
         "duplicates": len(result.duplicates),

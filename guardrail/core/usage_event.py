@@ -20,7 +20,8 @@ Count = Annotated[int, Field(strict=True, ge=0)]
 class UsageEventDetail(BaseModel):
     """`detail` of a `Bedrock Usage` EventBridge event, as the guarded client sends it."""
 
-    model_config = ConfigDict(extra="ignore")
+    # Built on first use: a usage function's cold start on invocation logs never needs it.
+    model_config = ConfigDict(extra="ignore", defer_build=True)
     requestId: Annotated[str, Field(min_length=1, max_length=256)]
     timestamp: datetime
     modelId: Annotated[str, Field(min_length=1, max_length=2048)]

@@ -3,6 +3,7 @@ CLI run); every part gets its collaborators and the one clock at construction.""
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from guardrail.service.effects import EffectReport, Effects
 from guardrail.service.engine import Engine
 from guardrail.service.messages import BurnRate
 from guardrail.service.notify import Notifier, Poster
+from guardrail.store import prebuilt
 from guardrail.store.aws_clients import client
 from guardrail.store.breakdown import top_spenders
 from guardrail.store.flags import FlagStore
@@ -33,6 +35,16 @@ def _client_config(service: str) -> dict[str, Any]:
     return LAMBDA_CLIENT_CONFIG.get(service, {}) if in_lambda else {}
 
 
+def own_client(service: str) -> Any:
+    """A client the runtime makes for itself (never one a caller injected): in Lambda without a second
+    validation, and the ledger's transactions sent as the JSON they are built as (store/prebuilt.py)."""
+    config = _client_config(service)
+    made = client(service, **config)
+    if service == "dynamodb":
+        prebuilt.register(made, validate=config.get("parameter_validation", True))
+    return made
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -42,7 +54,7 @@ class Runtime:
 
     def client(self, service: str) -> Any:
         if service not in self.clients:
-            self.clients[service] = client(service, **_client_config(service))
+            self.clients[service] = own_client(service)
         return self.clients[service]
 
 
@@ -61,7 +73,7 @@ def build(
     def lazy(service: str) -> Callable[[], Any]:
         def get() -> Any:
             if service not in pool:
-                pool[service] = client(service, **_client_config(service))
+                pool[service] = own_client(service)
             return pool[service]
 
         return get
@@ -109,6 +121,16 @@ class ProcessRuntime:
     def __init__(self) -> None:
         self._runtime: Runtime | None = None
         self._lock = threading.Lock()
+        self._settled = False
+
+    def settle(self) -> None:
+        """Once per process, after its first handled event: what that event loaded (botocore's models, the
+        clients, genai-prices, pydantic's validators: about 100,000 objects) lives as long as the process,
+        so it is moved out of the cyclic collector's reach (`gc.freeze`). Otherwise every full collection
+        walks it again: 30-60% of a 1,000-record batch's CPU."""
+        if not self._settled:
+            self._settled = True
+            gc.freeze()
 
     def __call__(self) -> Runtime:
         runtime = self._runtime

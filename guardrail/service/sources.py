@@ -7,7 +7,9 @@ with the reason, so the good records of the same batch still count and the bad o
 
 from __future__ import annotations
 
+import base64
 import json
+import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -172,18 +174,16 @@ class RecordParser:
 
     def cloudwatch_logs_event(self, event: Mapping[str, Any]) -> ParseResult:
         """A CloudWatch Logs subscription event (`{"awslogs": {"data": base64(gzip|zlib(json))}}`)."""
-        from aws_lambda_powertools.utilities.parser.models import CloudWatchLogsModel
-
         result = ParseResult()
         try:
-            decoded = CloudWatchLogsModel.model_validate(event).awslogs.decoded_data
-        except (ValidationError, ValueError, TypeError) as exc:
+            decoded = _decode_subscription(event)
+        except (ValueError, TypeError, KeyError, RecursionError, zlib.error) as exc:
             result.quarantined.append(self.quarantine(f"undecodable log subscription event: {exc}", event, "logs"))
             return result
-        if decoded.messageType != "DATA_MESSAGE":
+        if decoded["messageType"] != "DATA_MESSAGE":
             return result  # CONTROL_MESSAGE: CloudWatch Logs checking the destination is reachable
-        for log_event in decoded.logEvents:
-            message = log_event.message
+        for log_event in decoded["logEvents"]:
+            message = log_event["message"]
             self.invocation_log_line(message if isinstance(message, str) else str(message), result)
         return result
 
@@ -213,6 +213,23 @@ class RecordParser:
             else:
                 result.quarantined.append(self.quarantine("not a log subscription or usage event", event, "unknown"))
         return result
+
+
+def _decode_subscription(event: Mapping[str, Any]) -> dict[str, Any]:
+    """The envelope as CloudWatch Logs sends it, checked only for what ingest reads (no model per log
+    event: each line is validated on its own)."""
+    data = event["awslogs"]["data"]
+    if not isinstance(data, str | bytes):
+        raise TypeError(f"awslogs.data is {type(data).__name__}, not base64 text")
+    decoded = json.loads(zlib.decompress(base64.b64decode(data), zlib.MAX_WBITS | 32))
+    if not isinstance(decoded, dict) or not isinstance(decoded.get("messageType"), str):
+        raise ValueError("no messageType in the decoded data")
+    events = decoded.get("logEvents")
+    if decoded["messageType"] == "DATA_MESSAGE" and (
+        not isinstance(events, list) or not all(isinstance(e, dict) and "message" in e for e in events)
+    ):
+        raise ValueError("logEvents is not a list of log events with a message")
+    return decoded
 
 
 def _not_token_billed(model_id: str) -> bool:
@@ -247,40 +264,30 @@ def storable(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def _utf8_problem(field_name: str, text: str) -> str | None:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return f"{field_name} is not valid UTF-8 text (a lone surrogate); DynamoDB cannot store it"
-    return None
-
-
-def _size_problem(field_name: str, text: str, limit: int) -> str | None:
-    size = len(text.encode("utf-8"))
-    if size > limit:
-        return f"{field_name} is {size} bytes, over the {limit} bytes a ledger key can hold"
-    return None
-
-
 def _text_problem(record: UsageRecord) -> str | None:
-    """Why a record's text can never be stored as it is (checked before anything is written)."""
-    texts = [("requestId", record.request_id), ("modelId", record.model_id), ("region", record.region)]
-    texts += [("identity.arn", record.caller)]
+    """Why a record's text can never be stored as it is (checked before anything is written): first any
+    text that is not UTF-8, then any text too long for a key. Each text is encoded once."""
+    texts = [("requestId", record.request_id, 0), ("modelId", record.model_id, 0), ("region", record.region, 0)]
+    texts.append(("identity.arn", record.caller, MAX_CALLER_BYTES))
     for key, value in record.metadata.items():
-        texts += [("requestMetadata key", key), (f"requestMetadata[{storable(key)[:64]!r}]", value)]
-    for name, text in texts:
-        problem = _utf8_problem(name, text)
-        if problem:
-            return problem
-    checks = [("identity.arn", record.caller, MAX_CALLER_BYTES)]
-    for key, value in record.metadata.items():
-        checks += [("requestMetadata key", key, MAX_METADATA_KEY_BYTES)]
-        checks += [(f"requestMetadata[{key[:64]!r}]", value, MAX_KEY_TEXT_BYTES)]
-    for name, text, limit in checks:
-        problem = _size_problem(name, text, limit)
-        if problem:
-            return problem
+        texts += [("requestMetadata key", key, MAX_METADATA_KEY_BYTES), ("", value, MAX_KEY_TEXT_BYTES)]
+    oversized: tuple[str, int, int] | None = None
+    for i, (name, text, limit) in enumerate(texts):
+        try:
+            size = len(text) if text.isascii() else len(text.encode("utf-8"))
+        except UnicodeEncodeError:
+            name = name or _value_name(texts[i - 1][1])
+            return f"{name} is not valid UTF-8 text (a lone surrogate); DynamoDB cannot store it"
+        if limit and size > limit and oversized is None:
+            oversized = (name or f"requestMetadata[{texts[i - 1][1][:64]!r}]", size, limit)
+    if oversized is not None:
+        name, size, limit = oversized
+        return f"{name} is {size} bytes, over the {limit} bytes a ledger key can hold"
     return None
+
+
+def _value_name(key: str) -> str:
+    return f"requestMetadata[{storable(key)[:64]!r}]"
 
 
 def _lenient(line: str) -> InvocationLogRecord | None:

@@ -9,6 +9,7 @@ import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from guardrail.core.models import UsageRecord, WindowRef
@@ -21,17 +22,18 @@ DIMENSIONS = ("model", "app", "caller")
 ZERO = Decimal(0)
 
 
-def dimension_keys(model_id: str, app: str, caller: str) -> list[str]:
+@lru_cache(maxsize=4096)  # a batch holds few distinct (model, app, caller): built once each
+def dimension_keys(model_id: str, app: str, caller: str) -> tuple[str, ...]:
     """Who spent: the model, the app (request metadata) and the caller identity."""
     keys = [f"model:{model_id}"]
     if app:
         keys.append(f"app:{app}")
     if caller:
         keys.append(f"caller:{caller}")
-    return keys
+    return tuple(keys)
 
 
-def breakdown_keys(record: UsageRecord) -> list[str]:
+def breakdown_keys(record: UsageRecord) -> tuple[str, ...]:
     return dimension_keys(record.model_id, record.metadata.get("app", ""), record.caller)
 
 

@@ -42,13 +42,26 @@ def better(new: UsageRecord, held: UsageRecord) -> bool:
     return supersedes(new.source, tokens(new), held.source, tokens(held))
 
 
+_ATTRIBUTES: dict[tuple[CounterKey, ...], dict[str, Any]] = {}
+_MAX_CACHED = 4096
+
+
 def counters_attribute(counters: tuple[CounterKey, ...]) -> dict[str, Any]:
-    """Every counter a copy added to, as the request item keeps it: [scope, kind, start, end]."""
-    return {
-        "L": [
-            {"L": [{"S": s}, {"S": w.kind}, {"S": w.start.isoformat()}, {"S": w.end.isoformat()}]} for s, w in counters
-        ]
-    }
+    """Every counter a copy added to, as the request item keeps it: [scope, kind, start, end].
+
+    Records of one batch mostly share their counters: the attribute is built once per distinct tuple
+    (bounded cache; callers never mutate the returned value)."""
+    attribute = _ATTRIBUTES.get(counters)
+    if attribute is None:
+        if len(_ATTRIBUTES) >= _MAX_CACHED:
+            _ATTRIBUTES.clear()
+        attribute = _ATTRIBUTES[counters] = {
+            "L": [
+                {"L": [{"S": s}, {"S": w.kind}, {"S": w.start.isoformat()}, {"S": w.end.isoformat()}]}
+                for s, w in counters
+            ]
+        }
+    return attribute
 
 
 @dataclass(frozen=True, slots=True)

@@ -59,11 +59,9 @@ class RecordOutcome:
     superseded: list[str] = field(default_factory=list)
     corrected: dict[str, HeldCopy] = field(default_factory=dict)
     write_calls: int = 0
-
-    @property
-    def touched(self) -> set[CounterKey]:
-        held = {c for copy in self.corrected.values() for c in copy.counters}
-        return {c for e in self.recorded for c in e.counters} | held
+    # Every counter a written transaction moved (the recorded entries' and the corrected copies'): collected
+    # per transaction, whose counters are already distinct, rather than per record.
+    touched: set[CounterKey] = field(default_factory=set)
 
 
 class Ledger:
@@ -134,6 +132,7 @@ class Ledger:
                 continue
             outcome.recorded.extend(pending.entries)
             outcome.corrected.update(pending.held)
+            outcome.touched.update(pending.counters)
             return
         raise LedgerError(
             f"ledger transaction still contended after {MAX_ATTEMPTS} attempts; "

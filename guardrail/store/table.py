@@ -23,6 +23,7 @@ import hashlib
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from guardrail.core.models import CounterKey, WindowRef
@@ -81,6 +82,7 @@ def breakdown_pk(scope: str, window: WindowRef, dimension: str) -> str:
     return bounded(f"{BY_PREFIX}{scope}#{window.key}#{dimension}")
 
 
+@lru_cache(maxsize=8192)  # every transaction of a batch names the same few items again
 def breakdown_key(scope: str, window: WindowRef, key: str) -> Key:
     """`key` is `<dimension>:<value>` (model, app or caller)."""
     dimension, _, value = key.partition(":")
