@@ -14,6 +14,7 @@ No other module writes a key literal. String keys `pk` / `sk`, on-demand, TTL at
 | "already alerted" mark | `ALERTED#<what>#<date>`           | `<subject>`                              | yes |
 | shared target          | `TARGET#<function name>`          | `TARGET`                                 | no  |
 | spend by model/app/caller | `BY#<scope>#<window key>#<dim>` | `<value>`                                | no  |
+| budget lease           | `LEASE#<scope>`                   | `WINDOW#<kind>#<start>`                  | yes |
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ ALERTED_PREFIX = "ALERTED#"
 BY_PREFIX = "BY#"  # one item per (scope, budget window, model/app/caller): no item grows with cardinality
 TARGET_PREFIX = "TARGET#"
 TARGET_SK = "TARGET"
+LEASE_PREFIX = "LEASE#"  # apart from the counter: lease traffic never contends with ledger writes
 BREAKDOWN_PREFIX = "by:"  # legacy counter attributes holding spend by model/app/caller (read, never written)
 
 
@@ -63,6 +65,11 @@ def counter_sk(window: WindowRef) -> str:
 
 def counter_key(key: CounterKey) -> Key:
     return counter_pk(key[0]), counter_sk(key[1])
+
+
+def lease_key(key: CounterKey) -> Key:
+    """One lease item per scope and window: the slices guarded clients hold of its headroom."""
+    return f"{LEASE_PREFIX}{key[0]}", counter_sk(key[1])
 
 
 def flag_key(scope: str, *, dry_run: bool = False) -> Key:
