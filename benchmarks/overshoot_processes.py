@@ -172,6 +172,7 @@ class Server:
         from guardrail.tools.embedded_aws import speed_up_moto_transactions
 
         speed_up_moto_transactions()
+        _back_up_only_named_items()
         lock = threading.RLock()
         for name in ("transact_write_items", "update_item", "put_item", "get_item", "batch_get_item", "query", "scan"):
             original = getattr(DynamoDBBackend, name)
@@ -189,6 +190,71 @@ class Server:
 
     def stop(self) -> None:
         self.server.stop()
+
+
+def _back_up_only_named_items() -> None:
+    """moto backs up each table a transaction writes with a deep copy of the whole table (to roll back on a
+    cancellation): with thousands of request items that copy is most of the server's memory. Here the
+    backup copies the table's index of items and deep-copies only the items the transaction names (the only
+    ones it can change). Call under the server lock (transactions one at a time)."""
+    import copy
+    from collections import defaultdict
+
+    from moto.dynamodb import models
+    from moto.dynamodb.models import DynamoDBBackend
+    from moto.dynamodb.models.dynamo_type import DynamoType
+    from moto.dynamodb.models.table import Table
+
+    running: list[list[dict[str, Any]]] = []
+    base = models.copy  # the module, or guardrail's copy-once stand-in
+
+    def backup(table: Table, transact_items: list[dict[str, Any]]) -> Table:
+        saved = copy.copy(table)
+        saved.items = defaultdict(dict, {h: dict(r) if isinstance(r, dict) else r for h, r in table.items.items()})
+        for entry in transact_items:
+            op = next(iter(entry.values()))
+            if op.get("TableName") != table.name:
+                continue
+            key = op.get("Key") or op.get("Item") or {}
+            pk, sk = DynamoType(key["pk"]), DynamoType(key["sk"])
+            held = table.items.get(pk, {}).get(sk)
+            if held is not None:
+                saved.items[pk][sk] = copy.deepcopy(held)
+        return saved
+
+    class Copies:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(base, name)
+
+        @staticmethod
+        def deepcopy(obj: Any, memo: Any = None) -> Any:
+            if isinstance(obj, Table) and running:
+                return backup(obj, running[-1])
+            return base.deepcopy(obj, memo)
+
+    models.copy = Copies()  # type: ignore[attr-defined,assignment]
+    # moto remembers every model instance it ever made (for its own resets), backups and the items copied
+    # into them included: a server that never resets need not, or it would keep every backup alive.
+    from moto.core.model_instances import model_data
+
+    class Untracked(list[Any]):
+        def append(self, _: Any) -> None:
+            pass
+
+    for classes in model_data.values():
+        for cls in classes.values():
+            if cls.__module__.startswith("moto.dynamodb"):
+                cls.instances_tracked = Untracked()
+    original = DynamoDBBackend.transact_write_items
+
+    def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> Any:
+        running.append(transact_items)
+        try:
+            return original(self, transact_items)
+        finally:
+            running.pop()
+
+    DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
 
 
 def processes_context(server: Server) -> Any:
