@@ -155,5 +155,81 @@ def main() -> None:
     print(f"target <= 20 us median added: {verdict} (canned {added_canned:.2f} us, Stubber {added_stub:.2f} us)")
 
 
+# ---- issue 16: the same Stubber pair with budget leases on (ClientOptions(leases=True)) -----------------
+# A warm lease: the slices come from an in-memory lease store (a grant is one DynamoDB UpdateItem per
+# slice, about one per 650 calls here at $5 slices); what is measured is the hot path, the local take from
+# the slice and its settlement after the call.
+
+
+class MemoryLeaseStore:
+    """Grants every slice (the budget is far away); counts its calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def grant(self, key: Any, holder: str, add: Any, **_: Any) -> Any:
+        from guardrail.store.leases import LeaseItem
+
+        self.calls += 1
+        return True, LeaseItem()
+
+    def release(self, *_: Any) -> bool:
+        self.calls += 1
+        return True
+
+    def repay(self, *_: Any) -> None:
+        self.calls += 1
+
+    def reclaim(self, *_: Any) -> bool:
+        return False
+
+
+def leases_on() -> float:
+    """Bare vs guarded with leases off vs guarded with leases on, interleaved call by call."""
+    from guardrail.client.leases import Leases
+    from guardrail.core.leases import LeasePolicy
+
+    calls = CALLS // 4
+    raws = [boto3.client("bedrock-runtime", region_name="us-east-1") for _ in range(3)]
+    stubs = [Stubber(raw) for raw in raws]
+    for i, stub in enumerate(stubs):
+        for _ in range(calls + 500 + (2 if i else 0)):  # guarded: the warm-up call in guarded(), the first lease
+            stub.add_response("converse", RESPONSE, None)
+        stub.activate()
+    bare, off, on = raws[0], guarded(raws[1]), guarded(raws[2])
+    store = MemoryLeaseStore()
+    # What ClientOptions(leases=True) builds, on the in-memory store.
+    on.leases = Leases(store, LeasePolicy(), clock=time.time, item_expires=lambda _: 0)
+    on.converse(**REQUEST)  # type: ignore[arg-type]  # first slice leased
+    off.converse(**REQUEST)  # type: ignore[arg-type]
+    tagged = {**REQUEST, "requestMetadata": {"app": "chat-api"}}
+    callers = [
+        lambda: bare.converse(**tagged),
+        lambda: off.converse(**REQUEST),  # type: ignore[arg-type]
+        lambda: on.converse(**REQUEST),  # type: ignore[arg-type]
+    ]
+    clock = time.perf_counter_ns
+    timings: list[list[int]] = [[], [], []]
+    gc.collect()
+    for n in range(calls + 500):
+        for i, fn in enumerate(callers):
+            t0 = clock()
+            fn()
+            if n >= 500:  # the first 500: warm-up
+                timings[i].append(clock() - t0)
+    bare_med, off_med, on_med = (statistics.median(t) / 1000 for t in timings)
+    print(f"botocore Stubber, budget leases off vs on (same run, interleaved): {calls} calls each")
+    print(
+        f"  bare median {bare_med:.2f} us; added: leases off {off_med - bare_med:.2f} us, on {on_med - bare_med:.2f} us"
+    )
+    print(f"  leases themselves: {on_med - off_med:.2f} us; lease store calls: {store.calls} for {calls + 501} calls")
+    added = on_med - bare_med
+    print(f"target <= 20 us median added with leases on: {'meets' if added <= 20 else 'MISSES'} ({added:.2f} us)")
+    off.flush()
+    on.flush()
+    return added
+
+
 if __name__ == "__main__":
     main()
+    leases_on()

@@ -362,7 +362,7 @@ class GuardedBedrockClient:
     def _lease(self, windows: Windows, limits: tuple[Decimal | None, ...], ticket: Ticket) -> LeaseCharge | None:
         """Take this call's estimated cost from the budget leases of its scopes, or refuse it."""
         leases = self.leases
-        if leases is None or not any(limit is not None for limit in limits):
+        if leases is None:
             return None
         estimate = ticket.reserved or self.spend.estimate(ticket.model_id)
         charge = leases.admit(windows.keys, windows.books, limits, estimate)

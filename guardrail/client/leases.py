@@ -112,6 +112,7 @@ class Leases:
         self.sleep = sleep
         self.holder = holder or uuid.uuid4().hex[:16]
         self._leases: dict[str, _Lease] = {}
+        self._resolved: dict[Sequence[str], tuple[_Lease, ...]] = {}
         self._lock = threading.Lock()
         self._acquiring = threading.Lock()
         self._logged_at = float("-inf")
@@ -126,6 +127,38 @@ class Leases:
         estimate: Decimal,
     ) -> LeaseCharge | LeaseRefusal:
         """Take `estimate` from the lease of every scope with a limit, leasing more where needed."""
+        now = self.clock()
+        with self._lock:  # the common case: every slice is valid and covers the request
+            leases = self._resolved.get(books)
+            if leases is None:
+                leases = self._resolved[books] = tuple(self._lease(k, b) for k, b in zip(keys, books, strict=True))
+            taken = []
+            for lease, limit in zip(leases, limits, strict=True):
+                if limit is None:
+                    continue
+                available = lease.unspent - lease.in_flight
+                if not (now < lease.valid_until and available > 0 and available >= estimate):
+                    break
+                taken.append(lease)
+            else:
+                for lease in taken:
+                    lease.in_flight += estimate
+                return LeaseCharge(tuple(taken), estimate)
+        return self._admit_slowly(keys, books, limits, estimate)
+
+    def _lease(self, key: CounterKey, book: str) -> _Lease:
+        lease = self._leases.get(book)
+        if lease is None:
+            lease = self._leases[book] = _Lease(key, self.item_expires(key))
+        return lease
+
+    def _admit_slowly(
+        self,
+        keys: Sequence[CounterKey],
+        books: Sequence[str],
+        limits: Sequence[Decimal | None],
+        estimate: Decimal,
+    ) -> LeaseCharge | LeaseRefusal:
         for _ in range(MAX_ATTEMPTS):
             now = self.clock()
             short: tuple[_Lease, Decimal] | None = None
@@ -134,9 +167,7 @@ class Leases:
                 for i, limit in enumerate(limits):
                     if limit is None:
                         continue
-                    lease = self._leases.get(books[i])
-                    if lease is None:
-                        lease = self._leases[books[i]] = _Lease(keys[i], self.item_expires(keys[i]))
+                    lease = self._lease(keys[i], books[i])
                     available = lease.unspent - lease.in_flight
                     if now < lease.valid_until and available > 0 and available >= estimate:
                         taken.append(lease)
@@ -294,6 +325,7 @@ class Leases:
             with self._lock:
                 leases = list(self._leases.values())
                 self._leases.clear()
+                self._resolved.clear()
             for lease in leases:
                 try:
                     self._return(lease)
