@@ -35,7 +35,6 @@ os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
 
 import boto3
-from moto import mock_aws
 
 from guardrail import GuardrailShutdown
 from guardrail.client import ClientOptions, GuardedBedrockClient
@@ -144,6 +143,9 @@ class DelayedUsageHandler:
 
 
 def run(processes: int, threads_per_process: int, report: str) -> dict[str, Any]:
+    # Imported here: the cross-process children import this script again (multiprocessing), without moto.
+    from moto import mock_aws
+
     with mock_aws():
         lock = threading.Lock()
         raw = boto3.client("dynamodb", region_name="us-east-1")
