@@ -112,7 +112,7 @@ class Leases:
         self.sleep = sleep
         self.holder = holder or uuid.uuid4().hex[:16]
         self._leases: dict[str, _Lease] = {}
-        self._resolved: dict[Sequence[str], tuple[_Lease, ...]] = {}
+        self._resolved: dict[tuple[str, ...], tuple[_Lease, ...]] = {}
         self._lock = threading.Lock()
         self._acquiring = threading.Lock()
         self._logged_at = float("-inf")
@@ -122,7 +122,7 @@ class Leases:
     def admit(
         self,
         keys: Sequence[CounterKey],
-        books: Sequence[str],
+        books: tuple[str, ...],
         limits: Sequence[Decimal | None],
         estimate: Decimal,
     ) -> LeaseCharge | LeaseRefusal:

@@ -229,3 +229,68 @@ def test_with_leases_off_nothing_is_leased(ddb: Any) -> None:
     call(client)
     assert client.leases is None
     assert not [i for i in ddb.scan(TableName=TABLE)["Items"] if i["pk"]["S"].startswith("LEASE#")]
+
+
+HOLDER = """
+import sys, time
+from decimal import Decimal
+import boto3
+from guardrail.client.leases import Leases, LeaseCharge
+from guardrail.core.leases import LeasePolicy
+from guardrail.store.leases import DynamoLeaseStore
+from tests.support.leases import GLOBAL
+
+ddb = boto3.client("dynamodb", region_name="us-east-1", endpoint_url=sys.argv[1])
+leases = Leases(DynamoLeaseStore(ddb, sys.argv[2]), LeasePolicy(ttl=30, divisor=1), clock=time.time,
+                item_expires=lambda _: 0)
+charge = leases.admit((GLOBAL,), ("global|day",), [Decimal(1)], Decimal("0.1"))
+assert isinstance(charge, LeaseCharge)
+print("holding", flush=True)
+sys.stdin.readline()  # killed before it returns anything
+"""
+
+
+def test_a_real_process_killed_while_holding_a_slice_frees_it_after_the_lease_expiry() -> None:
+    import os
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from guardrail.client.leases import LeaseCharge, Leases
+    from guardrail.core.leases import LeasePolicy
+    from guardrail.store.leases import DynamoLeaseStore
+    from guardrail.store.table import create_table
+    from tests.support.leases import GLOBAL
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        ddb = boto3.client("dynamodb", region_name="us-east-1", endpoint_url=endpoint)
+        create_table(ddb, "crash")
+        root = Path(__file__).resolve().parents[2]
+        env = {**os.environ, "PYTHONPATH": str(root)}
+        # Given a real process that leased the whole $1 headroom
+        holder = subprocess.Popen(
+            [sys.executable, "-c", HOLDER, endpoint, "crash"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
+        )
+        assert holder.stdout is not None and holder.stdout.readline().strip() == b"holding"
+        # When it is killed (no exit hook runs)
+        holder.kill()
+        holder.wait()
+        now = time.time()
+        clock = Ticking(now)
+        other = Leases(
+            DynamoLeaseStore(ddb, "crash"), LeasePolicy(ttl=30, divisor=1), clock=clock, item_expires=lambda _: 0
+        )
+        # Then the others are refused until its lease expires, and get its slice after
+        assert not isinstance(other.admit((GLOBAL,), ("global|day",), [Decimal(1)], COST), LeaseCharge)
+        clock.at = now + 31
+        assert isinstance(other.admit((GLOBAL,), ("global|day",), [Decimal(1)], COST), LeaseCharge)
+    finally:
+        server.stop()

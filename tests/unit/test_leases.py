@@ -22,7 +22,7 @@ def holder(store: MemoryLeaseStore, clock: Ticking, policy: LeasePolicy = POLICY
 
 
 def admit(leases: Leases, estimate: Decimal, limit: Decimal = LIMIT) -> LeaseCharge | LeaseRefusal:
-    return leases.admit([GLOBAL], ["global|day"], [limit], estimate)
+    return leases.admit((GLOBAL,), ("global|day",), [limit], estimate)
 
 
 @given(headroom=money, need=money)
