@@ -132,18 +132,19 @@ class Leases:
             leases = self._resolved.get(books)
             if leases is None:
                 leases = self._resolved[books] = tuple(self._lease(k, b) for k, b in zip(keys, books, strict=True))
-            taken = []
-            for lease, limit in zip(leases, limits, strict=True):
+            every = True
+            for lease, limit in zip(leases, limits):  # noqa: B905 (same length: one per scope)
                 if limit is None:
+                    every = False
                     continue
                 available = lease.unspent - lease.in_flight
-                if not (now < lease.valid_until and available > 0 and available >= estimate):
+                if not (now < lease.valid_until and available > ZERO and available >= estimate):
                     break
-                taken.append(lease)
             else:
+                taken = leases if every else tuple(x for x, limit in zip(leases, limits) if limit is not None)  # noqa: B905
                 for lease in taken:
                     lease.in_flight += estimate
-                return LeaseCharge(tuple(taken), estimate)
+                return LeaseCharge(taken, estimate)
         return self._admit_slowly(keys, books, limits, estimate)
 
     def _lease(self, key: CounterKey, book: str) -> _Lease:
