@@ -14,7 +14,9 @@ Before each call: the flags of `global` and of the scopes the client's metadata 
 `guardrail.GuardrailShutdown` without calling Bedrock. Throttle -> the model id is rewritten by the flag's
 downgrades (the inference profile prefix is kept) and the response's `ResponseMetadata["Guardrail"]` and
 the log say so. Local accounting refuses a call as soon as this process knows the shutdown threshold is
-reached (see `guardrail.client.local_spend`).
+reached (see `guardrail.client.local_spend`). With `ClientOptions(leases=True)` a call also spends from
+this process's budget leases, so that all processes together stop at the threshold (`guardrail.client.leases`,
+docs/leases.md).
 
 After each call: usage (Converse `usage`, the ConverseStream `metadata` event, InvokeModel headers and the
 Anthropic body `usage`, stream `amazon-bedrock-invocationMetrics`) is priced exactly and reported on a
