@@ -12,7 +12,12 @@ by a simulated usage handler 0.5 s later). `run(processes, threads, report)` als
 processes sharing one ledger; there each process learns the others' spend only from its own ledger
 writes and flag reads, so the bound depends on store latency (moto under this lock is not representative).
 
-Run: python benchmarks/bench_overshoot.py
+Cross-process scenarios (benchmarks/overshoot_processes.py): real OS processes, 8 x 8 threads and 32 x 2
+threads, each with its own guarded client, sharing one DynamoDB (moto's ThreadedMotoServer on 127.0.0.1),
+budget leases off then on, each run in fresh processes. Reported beside each other: spend past $25, the
+DynamoDB calls per 1,000 requests (all of them, and the lease calls among them), peak memory and time.
+
+Run: python benchmarks/bench_overshoot.py  (--processes-only: only the cross-process scenarios)
 """
 
 from __future__ import annotations
@@ -30,7 +35,6 @@ os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
 
 import boto3
-from moto import mock_aws
 
 from guardrail import GuardrailShutdown
 from guardrail.client import ClientOptions, GuardedBedrockClient
@@ -139,6 +143,9 @@ class DelayedUsageHandler:
 
 
 def run(processes: int, threads_per_process: int, report: str) -> dict[str, Any]:
+    # Imported here: the cross-process children import this script again (multiprocessing), without moto.
+    from moto import mock_aws
+
     with mock_aws():
         lock = threading.Lock()
         raw = boto3.client("dynamodb", region_name="us-east-1")
@@ -216,6 +223,16 @@ def run(processes: int, threads_per_process: int, report: str) -> dict[str, Any]
 
 
 def main() -> None:
+    import sys
+
+    started = time.monotonic()
+    if "--processes-only" not in sys.argv:
+        in_one_process()
+    across_processes()
+    print(f"benchmark wall time: {time.monotonic() - started:.0f} s (target < 300 s)")
+
+
+def in_one_process() -> None:
     print(f"overshoot past shutdown: ${THRESHOLD} threshold, ${COST} per request, 64 concurrent callers")
     scenarios = [
         ("1 process x 64 threads, direct ledger writes", 1, 64, "ledger"),
@@ -231,6 +248,35 @@ def main() -> None:
             f"{r['after_crossing']} (target 0), callers stopped by GuardrailShutdown: {r['refused_callers']}/64, "
             f"{r['elapsed']:.1f} s"
         )
+
+
+def across_processes() -> None:
+    """Real OS processes sharing one DynamoDB: leases off, then on, from the same run (fresh processes each)."""
+    import overshoot_processes as op
+
+    print(f"across processes: ${THRESHOLD} threshold, ${COST} per request, 64 callers, one DynamoDB (moto server)")
+    server = op.Server()
+    try:
+        ctx = op.processes_context(server)
+        for processes, threads in ((8, 8), (32, 2)):
+            figures = {}
+            for leases in (False, True):
+                name = f"{processes}x{threads}-{'on' if leases else 'off'}"
+                figures[leases] = op.run(server, ctx, name, processes, threads, leases)
+                op.drop_table(server, name)
+            print(f"{processes} processes x {threads} threads:")
+            for leases, r in figures.items():
+                verdict = "" if not leases else (" meets <= 2%" if r["pct"] <= 2 else " MISSES 2%")
+                print(
+                    f"  leases {'on ' if leases else 'off'}: {r['requests']} requests, ledger ${r['spend']}, past the "
+                    f"threshold ${r['over']} ({r['pct']:.2f}%{verdict}); DynamoDB calls per 1,000 requests: "
+                    f"{r['dynamodb_per_1000']:.0f} (lease calls {r['lease_per_1000']:.0f}); {r['elapsed']:.1f} s"
+                    f"{' TIMED OUT' if r['timed_out'] else ''}; children peak RSS {r['rss_max_mb']:.0f} MB each, "
+                    f"{r['rss_sum_mb']:.0f} MB summed (PSS {r['pss_sum_mb']:.0f} MB)"
+                )
+        print(f"  parent (moto server) peak RSS {op.peak_rss_mb():.0f} MB")
+    finally:
+        server.stop()
 
 
 if __name__ == "__main__":

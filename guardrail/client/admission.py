@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 from guardrail.client.flag_cache import ScopeView
+from guardrail.client.leases import LeaseCharge
 from guardrail.client.local_spend import Ticket
 from guardrail.core.models import Budget, CounterKey, Flag, Level
 
@@ -62,6 +63,7 @@ class Call:
     metadata: dict[str, str]
     model_id: str
     downgrade: dict[str, str] | None = None
+    lease: LeaseCharge | None = None
 
 
 def decide(

@@ -14,7 +14,9 @@ Before each call: the flags of `global` and of the scopes the client's metadata 
 `guardrail.GuardrailShutdown` without calling Bedrock. Throttle -> the model id is rewritten by the flag's
 downgrades (the inference profile prefix is kept) and the response's `ResponseMetadata["Guardrail"]` and
 the log say so. Local accounting refuses a call as soon as this process knows the shutdown threshold is
-reached (see `guardrail.client.local_spend`).
+reached (see `guardrail.client.local_spend`). With `ClientOptions(leases=True)` a call also spends from
+this process's budget leases, so that all processes together stop at the threshold (`guardrail.client.leases`,
+docs/leases.md).
 
 After each call: usage (Converse `usage`, the ConverseStream `metadata` event, InvokeModel headers and the
 Anthropic body `usage`, stream `amazon-bedrock-invocationMetrics`) is priced exactly and reported on a
@@ -25,19 +27,22 @@ A stream the caller abandons is reported with the tokens it saw, marked partial.
 
 from __future__ import annotations
 
+import atexit
 import io
 import logging
 import time
 import weakref
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, cast
 
 from guardrail.client.admission import Call, ScopeSet, Windows, decide, request_metadata
 from guardrail.client.flag_cache import FlagCache, ScopeView
 from guardrail.client.identity import CallerIdentity
+from guardrail.client.leases import LeaseCharge, LeaseRefusal, Leases
 from guardrail.client.ledger_mode import service_ledger
-from guardrail.client.local_spend import LocalSpend, Refusal, book_id
+from guardrail.client.local_spend import LocalSpend, Refusal, Ticket, book_id
 from guardrail.client.options import ClientOptions
 from guardrail.client.reporting import (
     MAX_EVENTS_PER_PUT,
@@ -80,6 +85,7 @@ if TYPE_CHECKING:
     from guardrail.core.pricing import Pricer
 
 logger = logging.getLogger("guardrail.client")
+LEASE_ITEM_DAYS = 1  # a lease item outlives its window by this long (TTL), then DynamoDB deletes it
 
 
 class GuardedBedrockClient:
@@ -126,8 +132,12 @@ class GuardedBedrockClient:
         self.spend = LocalSpend(reserve_in_flight=self.options.reserve_in_flight, clock=timer)
 
         opts = self.options
+        store_client = dynamodb
+        if flag_cache is None or (opts.leases and store_client is None):
+            store_client = dynamodb or aws.client("dynamodb", connect_timeout=0.5, read_timeout=1, max_attempts=2)
         if flag_cache is None:
-            flag_client = dynamodb or aws.client("dynamodb", connect_timeout=0.5, read_timeout=1, max_attempts=2)
+            assert store_client is not None
+            flag_client = store_client
             flag_cache = FlagCache(
                 DynamoFlagSource(flag_client, self.settings.table_name),
                 ttl=opts.flag_ttl,
@@ -139,6 +149,10 @@ class GuardedBedrockClient:
         if flag_cache.on_read is None:
             flag_cache.on_read = self.spend.observe
         self.flags = flag_cache
+        self.leases: Leases | None = None
+        if opts.leases:
+            assert store_client is not None
+            self.leases = self._build_leases(store_client)
 
         if pricer is None:
             from guardrail.core.pricing import Pricer
@@ -172,6 +186,31 @@ class GuardedBedrockClient:
         self._open_streams: weakref.WeakSet[StreamTracker] = weakref.WeakSet()
         self._reporter.before_exit.append(self._finish_open_streams)
 
+    def _build_leases(self, store_client: DynamoDBClient) -> Leases:
+        from guardrail.core.leases import LeasePolicy
+        from guardrail.store.leases import DynamoLeaseStore
+
+        opts = self.options
+        policy = LeasePolicy(
+            ttl=opts.lease_ttl,
+            divisor=opts.lease_divisor,
+            min_slice=opts.lease_min_slice,
+            max_slice=opts.lease_max_slice,
+            margin=min(2.0, opts.lease_ttl / 4),
+        )
+        leases = Leases(
+            DynamoLeaseStore(store_client, self.settings.table_name),
+            policy,
+            clock=self._clock,
+            item_expires=lambda key: int(key[1].end.timestamp()) + LEASE_ITEM_DAYS * 86400,
+            wait=opts.lease_wait,
+            fail_mode=opts.fail_mode,
+        )
+        # Unspent slices go back at exit; the hook holds the leases weakly (a dropped client returns them
+        # when its slices expire).
+        atexit.register(_close_leases, weakref.ref(leases))
+        return leases
+
     # -- the four guarded operations --------------------------------------------------------------
 
     def converse(self, **kwargs: Unpack[ConverseRequestTypeDef]) -> ConverseResponseTypeDef:
@@ -179,7 +218,7 @@ class GuardedBedrockClient:
         try:
             resp = cast(dict[str, Any], self._bedrock.converse(**call.kwargs))
         except BaseException:
-            self.spend.release(call.ticket)
+            self._release(call)
             raise
         self._note_downgrade(call, resp)
         usage = read_usage(CONVERSE, resp.get("usage"))
@@ -192,7 +231,7 @@ class GuardedBedrockClient:
         try:
             resp = cast(dict[str, Any], self._bedrock.converse_stream(**call.kwargs))
         except BaseException:
-            self.spend.release(call.ticket)
+            self._release(call)
             raise
         self._note_downgrade(call, resp)
         resp["stream"] = GuardedStream(resp["stream"], self._tracker(call, response_id(resp), "converse"))
@@ -204,7 +243,7 @@ class GuardedBedrockClient:
             resp = cast(dict[str, Any], self._bedrock.invoke_model(**call.kwargs))
             body = resp["body"].read()
         except BaseException:
-            self.spend.release(call.ticket)
+            self._release(call)
             raise
         from botocore.response import StreamingBody
 
@@ -224,7 +263,7 @@ class GuardedBedrockClient:
         try:
             resp = cast(dict[str, Any], self._bedrock.invoke_model_with_response_stream(**call.kwargs))
         except BaseException:
-            self.spend.release(call.ticket)
+            self._release(call)
             raise
         self._note_downgrade(call, resp)
         resp["body"] = GuardedStream(resp["body"], self._tracker(call, response_id(resp), "invoke"))
@@ -322,6 +361,7 @@ class GuardedBedrockClient:
             raise GuardrailShutdown(
                 admitted.scope, Level.SHUTDOWN.label, admitted.reason, reset_command(admitted.scope)
             )
+        lease = self._lease(windows, verdict.limits, admitted) if self.leases is not None else None
         if downgrade is not None:
             logger.info(
                 "guardrail throttle on %s: calling %s instead of %s",
@@ -329,7 +369,31 @@ class GuardedBedrockClient:
                 downgrade["modelId"],
                 downgrade["requestedModelId"],
             )
-        return Call(operation, kwargs, scope_set, verdict.limits, admitted, metadata, model_id, downgrade)
+        return Call(operation, kwargs, scope_set, verdict.limits, admitted, metadata, model_id, downgrade, lease)
+
+    def _lease(self, windows: Windows, limits: tuple[Decimal | None, ...], ticket: Ticket) -> LeaseCharge | None:
+        """Take this call's estimated cost from the budget leases of its scopes, or refuse it."""
+        leases = self.leases
+        if leases is None:
+            return None
+        estimate = ticket.reserved or self.spend.estimate(ticket.model_id)
+        charge = leases.admit(windows.keys, windows.books, limits, estimate)
+        if isinstance(charge, LeaseRefusal):
+            self.spend.release(ticket)
+            logger.warning("guardrail refused a Bedrock call: %s (%s)", charge.scope, charge.reason)
+            raise GuardrailShutdown(charge.scope, Level.SHUTDOWN.label, charge.reason, reset_command(charge.scope))
+        return charge
+
+    def _release(self, call: Call) -> None:
+        """The call cost nothing (it failed before Bedrock charged, or reported no usage)."""
+        self.spend.release(call.ticket)
+        if call.lease is not None and self.leases is not None:
+            self.leases.release(call.lease)
+
+    def close(self) -> None:
+        """Return this client's unspent budget leases now (also done at exit). Calls after it lease again."""
+        if self.leases is not None:
+            self.leases.close()
 
     def _refuse(self, scope: str, view: ScopeView, dry_run: bool) -> None:
         flag = view.flag
@@ -360,7 +424,7 @@ class GuardedBedrockClient:
 
     def _complete(self, call: Call, request_id: str, usage: Usage | None, *, partial: bool = False) -> None:
         if usage is None:
-            self.spend.release(call.ticket)
+            self._release(call)
             logger.warning(
                 "guardrail: no token usage in the %s response %s; the invocation log will count it",
                 call.operation,
@@ -375,8 +439,16 @@ class GuardedBedrockClient:
         cost = rates.cost(cast(UsageRecord, usage))
         books = self._windows(call.scopes).books
         self.spend.complete(call.ticket, cost, books, call.limits, learn=not partial)
+        if call.lease is not None and self.leases is not None:
+            self.leases.complete(call.lease, cost)
         fields = (request_id, model_id, usage, self.region, self.identity, call.metadata, partial)
         self._reporter.submit(UsageReport(fields, self._clock(), books, cost))
+
+
+def _close_leases(ref: weakref.ref[Leases]) -> None:
+    leases = ref()
+    if leases is not None:
+        leases.close()
 
 
 def _wall_clock() -> float:

@@ -144,6 +144,10 @@ class LocalSpend:
             self.admitted += 1
             return Ticket(found, model_id, estimate, self.clock())
 
+    def estimate(self, model_id: str) -> Decimal:
+        """This process's recent mean cost of one request to `model_id` (0 before its first)."""
+        return self._estimates.get(model_id, ZERO)
+
     def release(self, ticket: Ticket) -> None:
         """The call failed before Bedrock charged anything (e.g. ThrottlingException)."""
         if ticket.reserved:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Literal
 
 from guardrail.client.flag_cache import FailMode
@@ -32,6 +33,12 @@ class ClientOptions:
         streams are reported first, partial); what still cannot be sent is logged with its request ids.
     tag_requests: add the client's metadata to Converse `requestMetadata`, so the invocation log of the
         same request counts towards the same scopes.
+    leases: spend only from budget leases, slices of each scope's headroom to its shutdown threshold
+        leased from the table, so that all processes together stop at the threshold (docs/leases.md).
+        Off by default. lease_ttl: seconds a slice is valid (a crashed process's slice returns after
+        it); lease_divisor: a slice is the headroom divided by this (about 2 x the processes sharing a
+        scope), between lease_min_slice and lease_max_slice dollars; lease_wait: seconds a call waits
+        for a slice when the headroom is all leased (0: refused at once, like at shutdown).
     """
 
     report: ReportMode = "events"
@@ -47,3 +54,9 @@ class ClientOptions:
     known_models: tuple[str, ...] = KNOWN_MODELS
     max_report_attempts: int = 5
     exit_flush_seconds: float = 5.0
+    leases: bool = False
+    lease_ttl: float = 30.0
+    lease_divisor: int = 16
+    lease_min_slice: Decimal = Decimal("0.01")
+    lease_max_slice: Decimal = Decimal(5)
+    lease_wait: float = 0.0

@@ -15,6 +15,7 @@ No other module writes a key literal. String keys `pk` / `sk`, on-demand, TTL at
 | shared target          | `TARGET#<function name>`          | `TARGET`                                 | no  |
 | spend by model/app/caller | `BY#<scope>#<window key>#<dim>` | `<value>`                                | no  |
 | Slack request seen     | `SLACKREQ#<timestamp>#<signature>` | `SLACKREQ`                              | yes |
+| budget lease           | `LEASE#<scope>`                   | `WINDOW#<kind>#<start>`                  | yes |
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ TARGET_PREFIX = "TARGET#"
 TARGET_SK = "TARGET"
 SLACK_REQUEST_PREFIX = "SLACKREQ#"  # a signed Slack request, remembered once so a replay is refused
 SLACK_REQUEST_SK = "SLACKREQ"
+LEASE_PREFIX = "LEASE#"  # apart from the counter: lease traffic never contends with ledger writes
 BREAKDOWN_PREFIX = "by:"  # legacy counter attributes holding spend by model/app/caller (read, never written)
 
 
@@ -67,6 +69,11 @@ def counter_sk(window: WindowRef) -> str:
 
 def counter_key(key: CounterKey) -> Key:
     return counter_pk(key[0]), counter_sk(key[1])
+
+
+def lease_key(key: CounterKey) -> Key:
+    """One lease item per scope and window: the slices guarded clients hold of its headroom."""
+    return f"{LEASE_PREFIX}{key[0]}", counter_sk(key[1])
 
 
 def flag_key(scope: str, *, dry_run: bool = False) -> Key:
