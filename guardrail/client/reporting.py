@@ -1,11 +1,14 @@
 """Usage reports: priced on the caller's thread, sent on a background one (or inline).
 
-A sink takes a batch of reports and returns the ones to retry: EventSink puts `Bedrock Usage` events on
-EventBridge (10 per PutEvents); LedgerSink writes through an injected LedgerWriter (ledger mode).
+A sink takes a batch of reports and returns the ones to retry: EventSink puts usage events on EventBridge
+(`Bedrock Usage Batch` events of up to `packing` reports each, or one `Bedrock Usage` event per report with
+packing 1; 10 entries and 256 KB per PutEvents); LedgerSink writes through an injected LedgerWriter (ledger
+mode).
 
-The reporter's CPU is paid by the caller's process, so it is kept off pydantic: an event's detail is built
-as plain JSON, byte for byte what `UsageEventDetail.model_dump_json()` gives (the tests prove it), and
-reports linger briefly so that one PutEvents carries up to 10 of them even at low traffic.
+The reporter's CPU is paid by the caller's process: a PutEvents costs about 0.5 ms of botocore CPU, far more
+than a report, so reports are packed several to an entry and linger briefly so that a PutEvents is full
+even at low traffic. Each report's detail is built as plain JSON, byte for byte what
+`UsageEventDetail.model_dump_json()` gives (the tests prove it), without pydantic.
 """
 
 from __future__ import annotations
@@ -29,14 +32,20 @@ from guardrail.client.local_spend import LocalSpend
 from guardrail.client.usage import Usage
 from guardrail.core.models import UsageRecord
 from guardrail.core.ports import LedgerWriter
-from guardrail.core.usage_event import USAGE_DETAIL_TYPE, USAGE_EVENT_SOURCE
+from guardrail.core.usage_event import (
+    MAX_ENTRIES_PER_PUT,
+    MAX_PUT_EVENTS_BYTES,
+    USAGE_BATCH_DETAIL_TYPE,
+    USAGE_DETAIL_TYPE,
+    USAGE_EVENT_SOURCE,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_events import EventBridgeClient
 
 logger = logging.getLogger("guardrail.client")
 
-MAX_EVENTS_PER_PUT = 10  # EventBridge PutEvents limit
+MAX_EVENTS_PER_PUT = MAX_ENTRIES_PER_PUT  # EventBridge PutEvents limit
 # Compact and UTF-8 as pydantic's model_dump_json, so the detail is byte-compatible with UsageEventDetail.
 _encode_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _quote = json.encoder.encode_basestring  # a JSON string, UTF-8 kept (C)
@@ -333,54 +342,108 @@ def reporter_events_client() -> EventBridgeClient:
 
 
 class EventSink:
-    """`Bedrock Usage` events on EventBridge, 10 per PutEvents."""
+    """Usage events on EventBridge. With `packing` > 1, `Bedrock Usage Batch` events of up to `packing`
+    reports each; with 1, one `Bedrock Usage` event per report (what a stack from before issue 19 hears).
+    A PutEvents holds up to 10 entries and at most `max_bytes` (EventBridge's 256 KB, counting every
+    entry's Time, Source, DetailType, Detail and bus name): packing is bounded by each report's detail size,
+    and a report too big to share goes alone."""
 
-    def __init__(self, events: EventBridgeClient, bus: str, spend: LocalSpend, timer: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        events: EventBridgeClient,
+        bus: str,
+        spend: LocalSpend,
+        timer: Callable[[], float],
+        *,
+        packing: int = 1,
+        max_bytes: int = MAX_PUT_EVENTS_BYTES,
+    ) -> None:
+        if packing < 1:
+            raise ValueError(f"report_packing must be at least 1, not {packing}")
         self.events = events
         self.bus = bus
         self.spend = spend
         self.timer = timer
+        self.packing = packing
+        self.max_bytes = max_bytes
+        detail_type = USAGE_BATCH_DETAIL_TYPE if packing > 1 else USAGE_DETAIL_TYPE
+        # An entry's bytes besides its detail: Time (14, as EventBridge counts it), Source, DetailType, the bus.
+        self._entry_bytes = 14 + len(USAGE_EVENT_SOURCE) + len(detail_type) + _utf8_len(bus)
 
     def __call__(self, batch: list[UsageReport]) -> list[UsageReport]:
         failed: list[UsageReport] = []
-        for i in range(0, len(batch), MAX_EVENTS_PER_PUT):
-            chunk: list[UsageReport] = []
-            entries = []
-            for report in batch[i : i + MAX_EVENTS_PER_PUT]:
-                try:
-                    at = report.timestamp()
-                    entry = {
-                        "Source": USAGE_EVENT_SOURCE,
-                        "DetailType": USAGE_DETAIL_TYPE,
-                        "Detail": report.detail_json(at),
-                        "EventBusName": self.bus,
-                        "Time": at,
-                    }
-                except Exception:  # one report that cannot be encoded must not hold back the others
-                    logger.exception("guardrail: usage report %s could not be encoded", report.request_id)
-                    failed.append(report)
-                    continue
-                chunk.append(report)
-                entries.append(entry)
-            if not entries:
-                continue
-            try:
-                resp = self.events.put_events(Entries=entries)  # type: ignore[arg-type]
-            except Exception as exc:
-                logger.warning("guardrail: PutEvents failed (%s); will retry", exc)
-                failed.extend(chunk)
-                continue
-            sent_at = self.timer()
-            results = resp.get("Entries", [])
-            ok = []
-            for report, result in zip(chunk, results, strict=False):
-                if result.get("ErrorCode"):
-                    failed.append(report)
-                else:
-                    ok.append(report)
-            failed.extend(chunk[len(results) :])
-            self.spend.sent([(r.books, r.cost) for r in ok], sent_at)
+        for put in self._puts(batch, failed):
+            self._put(put, failed)
         return failed
+
+    def _puts(
+        self, batch: list[UsageReport], failed: list[UsageReport]
+    ) -> list[list[tuple[list[UsageReport], list[str], datetime]]]:
+        """The batch as PutEvents requests, each a list of entries (reports, their details, the entry time)."""
+        puts: list[list[tuple[list[UsageReport], list[str], datetime]]] = [[]]
+        put_bytes = 0  # the current request's bytes, its open entry included
+        packed = self.packing > 1
+        for report in batch:
+            try:
+                at = report.timestamp()
+                detail = report.detail_json(at)
+            except Exception:  # one report that cannot be encoded must not hold back the others
+                logger.exception("guardrail: usage report %s could not be encoded", report.request_id)
+                failed.append(report)
+                continue
+            size = _utf8_len(detail)
+            entries = puts[-1]
+            open_entry = entries[-1] if entries else None
+            # Joining the open entry adds the detail and a comma; a new entry adds its own overhead.
+            if (
+                packed
+                and open_entry is not None
+                and len(open_entry[0]) < self.packing
+                and put_bytes + size + 1 <= self.max_bytes
+            ):
+                open_entry[0].append(report)
+                open_entry[1].append(detail)
+                put_bytes += size + 1
+                continue
+            new_entry = self._entry_bytes + size + (len('{"reports":[]}') if packed else 0)
+            if entries and (len(entries) >= MAX_ENTRIES_PER_PUT or put_bytes + new_entry > self.max_bytes):
+                puts.append([])  # a new PutEvents (a report too big to share goes alone)
+                put_bytes = 0
+            puts[-1].append(([report], [detail], at))
+            put_bytes += new_entry
+        return [p for p in puts if p]
+
+    def _put(self, entries: list[tuple[list[UsageReport], list[str], datetime]], failed: list[UsageReport]) -> None:
+        packed = self.packing > 1
+        request = [
+            {
+                "Source": USAGE_EVENT_SOURCE,
+                "DetailType": USAGE_BATCH_DETAIL_TYPE if packed else USAGE_DETAIL_TYPE,
+                "Detail": '{"reports":[' + ",".join(details) + "]}" if packed else details[0],
+                "EventBusName": self.bus,
+                "Time": at,
+            }
+            for _, details, at in entries
+        ]
+        try:
+            resp = self.events.put_events(Entries=request)  # type: ignore[arg-type]
+        except Exception as exc:
+            logger.warning("guardrail: PutEvents failed (%s); will retry", exc)
+            failed.extend(r for reports, _, _ in entries for r in reports)
+            return
+        sent_at = self.timer()
+        results = resp.get("Entries", [])
+        ok: list[UsageReport] = []
+        for i, (reports, _, _) in enumerate(entries):
+            if i >= len(results) or results[i].get("ErrorCode"):
+                failed.extend(reports)
+            else:
+                ok.extend(reports)
+        self.spend.sent([(r.books, r.cost) for r in ok], sent_at)
+
+
+def _utf8_len(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
 
 class LedgerSink:
