@@ -109,15 +109,34 @@ class UsageReport:
         stamp = at.isoformat()
         if stamp.endswith("+00:00"):
             stamp = stamp[:-6] + "Z"  # pydantic's spelling of UTC
-        # caller.arn(): resolved here, on the reporting thread, at most once per process.
         return (
             f'{{"requestId":{_quote(request_id)},"timestamp":"{stamp}","modelId":{_quote(model_id)},'
             f'"inputTokens":{usage.input_tokens},"outputTokens":{usage.output_tokens},'
             f'"cacheReadInputTokens":{usage.cache_read_tokens},"cacheWriteInputTokens":{usage.cache_write_tokens},'
             f'"cacheWrite1hInputTokens":{usage.cache_write_1h_tokens},"serviceTier":{_quote(usage.service_tier)},'
-            f'"latencyOptimized":{_JSON_BOOL[usage.latency_optimized]},"region":{_quote(region)},'
-            f'"caller":{_quote(caller.arn())},"metadata":{_encode_json(metadata)},"partial":{_JSON_BOOL[partial]}}}'
+            f'"latencyOptimized":{_JSON_BOOL[usage.latency_optimized]},'
+            f'{_tail(region, caller.arn(), metadata)},"partial":{_JSON_BOOL[partial]}}}'
         )
+
+
+# region, caller and metadata are the same on almost every report of a client: their JSON is kept, keyed by
+# the metadata object's identity (the client's own dict, never mutated; the entry holds it, so its id cannot
+# be reused while cached) and checked against the region and caller.
+_tails: dict[int, tuple[dict[str, str], str, str, str]] = {}
+_MAX_TAILS = 64
+
+
+def _tail(region: str, caller_arn: str, metadata: dict[str, str]) -> str:
+    """`"region":...,"caller":...,"metadata":{...}` of a detail. caller.arn() is resolved on the reporting
+    thread, at most once per process."""
+    cached = _tails.get(id(metadata))
+    if cached is not None and cached[0] is metadata and cached[1] == region and cached[2] == caller_arn:
+        return cached[3]
+    text = f'"region":{_quote(region)},"caller":{_quote(caller_arn)},"metadata":{_encode_json(metadata)}'
+    if len(_tails) >= _MAX_TAILS:
+        _tails.clear()  # per-call metadata (requestMetadata) makes a new dict per call: keep the cache small
+    _tails[id(metadata)] = (metadata, region, caller_arn, text)
+    return text
 
 
 class Reporter:
@@ -150,8 +169,10 @@ class Reporter:
         self._wanted = max_batch  # reports the lingering batch still wants (read by submit, racy but benign)
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
-        self._pending: set[UsageReport] = set()  # submitted, neither sent nor given up
-        self._pending_lock = threading.Lock()
+        # Submitted, neither sent nor given up. No lock: each use is one set operation, atomic in CPython
+        # (and in free-threaded builds, where built-in containers lock themselves); a lock here was one more
+        # for 8 calling threads to queue on.
+        self._pending: set[UsageReport] = set()
         self._closing = False
         # Registered now, not at the first report: at exit it must also catch reports made at exit (an
         # abandoned stream's finalizer), whatever order the exit hooks run in. A weak reference: a
@@ -159,8 +180,7 @@ class Reporter:
         atexit.register(_at_exit, weakref.ref(self))
 
     def submit(self, report: UsageReport) -> None:
-        with self._pending_lock:
-            self._pending.add(report)
+        self._pending.add(report)
         if not self.background:
             retry = self._process([report])
             while retry:
@@ -203,8 +223,7 @@ class Reporter:
                 batch = self._process(batch)
                 if batch:
                     time.sleep(min(_backoff(batch[0].attempts), max(0.0, deadline - time.monotonic())))
-        with self._pending_lock:
-            unsent = list(self._pending)
+        unsent = list(self._pending)
         if unsent:
             logger.error(
                 "guardrail: %d usage reports not sent at exit (request ids %s); the invocation log still counts "
@@ -298,8 +317,7 @@ class Reporter:
             r.attempts += 1
         give_up = [r for r in failed if r.attempts >= self.max_attempts]
         settled = set(batch).difference(failed).union(give_up)
-        with self._pending_lock:
-            self._pending.difference_update(settled)
+        self._pending.difference_update(settled)
         if give_up:
             logger.error(
                 "guardrail gave up reporting %d usage records after %d attempts (request ids %s); "
