@@ -17,6 +17,7 @@ import atexit
 import contextlib
 import json
 import logging
+import math
 import queue
 import threading
 import time
@@ -101,22 +102,41 @@ class UsageReport:
     def timestamp(self) -> datetime:
         return self._record.timestamp if self._record is not None else datetime.fromtimestamp(self.at, UTC)
 
-    def detail_json(self, at: datetime) -> str:
+    def detail_json(self) -> str:
         """The `Bedrock Usage` event detail: `UsageEventDetail.from_record(self.record).model_dump_json()`,
         without building either model (the hot path of the reporter thread). Field order, spacing and
         escaping are pydantic's; the tests compare the two byte for byte."""
         request_id, model_id, usage, region, caller, metadata, partial = self.fields
-        stamp = at.isoformat()
-        if stamp.endswith("+00:00"):
-            stamp = stamp[:-6] + "Z"  # pydantic's spelling of UTC
         return (
-            f'{{"requestId":{_quote(request_id)},"timestamp":"{stamp}","modelId":{_quote(model_id)},'
+            f'{{"requestId":{_quote(request_id)},"timestamp":"{_stamp(self.at)}","modelId":{_quote(model_id)},'
             f'"inputTokens":{usage.input_tokens},"outputTokens":{usage.output_tokens},'
             f'"cacheReadInputTokens":{usage.cache_read_tokens},"cacheWriteInputTokens":{usage.cache_write_tokens},'
             f'"cacheWrite1hInputTokens":{usage.cache_write_1h_tokens},"serviceTier":{_quote(usage.service_tier)},'
             f'"latencyOptimized":{_JSON_BOOL[usage.latency_optimized]},'
             f'{_tail(region, caller.arn(), metadata)},"partial":{_JSON_BOOL[partial]}}}'
         )
+
+
+_second: list[tuple[int, str]] = [(-1, "")]  # the last whole second formatted, and its text
+
+
+def _stamp(at: float) -> str:
+    """`datetime.fromtimestamp(at, UTC)` as pydantic writes it (`2026-11-24T00:25:57.123456Z`, no fraction
+    when it is 0), without a datetime: the microseconds rounded half to even as datetime does, the date
+    and time formatted once per second."""
+    fraction, whole = math.modf(at)
+    micro = round(fraction * 1e6)
+    second = int(whole)
+    if micro >= 1_000_000:
+        micro -= 1_000_000
+        second += 1
+    elif micro < 0:
+        micro += 1_000_000
+        second -= 1
+    cached = _second[0]
+    if cached[0] != second:
+        cached = _second[0] = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    return f"{cached[1]}.{micro:06d}Z" if micro else f"{cached[1]}Z"
 
 
 # region, caller and metadata are the same on almost every report of a client: their JSON is kept, keyed by
@@ -394,44 +414,39 @@ class EventSink:
             self._put(put, failed)
         return failed
 
-    def _puts(
-        self, batch: list[UsageReport], failed: list[UsageReport]
-    ) -> list[list[tuple[list[UsageReport], list[str], datetime]]]:
-        """The batch as PutEvents requests, each a list of entries (reports, their details, the entry time)."""
-        puts: list[list[tuple[list[UsageReport], list[str], datetime]]] = [[]]
+    def _puts(self, batch: list[UsageReport], failed: list[UsageReport]) -> list[list[_Entry]]:
+        """The batch as PutEvents requests, each a list of entries (their reports, and the reports' details)."""
+        puts: list[list[_Entry]] = [[]]
         put_bytes = 0  # the current request's bytes, its open entry included
-        packed = self.packing > 1
+        packing, max_bytes = self.packing, self.max_bytes
+        # A new entry's bytes besides its details: the packed detail adds `{"reports":[]}`.
+        entry_bytes = self._entry_bytes + (len('{"reports":[]}') if packing > 1 else 0)
+        entry: _Entry | None = None  # the open entry
         for report in batch:
             try:
-                at = report.timestamp()
-                detail = report.detail_json(at)
+                detail = report.detail_json()
             except Exception:  # one report that cannot be encoded must not hold back the others
                 logger.exception("guardrail: usage report %s could not be encoded", report.request_id)
                 failed.append(report)
                 continue
-            size = _utf8_len(detail)
-            entries = puts[-1]
-            open_entry = entries[-1] if entries else None
-            # Joining the open entry adds the detail and a comma; a new entry adds its own overhead.
-            if (
-                packed
-                and open_entry is not None
-                and len(open_entry[0]) < self.packing
-                and put_bytes + size + 1 <= self.max_bytes
-            ):
-                open_entry[0].append(report)
-                open_entry[1].append(detail)
+            size = len(detail) if detail.isascii() else _utf8_len(detail)
+            # Joining the open entry adds the detail and a comma.
+            if entry is not None and len(entry[0]) < packing and put_bytes + size + 1 <= max_bytes:
+                entry[0].append(report)
+                entry[1].append(detail)
                 put_bytes += size + 1
                 continue
-            new_entry = self._entry_bytes + size + (len('{"reports":[]}') if packed else 0)
-            if entries and (len(entries) >= MAX_ENTRIES_PER_PUT or put_bytes + new_entry > self.max_bytes):
-                puts.append([])  # a new PutEvents (a report too big to share goes alone)
+            entries = puts[-1]
+            if entries and (len(entries) >= MAX_ENTRIES_PER_PUT or put_bytes + entry_bytes + size > max_bytes):
+                entries = []  # a new PutEvents (a report too big to share goes alone)
+                puts.append(entries)
                 put_bytes = 0
-            puts[-1].append(([report], [detail], at))
-            put_bytes += new_entry
+            entry = ([report], [detail])
+            entries.append(entry)
+            put_bytes += entry_bytes + size
         return [p for p in puts if p]
 
-    def _put(self, entries: list[tuple[list[UsageReport], list[str], datetime]], failed: list[UsageReport]) -> None:
+    def _put(self, entries: list[_Entry], failed: list[UsageReport]) -> None:
         packed = self.packing > 1
         request = [
             {
@@ -439,25 +454,28 @@ class EventSink:
                 "DetailType": USAGE_BATCH_DETAIL_TYPE if packed else USAGE_DETAIL_TYPE,
                 "Detail": '{"reports":[' + ",".join(details) + "]}" if packed else details[0],
                 "EventBusName": self.bus,
-                "Time": at,
+                "Time": reports[0].timestamp(),  # EventBridge's event time: the entry's first report's
             }
-            for _, details, at in entries
+            for reports, details in entries
         ]
         try:
             resp = self.events.put_events(Entries=request)  # type: ignore[arg-type]
         except Exception as exc:
             logger.warning("guardrail: PutEvents failed (%s); will retry", exc)
-            failed.extend(r for reports, _, _ in entries for r in reports)
+            failed.extend(r for reports, _ in entries for r in reports)
             return
         sent_at = self.timer()
         results = resp.get("Entries", [])
         ok: list[UsageReport] = []
-        for i, (reports, _, _) in enumerate(entries):
+        for i, (reports, _) in enumerate(entries):
             if i >= len(results) or results[i].get("ErrorCode"):
                 failed.extend(reports)
             else:
                 ok.extend(reports)
         self.spend.sent([(r.books, r.cost) for r in ok], sent_at)
+
+
+_Entry = tuple[list[UsageReport], list[str]]  # one EventBridge entry: its reports and their details
 
 
 def _utf8_len(text: str) -> int:

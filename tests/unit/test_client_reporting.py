@@ -88,7 +88,7 @@ def test_the_detail_is_byte_for_byte_what_the_pydantic_contract_gives(
     r = report(
         at=at, usage=usage, metadata=metadata, partial=partial, request_id=request_id, model_id=model_id, caller=caller
     )
-    detail = r.detail_json(r.timestamp())
+    detail = r.detail_json()
     assert detail == UsageEventDetail.from_record(r.record).model_dump_json()
     # ... and the usage handler's parser reads back the record the client priced.
     parsed = record_from_detail(UsageEventDetail.model_validate_json(detail), "event")
@@ -254,7 +254,7 @@ def test_the_reporters_own_client_sends_the_same_entries_on_botocores_pipeline()
     (request,) = sent
     assert request.headers["User-Agent"].startswith(b"bedrock-cost-guardrail-client")
     entries = json.loads(request.body)["Entries"]
-    assert [e["Detail"] for e in entries] == [r.detail_json(r.timestamp()) for r in batch]
+    assert [e["Detail"] for e in entries] == [r.detail_json() for r in batch]
     assert {e["Time"] for e in entries} == {1_795_000_000.25}
 
 
@@ -290,7 +290,7 @@ def test_reports_are_packed_into_batch_events_whose_reports_are_the_single_detai
     assert [len(ids) for ids in events.reports()[0]] == [25, 25, 10]
     assert {(e["Source"], e["DetailType"]) for e in put} == {("guardrail.client", USAGE_BATCH_DETAIL_TYPE)}
     details = [d for e in put for d in json.loads(e["Detail"])["reports"]]
-    assert details == [json.loads(r.detail_json(r.timestamp())) for r in batch]
+    assert details == [json.loads(r.detail_json()) for r in batch]
     assert UsageBatchDetail.model_validate_json(put[0]["Detail"]).reports == details[:25]  # the handler's model
 
 
@@ -357,3 +357,13 @@ def test_a_failed_packed_entry_retries_every_report_it_carried() -> None:
     batch = [report(i) for i in range(30)]
     failed = packed_sink(FailSecond(), packing=10)(batch)
     assert [r.request_id for r in failed] == [f"req-{i}" for i in range(10, 20)]
+
+
+def test_the_timestamp_rounds_and_rolls_over_as_datetime_does() -> None:
+    from pydantic import TypeAdapter
+
+    from guardrail.client.reporting import _stamp
+
+    as_pydantic = TypeAdapter(datetime).dump_json
+    for at in (0.0, 0.0000005, 0.0000015, 1.9999995, 1.9999996, 59.9999999, 1_795_000_000.25, 3_999_999_999.9999997):
+        assert _stamp(at) == as_pydantic(datetime.fromtimestamp(at, UTC)).decode().strip('"'), at
