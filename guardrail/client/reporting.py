@@ -302,12 +302,17 @@ class Reporter:
         """Fill a batch from the queue, waiting up to `linger` for it to fill. The thread sleeps through the
         linger: a submit wakes it only once the batch is full, a flush at once (not once per report)."""
         deadline = time.monotonic() + linger
+        get, max_batch = self._queue.get_nowait, self.max_batch
         while True:
-            while len(reports) < self.max_batch and not waiters:
+            while len(reports) < max_batch and not waiters:
                 try:
-                    self._take(self._queue.get_nowait(), reports, waiters)
+                    item = get()
                 except queue.Empty:
                     break
+                if type(item) is UsageReport:  # the usual item, taken without a call (hundreds per batch)
+                    reports.append(item)
+                else:
+                    self._take(item, reports, waiters)
             left = deadline - time.monotonic()
             if waiters or len(reports) >= self.max_batch or left <= 0:
                 self._wanted = self.max_batch
