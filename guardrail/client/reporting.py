@@ -116,6 +116,28 @@ class UsageReport:
             f'{_tail(region, caller.arn(), metadata)},"partial":{_JSON_BOOL[partial]}}}'
         )
 
+    def packed_json(self) -> str:
+        """The same detail as packed in a `Bedrock Usage Batch`: fields at their defaults (0, "", false) left
+        out, which `UsageEventDetail` reads back as the same values (a quarter fewer bytes to send, escape
+        and sign on a usual report)."""
+        request_id, model_id, usage, region, caller, metadata, partial = self.fields
+        text = (
+            f'{{"requestId":{_quote(request_id)},"timestamp":"{_stamp(self.at)}","modelId":{_quote(model_id)},'
+            f'"inputTokens":{usage.input_tokens},"outputTokens":{usage.output_tokens}'
+        )
+        if usage.cache_read_tokens:
+            text += f',"cacheReadInputTokens":{usage.cache_read_tokens}'
+        if usage.cache_write_tokens:
+            text += f',"cacheWriteInputTokens":{usage.cache_write_tokens}'
+        if usage.cache_write_1h_tokens:
+            text += f',"cacheWrite1hInputTokens":{usage.cache_write_1h_tokens}'
+        if usage.service_tier:
+            text += f',"serviceTier":{_quote(usage.service_tier)}'
+        if usage.latency_optimized:
+            text += ',"latencyOptimized":true'
+        text += f",{_tail(region, caller.arn(), metadata)}"
+        return text + (',"partial":true}' if partial else "}")
+
 
 _second: list[tuple[int, str]] = [(-1, "")]  # the last whole second formatted, and its text
 
@@ -429,7 +451,7 @@ class EventSink:
         entry: _Entry | None = None  # the open entry
         for report in batch:
             try:
-                detail = report.detail_json()
+                detail = report.packed_json() if packing > 1 else report.detail_json()
             except Exception:  # one report that cannot be encoded must not hold back the others
                 logger.exception("guardrail: usage report %s could not be encoded", report.request_id)
                 failed.append(report)

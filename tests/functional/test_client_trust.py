@@ -99,7 +99,7 @@ EXIT_SCRIPT = textwrap.dedent(
     def received():  # registered before the client: runs after its exit hook
         msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
         details = [d for m in msgs for d in json.loads(m["Body"])["detail"]["reports"]]
-        print(json.dumps(sorted((d["requestId"], d["partial"], d["outputTokens"]) for d in details)))
+        print(json.dumps(sorted((d["requestId"], d.get("partial", False), d["outputTokens"]) for d in details)))
 
     atexit.register(received)
 

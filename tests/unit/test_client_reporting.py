@@ -90,6 +90,8 @@ def test_the_detail_is_byte_for_byte_what_the_pydantic_contract_gives(
     )
     detail = r.detail_json()
     assert detail == UsageEventDetail.from_record(r.record).model_dump_json()
+    # Packed (defaults left out), it reads back as the same detail.
+    assert UsageEventDetail.model_validate_json(r.packed_json()) == UsageEventDetail.model_validate_json(detail)
     # ... and the usage handler's parser reads back the record the client priced.
     parsed = record_from_detail(UsageEventDetail.model_validate_json(detail), "event")
     assert parsed == r.record.__class__(**{**_fields(r.record), "source": "event", "service_tier": tier})
@@ -290,8 +292,10 @@ def test_reports_are_packed_into_batch_events_whose_reports_are_the_single_detai
     assert [len(ids) for ids in events.reports()[0]] == [25, 25, 10]
     assert {(e["Source"], e["DetailType"]) for e in put} == {("guardrail.client", USAGE_BATCH_DETAIL_TYPE)}
     details = [d for e in put for d in json.loads(e["Detail"])["reports"]]
-    assert details == [json.loads(r.detail_json()) for r in batch]
+    as_sent = [UsageEventDetail.model_validate(d) for d in details]
+    assert as_sent == [UsageEventDetail.model_validate_json(r.detail_json()) for r in batch]
     assert UsageBatchDetail.model_validate_json(put[0]["Detail"]).reports == details[:25]  # the handler's model
+    assert "partial" not in details[0] and "cacheReadInputTokens" in details[0]  # defaults left out, the rest kept
 
 
 def test_packed_entries_pass_botocore_validation_of_put_events() -> None:
