@@ -5,6 +5,9 @@ from the first call until the reporter has sent every report (`flush()`), divide
 reporter's EventBridge client is the one `guard()` builds, botocore's full request pipeline included
 (serialisation, signing, the user agent, response parsing); only the HTTP send is replaced, by a
 `before-send` hook answering every PutEvents with a canned 200. Flags are warm (an in-memory store).
+The client's defaults: reports linger up to 0.2 s and are packed 50 to an entry (`Bedrock Usage Batch`
+events), up to 10 entries and 256 KB per PutEvents; the output says how many reports a PutEvents and an
+entry carried, and the PutEvents body size.
 
 Two Bedrock clients, each at 1 and at 8 calling threads:
 - canned: a stand-in answering at once (zero cost): the guard's own price. Goal: at most 20 us per call.
@@ -80,11 +83,14 @@ class Canned:
 
 
 class PutEventsOk:
-    """`before-send` hook: a 200 PutEvents answer for every entry, without HTTP. Counts calls and entries."""
+    """`before-send` hook: a 200 PutEvents answer for every entry, without HTTP. Counts calls, entries and
+    reports (several per entry when packed)."""
 
     def __init__(self) -> None:
         self.calls = 0
         self.entries = 0
+        self.reports = 0
+        self.bytes = 0
 
     def __call__(self, request: Any, **_: Any) -> Any:
         from botocore.awsrequest import AWSResponse
@@ -92,6 +98,8 @@ class PutEventsOk:
         n = request.body.count(b'"DetailType"')  # one per entry; cheaper than parsing the body
         self.calls += 1
         self.entries += n
+        self.bytes += len(request.body)
+        self.reports += request.body.count(b'requestId\\"')  # one per report, inside the Detail string
         body = b'{"FailedEntryCount":0,"Entries":[' + b",".join([b'{"EventId":"e"}'] * n) + b"]}"
         headers: Any = {"Content-Type": "application/x-amz-json-1.1"}
         return AWSResponse(request.url, 200, headers, _Raw(body))
@@ -190,7 +198,12 @@ def one_run(case: str, threads: int) -> dict[str, float]:
     client, backend = guarded(bedrock)
     in_threads(lambda: client.converse(**REQUEST), warm, 1)  # warm flags, rates, caches, reporter thread
     assert client.flush(60)
-    sent_before, puts_before = backend.entries, backend.calls
+    sent_before, entries_before, puts_before, bytes_before = (
+        backend.reports,
+        backend.entries,
+        backend.calls,
+        backend.bytes,
+    )
     t0 = time.process_time()
     if case == "paced":
 
@@ -204,8 +217,10 @@ def one_run(case: str, threads: int) -> dict[str, float]:
     assert client.flush(RUN_TIMEOUT)
     out["guarded_us"] = (time.process_time() - t0) / calls * 1e6
     out["callers_us"] = callers / calls * 1e6  # the rest: the reporter thread (and thread switches)
-    assert backend.entries - sent_before == calls, "every report sent"
-    out["entries_per_put"] = (backend.entries - sent_before) / (backend.calls - puts_before)
+    assert backend.reports - sent_before == calls, "every report sent"
+    out["reports_per_put"] = (backend.reports - sent_before) / (backend.calls - puts_before)
+    out["reports_per_entry"] = (backend.reports - sent_before) / (backend.entries - entries_before)
+    out["kb_per_put"] = (backend.bytes - bytes_before) / 1024 / (backend.calls - puts_before)
     return out
 
 
@@ -239,7 +254,11 @@ def main() -> None:
     for case, threads in CASES:
         runs = [run_fresh(case, threads) for _ in range(RUNS)]
         guarded_us = [r["guarded_us"] for r in runs]
-        per_put = f"{statistics.median(r['entries_per_put'] for r in runs):.1f} reports per PutEvents"
+        per_put = (
+            f"{statistics.median(r['reports_per_put'] for r in runs):.1f} reports per PutEvents, "
+            f"{statistics.median(r['reports_per_entry'] for r in runs):.1f} per entry, "
+            f"{statistics.median(r['kb_per_put'] for r in runs):.0f} KB per PutEvents"
+        )
         label = f"{case:7s} {threads} thread{'s' if threads > 1 else ' '}"
         if case != "canned":
             pace = " at 100 calls/s" if case == "paced" else ""

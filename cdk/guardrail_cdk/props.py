@@ -44,7 +44,8 @@ METRICS_NAMESPACE = "BedrockGuardrail"
 FUNCTION_ROLES = ("usage", "alarm", "reset", "schedule", "slack")  # slack: deployed only with `slackApp`
 HANDLERS = {role: f"handlers.{role}.handler" for role in FUNCTION_ROLES}
 USAGE_EVENT_SOURCE = "guardrail.client"
-USAGE_EVENT_DETAIL_TYPE = "Bedrock Usage"
+# One report per event (clients before issue 19, or `report_packing=1`), and several packed in one event.
+USAGE_EVENT_DETAIL_TYPES = ("Bedrock Usage", "Bedrock Usage Batch")
 
 # Lambda limits the whole environment to 4 KB.
 LAMBDA_ENV_LIMIT = 4096

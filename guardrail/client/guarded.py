@@ -169,7 +169,8 @@ class GuardedBedrockClient:
             sink = LedgerSink(self.ledger, self.spend, flag_cache, timer)
         elif opts.report == "events":
             bus = opts.event_bus or self.settings.usage_event_bus  # only named reporters may put there
-            sink = EventSink(events or reporter_events_client(), bus, self.spend, timer)
+            packing = opts.report_packing
+            sink = EventSink(events or reporter_events_client(), bus, self.spend, timer, packing=packing)
         else:
             raise ValueError(f"report must be 'events' or 'ledger', not {opts.report!r}")
         by_events = opts.report == "events"
@@ -178,7 +179,7 @@ class GuardedBedrockClient:
             lambda dropped: self.spend.dropped([(r.books, r.cost) for r in dropped]),
             background=opts.background,
             max_attempts=opts.max_report_attempts,
-            max_batch=MAX_EVENTS_PER_PUT if by_events else 100,
+            max_batch=MAX_EVENTS_PER_PUT * opts.report_packing if by_events else 100,  # one full PutEvents
             linger=opts.report_linger if by_events else 0.0,
             exit_timeout=opts.exit_flush_seconds,
         )

@@ -19,13 +19,13 @@ has seen the crossing. Money is Decimal.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from guardrail.client.yielding_lock import YieldingLock
 from guardrail.core.models import CounterKey, ScopeTotals
 
 ZERO = Decimal(0)
@@ -104,7 +104,7 @@ class LocalSpend:
         self._books: dict[str, _Book] = {}
         self._resolved: dict[tuple[str, ...], tuple[_Book, ...]] = {}
         self._estimates: dict[str, Decimal] = {}
-        self._lock = threading.Lock()
+        self._lock = YieldingLock()  # many calling threads take it twice per call (see yielding_lock)
         self.admitted = 0
         self.admitted_after_crossing = 0  # must stay 0: the guarantee the overshoot benchmark checks
 
@@ -182,8 +182,13 @@ class LocalSpend:
 
     def sent(self, costs: Costs, sent_at: float) -> None:
         """Usage events accepted by EventBridge at `sent_at` (not yet necessarily counted)."""
+        # Summed per set of books first (a PutEvents carries hundreds of reports, mostly of the same books):
+        # the same totals, with the lock held and a book touched once per set instead of once per report.
+        by_books: dict[Sequence[str], Decimal] = {}
+        for books, cost in costs:
+            by_books[books] = by_books.get(books, ZERO) + cost
         with self._lock:
-            for books, cost in costs:
+            for books, cost in by_books.items():
                 for name in books:
                     book = self._book(name)
                     book.unreported -= cost

@@ -79,11 +79,19 @@ def read_usage(shape: Shape, source: Any) -> Usage | None:
     if (type(source) is not dict and not isinstance(source, Mapping)) or shape.input not in source:
         return None
     get = source.get
-    cache_write = count(get(shape.cache_write))
+    # A plain non-negative int (what Bedrock sends) is taken as it is: count() is for anything else.
+    n = get(shape.input)
+    input_tokens = n if type(n) is int and n >= 0 else count(n)
+    n = get(shape.output)
+    output_tokens = n if type(n) is int and n >= 0 else count(n)
+    n = get(shape.cache_read)
+    cache_read = n if type(n) is int and n >= 0 else count(n)
+    n = get(shape.cache_write)
+    cache_write = n if type(n) is int and n >= 0 else count(n)
     one_hour = 0
     if cache_write and ("cacheDetails" in source or "cache_creation" in source):  # else it says nothing
         one_hour = min(one_hour_cache_writes(source), cache_write)
-    return Usage(count(get(shape.input)), count(get(shape.output)), count(get(shape.cache_read)), cache_write, one_hour)
+    return Usage(input_tokens, output_tokens, cache_read, cache_write, one_hour)
 
 
 def invoke_model_usage(headers: Mapping[str, Any], body: bytes) -> Usage | None:
@@ -114,8 +122,10 @@ def estimate_input_tokens(operation: str, kwargs: Mapping[str, Any]) -> int:
 def with_tier(usage: Usage | None, tier: Any, latency: Any) -> Usage | None:
     """`usage` with the service tier and latency mode the response names (Converse `serviceTier` /
     `performanceConfig.latency`, InvokeModel `serviceTier` / `performanceConfigLatency`)."""
+    if usage is None or (tier is None and latency is None):  # the usual response: standard tier, no latency mode
+        return usage
     name, optimized = tier_name(tier), latency == "optimized"
-    if usage is None or not (name or optimized):
+    if not (name or optimized):
         return usage
     return usage._replace(service_tier=name, latency_optimized=optimized)
 

@@ -1,5 +1,10 @@
-"""The `Bedrock Usage` EventBridge event: the contract between the guarded client (which puts it) and
-the usage function (which ingests it)."""
+"""The `Bedrock Usage` EventBridge events: the contract between the guarded client (which puts them) and
+the usage function (which ingests them).
+
+Two shapes: `Bedrock Usage`, one report per event (what clients before issue 19 send), and `Bedrock Usage
+Batch`, whose detail packs several reports (`{"reports": [<a Bedrock Usage detail>, ...]}`): a PutEvents
+costs the caller's process far more CPU than a report, and takes at most 10 entries.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from guardrail.core.models import Source, UsageRecord
 
 USAGE_DETAIL_TYPE = "Bedrock Usage"
+USAGE_BATCH_DETAIL_TYPE = "Bedrock Usage Batch"
 USAGE_EVENT_SOURCE = "guardrail.client"
+# EventBridge: at most 10 entries and 256 KB per PutEvents (an entry counts its Time as 14 bytes, its
+# Source, DetailType and Detail as UTF-8 bytes).
+MAX_ENTRIES_PER_PUT = 10
+MAX_PUT_EVENTS_BYTES = 256 * 1024
 
 Count = Annotated[int, Field(strict=True, ge=0)]
 
@@ -55,6 +65,14 @@ class UsageEventDetail(BaseModel):
             metadata=record.metadata,
             partial=record.partial,
         )
+
+
+class UsageBatchDetail(BaseModel):
+    """`detail` of a `Bedrock Usage Batch` event: each report is validated on its own (as a
+    `UsageEventDetail`), so one bad report is quarantined alone and the others still count."""
+
+    model_config = ConfigDict(extra="ignore", defer_build=True)
+    reports: list[Any]
 
 
 def record_from_detail(usage: UsageEventDetail, source: Source) -> UsageRecord:

@@ -1,5 +1,5 @@
 """Turn raw input into usage records: Bedrock model invocation log records (via a CloudWatch Logs
-subscription) and `Bedrock Usage` EventBridge events from the guarded client.
+subscription) and `Bedrock Usage` / `Bedrock Usage Batch` EventBridge events from the guarded client.
 
 Nothing here raises on bad input: every record that cannot be trusted becomes a `QuarantinedRecord`
 with the reason, so the good records of the same batch still count and the bad ones are kept.
@@ -21,7 +21,9 @@ from guardrail.core import price_table
 from guardrail.core.models import FailedRequest, QuarantinedRecord, UsageRecord
 from guardrail.core.pricing import resource_of
 from guardrail.core.usage_event import (
+    USAGE_BATCH_DETAIL_TYPE,
     USAGE_DETAIL_TYPE,
+    UsageBatchDetail,
     UsageEventDetail,
     one_hour_cache_writes,
     record_from_detail,
@@ -202,6 +204,30 @@ class RecordParser:
         self._accept(result, record_from_detail(usage, "event"), event, "client")
         return result
 
+    def usage_batch_event(self, event: Mapping[str, Any]) -> ParseResult:
+        """An EventBridge `Bedrock Usage Batch` event: each packed report is checked exactly like the detail
+        of a `Bedrock Usage` event; a bad one is quarantined alone (with its index), the others count."""
+        result = ParseResult()
+        detail = event.get("detail") if isinstance(event, Mapping) else None
+        try:
+            batch = UsageBatchDetail.model_validate(detail)
+        except ValidationError as exc:
+            result.quarantined.append(self.quarantine(f"usage batch: {_describe(exc)}", event, "client"))
+            return result
+        for i, report in enumerate(batch.reports):
+            if not isinstance(report, Mapping):
+                reason = f"usage batch reports[{i}]: not a usage report object"
+                result.quarantined.append(self.quarantine(reason, report, "client"))
+                continue
+            try:
+                usage = UsageEventDetail.model_validate(report)
+            except ValidationError as exc:
+                reason = f"usage batch reports[{i}]: {_describe(exc)}"
+                result.quarantined.append(self.quarantine(reason, report, "client"))
+                continue
+            self._accept(result, record_from_detail(usage, "event"), report, "client")
+        return result
+
     def events(self, events: Iterable[Mapping[str, Any]]) -> ParseResult:
         """Any mix of the two shapes (what the usage handler and the demo receive)."""
         result = ParseResult()
@@ -210,6 +236,8 @@ class RecordParser:
                 result.extend(self.cloudwatch_logs_event(event))
             elif isinstance(event, Mapping) and event.get("detail-type") == USAGE_DETAIL_TYPE:
                 result.extend(self.usage_event(event))
+            elif isinstance(event, Mapping) and event.get("detail-type") == USAGE_BATCH_DETAIL_TYPE:
+                result.extend(self.usage_batch_event(event))
             else:
                 result.quarantined.append(self.quarantine("not a log subscription or usage event", event, "unknown"))
         return result

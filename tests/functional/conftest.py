@@ -33,7 +33,8 @@ def bedrock(aws: None) -> Iterator[Bedrock]:
 
 @pytest.fixture
 def usage_events(aws: None) -> Callable[[], list[dict[str, Any]]]:
-    """Every `Bedrock Usage` event put on the guardrail's usage bus (an EventBridge rule -> SQS, as in AWS)."""
+    """Every usage event (`Bedrock Usage`, `Bedrock Usage Batch`) put on the guardrail's usage bus (an
+    EventBridge rule -> SQS, as in AWS)."""
     sqs = boto3.client("sqs", region_name="us-east-1")
     events = boto3.client("events", region_name="us-east-1")
     url = sqs.create_queue(QueueName="usage")["QueueUrl"]
@@ -43,7 +44,9 @@ def usage_events(aws: None) -> Callable[[], list[dict[str, Any]]]:
     events.put_rule(
         Name="usage",
         EventBusName=bus,
-        EventPattern=json.dumps({"source": ["guardrail.client"], "detail-type": ["Bedrock Usage"]}),
+        EventPattern=json.dumps(
+            {"source": ["guardrail.client"], "detail-type": ["Bedrock Usage", "Bedrock Usage Batch"]}
+        ),
     )
     events.put_targets(Rule="usage", EventBusName=bus, Targets=[{"Id": "q", "Arn": arn}])
 

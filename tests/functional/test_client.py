@@ -6,6 +6,7 @@ stream events validated one by one against the event shapes). DynamoDB, EventBri
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -152,9 +153,11 @@ def test_usage_with_cache_tokens_is_priced_exactly_and_reported(
         assert resp["text"] == "Spend doubled at 10:41."
     else:
         assert len(resp["events"]) in (6, 7)
-    # One `Bedrock Usage` event, in the schema the usage handler ingests, with the cache tokens
+    # One usage event (a `Bedrock Usage Batch` of one report: it went alone), in the schema the usage
+    # handler ingests, with the cache tokens
     (event,) = usage_events()
-    assert (event["source"], event["detail-type"]) == ("guardrail.client", "Bedrock Usage")
+    assert (event["source"], event["detail-type"]) == ("guardrail.client", "Bedrock Usage Batch")
+    assert len(event["detail"]["reports"]) == 1
     (record,) = parse_usage([event])
     assert record.request_id == f"req-{operation}"  # Bedrock's request id: dedupes with the invocation log
     assert (record.input_tokens, record.output_tokens) == (3, 400)
@@ -312,13 +315,15 @@ class FakeTimer:
 
 
 class CountingEvents:
-    """An EventBridge client that only counts the usage events put on it."""
+    """An EventBridge client that only counts the usage events put on it, and the reports they carry."""
 
     def __init__(self) -> None:
         self.entries: list[dict[str, Any]] = []
+        self.reports: list[dict[str, Any]] = []
 
     def put_events(self, Entries: list[dict[str, Any]]) -> dict[str, Any]:
         self.entries.extend(Entries)
+        self.reports += [r for e in Entries for r in json.loads(e["Detail"])["reports"]]
         return {"FailedEntryCount": 0, "Entries": [{"EventId": str(i)} for i in range(len(Entries))]}
 
 
@@ -365,7 +370,7 @@ def test_64_threads_read_the_flag_store_once_per_ttl(ddb: Any, bedrock: Bedrock)
     burst()
     assert len(reads) == 2
     assert client.flush()
-    assert len(events.entries) == 2 * 64 * calls_per_thread  # every call still reported
+    assert len(events.reports) == 2 * 64 * calls_per_thread  # every call still reported
 
 
 class BrokenSource:

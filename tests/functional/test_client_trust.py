@@ -93,13 +93,13 @@ EXIT_SCRIPT = textwrap.dedent(
     url = sqs.create_queue(QueueName="usage")["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     bus = events.create_event_bus(Name="bedrock-guardrail-usage")["EventBusArn"]
-    events.put_rule(Name="usage", EventBusName=bus, EventPattern=json.dumps({"detail-type": ["Bedrock Usage"]}))
+    events.put_rule(Name="usage", EventBusName=bus, EventPattern=json.dumps({"detail-type": ["Bedrock Usage Batch"]}))
     events.put_targets(Rule="usage", EventBusName=bus, Targets=[{"Id": "q", "Arn": arn}])
 
     def received():  # registered before the client: runs after its exit hook
         msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
-        details = [json.loads(m["Body"])["detail"] for m in msgs]
-        print(json.dumps(sorted((d["requestId"], d["partial"], d["outputTokens"]) for d in details)))
+        details = [d for m in msgs for d in json.loads(m["Body"])["detail"]["reports"]]
+        print(json.dumps(sorted((d["requestId"], d.get("partial", False), d["outputTokens"]) for d in details)))
 
     atexit.register(received)
 

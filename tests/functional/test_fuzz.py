@@ -175,7 +175,22 @@ def usage_event(draw: st.DrawFn) -> Any:
         detail = draw(JSON)
     else:
         detail[key] = draw(st.one_of(JSON, NUMBER, TEXT, TIMESTAMP))
-    return {"source": "guardrail.client", "detail-type": "Bedrock Usage", "detail": detail}
+    packing = draw(st.integers(0, 2))
+    if packing == 0:
+        return {"source": "guardrail.client", "detail-type": "Bedrock Usage", "detail": detail}
+    # A packed event: the fuzzed report beside a good one, or a fuzzed `reports` itself.
+    good = {
+        "requestId": f"ev-good-{draw(st.integers(0, 10**6))}",
+        "timestamp": datetime.now(UTC).isoformat(),
+        "modelId": "anthropic.claude-3-haiku-20240307-v1:0",
+        "inputTokens": 1,
+        "outputTokens": 1,
+    }
+    if packing == 1 and isinstance(detail, dict):
+        packed: Any = {"reports": [detail, good] if draw(st.booleans()) else [good, detail]}
+    else:
+        packed = {"reports": draw(JSON)} if draw(st.booleans()) else draw(JSON)
+    return {"source": "guardrail.client", "detail-type": "Bedrock Usage Batch", "detail": packed}
 
 
 @st.composite
@@ -276,10 +291,21 @@ def test_usage_handler_never_raises_and_quarantines_what_it_cannot_count(world: 
     accounted = result["recorded"] + result["duplicates"] + len(result["quarantined"])
     if lines is not None:
         assert accounted == lines, result  # every log line ends counted, a duplicate, or quarantined
+    elif _packed(event) is not None:
+        assert accounted == _packed(event), result  # every packed report ends counted, a duplicate or quarantined
     elif not (isinstance(event, dict) and "awslogs" in event):
         assert accounted == 1, result  # a usage event or garbage: one record, one outcome
     assert all(isinstance(r, str) and r for r in result["quarantined"])
     check_outputs(world, result)
+
+
+def _packed(event: Any) -> int | None:
+    """Reports in a well-formed `Bedrock Usage Batch` event (None if it is not one)."""
+    if not isinstance(event, dict) or event.get("detail-type") != "Bedrock Usage Batch":
+        return None
+    detail = event.get("detail")
+    reports = detail.get("reports") if isinstance(detail, dict) else None
+    return len(reports) if isinstance(reports, list) else None
 
 
 def _lines(event: Any) -> int | None:

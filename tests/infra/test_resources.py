@@ -7,8 +7,13 @@ from decimal import Decimal
 from fnmatch import fnmatchcase
 from typing import Any
 
-from guardrail_cdk.props import METRICS_NAMESPACE  # type: ignore[import-not-found, unused-ignore]
+from guardrail_cdk.props import (  # type: ignore[import-not-found, unused-ignore]
+    METRICS_NAMESPACE,
+    USAGE_EVENT_DETAIL_TYPES,
+    USAGE_EVENT_SOURCE,
+)
 
+from guardrail.core import usage_event
 from tests.support.common import TABLE
 from tests.support.synth import ACCOUNT, PREFIX, REGION, SLACK_SECRET_ARN, Synth, as_list, resolve
 
@@ -139,7 +144,7 @@ def test_rules_match_usage_events_mapped_alarms_and_the_schedule(synth: Synth) -
         props = rule["Properties"]
         key = props.get("ScheduleExpression") or json.dumps(props["EventPattern"], sort_keys=True)
         patterns[key] = props["Targets"][0]["Arn"]["Fn::GetAtt"][0]
-    usage = {"detail-type": ["Bedrock Usage"], "source": ["guardrail.client"]}
+    usage = {"detail-type": ["Bedrock Usage", "Bedrock Usage Batch"], "source": ["guardrail.client"]}
     alarms = {
         "detail": {"alarmName": ["bedrock-errors", "runaway-agent"]},
         "detail-type": ["CloudWatch Alarm State Change"],
@@ -150,6 +155,13 @@ def test_rules_match_usage_events_mapped_alarms_and_the_schedule(synth: Synth) -
         json.dumps(alarms, sort_keys=True): logical_id_of_function(synth, f"{PREFIX}-alarm"),
         "rate(5 minutes)": logical_id_of_function(synth, f"{PREFIX}-schedule"),
     }
+
+
+def test_the_usage_rule_hears_what_clients_send_packed_or_one_report_per_event() -> None:
+    # The stack's copy of the contract (CDK cannot import the client) is the client's: old clients send
+    # `Bedrock Usage`, new ones `Bedrock Usage Batch`; a rule missing either loses those reports.
+    assert USAGE_EVENT_SOURCE == usage_event.USAGE_EVENT_SOURCE
+    assert set(USAGE_EVENT_DETAIL_TYPES) == {usage_event.USAGE_DETAIL_TYPE, usage_event.USAGE_BATCH_DETAIL_TYPE}
 
 
 def test_invocation_logging_custom_resource_targets_the_created_log_group(synth: Synth) -> None:

@@ -32,7 +32,7 @@ def usage_rule(synth: Synth) -> dict[str, Any]:
     (rule,) = [
         r["Properties"]
         for r in synth.of_type("AWS::Events::Rule").values()
-        if r["Properties"].get("EventPattern", {}).get("detail-type") == ["Bedrock Usage"]
+        if r["Properties"].get("EventPattern", {}).get("detail-type") == ["Bedrock Usage", "Bedrock Usage Batch"]
     ]
     return rule
 

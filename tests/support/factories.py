@@ -10,7 +10,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from guardrail.core.models import UsageRecord
-from guardrail.core.usage_event import USAGE_DETAIL_TYPE, USAGE_EVENT_SOURCE, UsageEventDetail
+from guardrail.core.usage_event import (
+    USAGE_BATCH_DETAIL_TYPE,
+    USAGE_DETAIL_TYPE,
+    USAGE_EVENT_SOURCE,
+    UsageEventDetail,
+)
 
 SONNET_45_US = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
 HAIKU_3 = "anthropic.claude-3-haiku-20240307-v1:0"
@@ -97,4 +102,23 @@ def usage_event(r: UsageRecord) -> dict[str, Any]:
         "region": "us-east-1",
         "resources": [],
         "detail": UsageEventDetail.from_record(r).model_dump(mode="json"),
+    }
+
+
+def packed_usage_event(reports: list[UsageRecord | Any]) -> dict[str, Any]:
+    """The `Bedrock Usage Batch` EventBridge event a guarded client puts for several reports (a record, or
+    any detail as it is)."""
+    details = [
+        UsageEventDetail.from_record(r).model_dump(mode="json") if isinstance(r, UsageRecord) else r for r in reports
+    ]
+    return {
+        "version": "0",
+        "id": "evt-batch",
+        "detail-type": USAGE_BATCH_DETAIL_TYPE,
+        "source": USAGE_EVENT_SOURCE,
+        "account": "123456789012",
+        "time": "2026-11-22T10:41:00Z",
+        "region": "us-east-1",
+        "resources": [],
+        "detail": {"reports": details},
     }

@@ -20,7 +20,13 @@ from guardrail.client.identity import CallerIdentity
 from guardrail.client.local_spend import LocalSpend
 from guardrail.client.reporting import EventSink, Reporter, UsageReport
 from guardrail.client.usage import Usage
-from guardrail.core.usage_event import USAGE_DETAIL_TYPE, UsageEventDetail, record_from_detail
+from guardrail.core.usage_event import (
+    USAGE_BATCH_DETAIL_TYPE,
+    USAGE_DETAIL_TYPE,
+    UsageBatchDetail,
+    UsageEventDetail,
+    record_from_detail,
+)
 
 CALLER = "arn:aws:sts::123456789012:assumed-role/chat-api-role/chat-api"
 WAIT = 30.0  # seconds a test waits for the reporter thread before failing (never a bound on speed)
@@ -82,8 +88,10 @@ def test_the_detail_is_byte_for_byte_what_the_pydantic_contract_gives(
     r = report(
         at=at, usage=usage, metadata=metadata, partial=partial, request_id=request_id, model_id=model_id, caller=caller
     )
-    detail = r.detail_json(r.timestamp())
+    detail = r.detail_json()
     assert detail == UsageEventDetail.from_record(r.record).model_dump_json()
+    # Packed (defaults left out), it reads back as the same detail.
+    assert UsageEventDetail.model_validate_json(r.packed_json()) == UsageEventDetail.model_validate_json(detail)
     # ... and the usage handler's parser reads back the record the client priced.
     parsed = record_from_detail(UsageEventDetail.model_validate_json(detail), "event")
     assert parsed == r.record.__class__(**{**_fields(r.record), "source": "event", "service_tier": tier})
@@ -248,5 +256,118 @@ def test_the_reporters_own_client_sends_the_same_entries_on_botocores_pipeline()
     (request,) = sent
     assert request.headers["User-Agent"].startswith(b"bedrock-cost-guardrail-client")
     entries = json.loads(request.body)["Entries"]
-    assert [e["Detail"] for e in entries] == [r.detail_json(r.timestamp()) for r in batch]
+    assert [e["Detail"] for e in entries] == [r.detail_json() for r in batch]
     assert {e["Time"] for e in entries} == {1_795_000_000.25}
+
+
+# -- packing (issue 19) -----------------------------------------------------------------------------------
+
+
+def entry_bytes(entry: dict[str, Any]) -> int:
+    """An entry's size as EventBridge counts it (Time 14 bytes; Source, DetailType, Detail in UTF-8), plus the
+    bus name, which the sink also counts to stay on the safe side."""
+    return 14 + sum(len(entry[k].encode()) for k in ("Source", "DetailType", "Detail", "EventBusName"))
+
+
+def packed_sink(events: RecordingEvents | Any, packing: int = 25, **kw: Any) -> EventSink:
+    return EventSink(events, "guardrail-usage", LocalSpend(), time.monotonic, packing=packing, **kw)
+
+
+class PackedEvents(RecordingEvents):
+    def put_events(self, Entries: list[dict[str, Any]]) -> dict[str, Any]:
+        with self.called:
+            self.calls.append(Entries)
+        return {"FailedEntryCount": 0, "Entries": [{"EventId": str(i)} for i in range(len(Entries))]}
+
+    def reports(self) -> list[list[list[str]]]:
+        """Request ids, per PutEvents, per entry."""
+        return [[[r["requestId"] for r in json.loads(e["Detail"])["reports"]] for e in c] for c in self.calls]
+
+
+def test_reports_are_packed_into_batch_events_whose_reports_are_the_single_details() -> None:
+    events = PackedEvents()
+    batch = [report(i) for i in range(60)]
+    assert packed_sink(events)(batch) == []
+    (put,) = events.calls  # 60 reports: one PutEvents of 25 + 25 + 10
+    assert [len(ids) for ids in events.reports()[0]] == [25, 25, 10]
+    assert {(e["Source"], e["DetailType"]) for e in put} == {("guardrail.client", USAGE_BATCH_DETAIL_TYPE)}
+    details = [d for e in put for d in json.loads(e["Detail"])["reports"]]
+    as_sent = [UsageEventDetail.model_validate(d) for d in details]
+    assert as_sent == [UsageEventDetail.model_validate_json(r.detail_json()) for r in batch]
+    assert UsageBatchDetail.model_validate_json(put[0]["Detail"]).reports == details[:25]  # the handler's model
+    assert "partial" not in details[0] and "cacheReadInputTokens" in details[0]  # defaults left out, the rest kept
+
+
+def test_packed_entries_pass_botocore_validation_of_put_events() -> None:
+    events = boto3.client("events", region_name="us-east-1")  # validating
+    with Stubber(events) as stub:
+        stub.add_response("put_events", {"FailedEntryCount": 0, "Entries": [{"EventId": str(i)} for i in range(4)]})
+        assert packed_sink(events)([report(i) for i in range(100)]) == []
+        stub.assert_no_pending_responses()
+
+
+@given(
+    sizes=st.lists(st.integers(0, 3_000), min_size=1, max_size=80),
+    packing=st.integers(1, 30),
+    max_bytes=st.integers(2_000, 12_000),
+)
+def test_packing_never_passes_eventbridges_limits_and_sends_every_report_once_in_order(
+    sizes: list[int], packing: int, max_bytes: int
+) -> None:
+    events = PackedEvents()
+    batch = [report(i, metadata={"app": "x" * n}) for i, n in enumerate(sizes)]
+    assert packed_sink(events, packing, max_bytes=max_bytes)(batch) == []
+    sent: list[str] = []
+    for put in events.calls:
+        assert 1 <= len(put) <= 10
+        per_entry = []
+        for entry in put:
+            detail = json.loads(entry["Detail"])
+            ids = [r["requestId"] for r in detail["reports"]] if packing > 1 else [detail["requestId"]]
+            assert 1 <= len(ids) <= packing
+            per_entry.append(ids)
+            sent += ids
+        if sum(entry_bytes(e) for e in put) > max_bytes:  # only a report too big to share may pass: alone
+            assert len(per_entry) == 1 and len(per_entry[0]) == 1
+    assert sent == [f"req-{i}" for i in range(len(sizes))]
+
+
+def test_a_report_too_big_to_share_goes_alone_and_the_others_are_not_held_back() -> None:
+    events = PackedEvents()
+    huge = report(1, metadata={"app": "x" * 300_000})  # over EventBridge's 256 KB by itself
+    batch = [report(0), huge, report(2), report(3)]
+    packed_sink(events)(batch)
+    assert events.reports() == [[["req-0"]], [["req-1"]], [["req-2", "req-3"]]]
+    assert all(sum(entry_bytes(e) for e in put) <= 256 * 1024 for put in events.calls[::2])
+
+
+def test_a_put_events_of_many_large_reports_stays_under_256_kb() -> None:
+    events = PackedEvents()
+    batch = [report(i, metadata={"app": "é" * 2_000}) for i in range(250)]  # about 4.3 KB each in UTF-8
+    packed_sink(events)(batch)
+    assert all(sum(entry_bytes(e) for e in put) <= 256 * 1024 for put in events.calls)
+    assert sum(len(ids) for put in events.reports() for ids in put) == 250
+    assert len(events.calls) == 5  # 59 reports per PutEvents: as full as the limit allows
+
+
+def test_a_failed_packed_entry_retries_every_report_it_carried() -> None:
+    class FailSecond(PackedEvents):
+        def put_events(self, Entries: list[dict[str, Any]]) -> dict[str, Any]:
+            super().put_events(Entries)
+            results: list[dict[str, Any]] = [{"EventId": "1"} for _ in Entries]
+            results[1] = {"ErrorCode": "InternalException", "ErrorMessage": "try again"}
+            return {"FailedEntryCount": 1, "Entries": results}
+
+    batch = [report(i) for i in range(30)]
+    failed = packed_sink(FailSecond(), packing=10)(batch)
+    assert [r.request_id for r in failed] == [f"req-{i}" for i in range(10, 20)]
+
+
+def test_the_timestamp_rounds_and_rolls_over_as_datetime_does() -> None:
+    from pydantic import TypeAdapter
+
+    from guardrail.client.reporting import _stamp
+
+    as_pydantic = TypeAdapter(datetime).dump_json
+    for at in (0.0, 0.0000005, 0.0000015, 1.9999995, 1.9999996, 59.9999999, 1_795_000_000.25, 3_999_999_999.9999997):
+        assert _stamp(at) == as_pydantic(datetime.fromtimestamp(at, UTC)).decode().strip('"'), at

@@ -2,8 +2,8 @@
 
 - Bedrock invocation logs: an existing log group, or one created here with invocation logging turned on
   by a custom resource; a subscription filter sends every record to the usage function.
-- Client usage events: an EventBridge rule for `source=guardrail.client`, `detail-type=Bedrock Usage`, on
-  the guardrail's own usage bus.
+- Client usage events: an EventBridge rule for `source=guardrail.client`, `detail-type` `Bedrock Usage`
+  (one report) or `Bedrock Usage Batch` (several packed), on the guardrail's own usage bus.
 Both paths invoke asynchronously; failures land in the usage function's queue (on-failure destination
 and EventBridge dead-letter queue), which the monitoring construct alarms on.
 """
@@ -25,7 +25,7 @@ from constructs import Construct
 from guardrail_cdk.constructs.alerting import Alerting
 from guardrail_cdk.constructs.function import FunctionCode, GuardrailFunction, retention
 from guardrail_cdk.constructs.ledger import Ledger
-from guardrail_cdk.props import HANDLERS, USAGE_EVENT_DETAIL_TYPE, USAGE_EVENT_SOURCE, GuardrailProps
+from guardrail_cdk.props import HANDLERS, USAGE_EVENT_DETAIL_TYPES, USAGE_EVENT_SOURCE, GuardrailProps
 
 CUSTOM_RESOURCE_CODE = Path(__file__).resolve().parents[1] / "runtime" / "invocation_logging.py"
 EVENT_TARGET_RETRIES = 8
@@ -89,7 +89,7 @@ class Ingest(Construct):
             "UsageEvents",
             description="Usage events sent by guardrail.client",
             event_bus=usage_bus,  # the guardrail's own bus: only named reporters may put (constructs/usage_bus.py)
-            event_pattern=events.EventPattern(source=[USAGE_EVENT_SOURCE], detail_type=[USAGE_EVENT_DETAIL_TYPE]),
+            event_pattern=events.EventPattern(source=[USAGE_EVENT_SOURCE], detail_type=list(USAGE_EVENT_DETAIL_TYPES)),
         )
         self.usage_rule.add_target(
             targets.LambdaFunction(
