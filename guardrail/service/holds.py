@@ -99,17 +99,21 @@ class Holds:
             return None
         return observed
 
-    def observe(self, name: str, item: TargetHold | None) -> None:
+    def observe(self, name: str, item: TargetHold | None, out: Outcome) -> None:
         """Schedule run: keep a fresh reading of a target nobody holds (`item`: its target item, read before
         the target). A target found stopped, missing, unreadable or refused is not kept (a shutdown reads it
-        itself and applies the rules of `plan`): so a kept reading is never a stop of ours."""
+        itself and applies the rules of `plan`): so a kept reading is never a stop of ours. Unreadable (not
+        missing) is reported: a shutdown would not be able to read it either."""
         if item is not None and (item.state == "held" or item.holders):
             return
         kind = self.targets.kind(name)
         reading = kind.read(name)
         if reading.readable and not reading.stopped and not kind.conflict(reading):
             self.store.observe(name, reading.value, item)
-        elif item is not None and item.observed is not None:
+            return
+        if not reading.readable and not reading.missing:
+            out.failures.append(f"{name}: could not read {kind.noun}: {reading.error}")
+        if item is not None and item.observed is not None:
             self.store.forget_reading(name, item)
 
     def _recent(self, item: TargetHold) -> bool:

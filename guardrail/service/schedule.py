@@ -150,12 +150,14 @@ def keep_readings(engine: Engine, effects: Effects, report: ScheduleReport) -> N
     names = list(dict.fromkeys(n for b in engine.resolver.budgets for n in effects.targets_of(b)))
     if not names:
         return
+    out = Outcome()
     try:
         items = effects.holds.store.get_many(names)
         for name in names:
-            effects.holds.observe(name, items[name])
+            effects.holds.observe(name, items[name], out)
     except Exception as exc:  # a missed reading only costs the next shutdown a read: reported, not fatal
-        report.failures.append(f"could not keep target readings: {aws_error(exc)}")
+        out.failures.append(f"could not keep target readings: {aws_error(exc)}")
+    report.failures.extend(out.failures)
 
 
 def _alert_repair(
