@@ -47,7 +47,6 @@ class Take:
     name: str
     saved: int | None
     request: dict[str, Any]  # the conditional UpdateItem
-    read: bool = False  # its state was read from AWS just now (not joined, not a kept reading)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +86,7 @@ class Holds:
             saved = item.saved  # a fresh tombstone's stop may be a late stop of ours: the saved state stands
         elif conflict := kind.conflict(reading):
             return Refused(conflict, "refused")
-        return Take(name, saved, self.store.take_request(name, scope, saved, item), read=True)
+        return Take(name, saved, self.store.take_request(name, scope, saved, item))
 
     def kept_reading(self, item: TargetHold | None) -> Observed | None:
         """The schedule run's reading of a target nobody holds, if a shutdown may save it as it is: the item

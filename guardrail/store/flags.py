@@ -211,7 +211,10 @@ class FlagStore:
             codes = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
             if codes and codes[0] == "ConditionalCheckFailed":
                 raise FlagConflict(f"flag {after.scope!r} moved past version {before.version}") from None
-            failed = [i for i, code in enumerate(codes[2:]) if code == "ConditionalCheckFailed"]
+            # A concurrent transaction on the same item (TransactionConflict) is a change too: read and retry.
+            failed = [
+                i for i, code in enumerate(codes[2:]) if code in ("ConditionalCheckFailed", "TransactionConflict")
+            ]
             if failed:
                 raise ItemConflict(failed) from None
             raise

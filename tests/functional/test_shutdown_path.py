@@ -190,3 +190,29 @@ def test_a_target_found_at_0_is_not_kept_and_a_kept_reading_is_dropped(
     assert holds.kept_reading(store().get("chat-api")) is None  # a 0 is never a kept reading
     world.usage(batch("a", 60))
     assert world.flag().targets["chat-api"].saved == 0  # read on the critical path: on-call's own 0
+
+
+def test_a_stale_target_item_from_the_batch_read_never_saves_our_0(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The items the engine read with the counters are older than a hold another scope took since (its 0 is
+    on the target): the first-holder write is conditional on the item as read, so it fails, the item is read
+    again, and the scope joins with the saved 7 instead of saving the 0 it would read."""
+    from guardrail.core.models import Flag, Level
+    from guardrail.service.effects import EffectReport
+
+    two_budgets(monkeypatch)
+    spend(world, "y", "g")  # global holds chat-api at 0
+    runtime = default_runtime()
+    flag = Flag(scope="app:x", level=Level.SHUTDOWN, applied=False)
+    report = EffectReport(scope="app:x", level=Level.SHUTDOWN)
+    stale: dict[str, Any] = {"chat-api": None}  # as read before global's hold
+    after = runtime.effects.shutdown(flag, runtime.engine.budget("app:x"), report, items=stale)
+    assert after.targets["chat-api"].saved == 7 and after.targets["chat-api"].status == "applied", report
+    assert stale["chat-api"].holders == {"global", "app:x"}  # the next scope of the batch joins at once
+    item = store().get("chat-api")
+    assert item is not None and item.saved == 7 and item.holders == {"global", "app:x"}
+    reset(world, "global")
+    assert world.concurrency("chat-api") == 0  # app:x still holds it
+    reset(world, "app:x")
+    assert world.concurrency("chat-api") == 7
