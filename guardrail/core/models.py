@@ -236,6 +236,19 @@ class TargetHold:
     holders: frozenset[str] = frozenset()
     state: Literal["held", "released"] = "held"
     released_at: datetime | None = None
+    rev: int = 0  # bumped by every write to the item: a write conditioned on it saw the item as it is
+    observed: Observed | None = None  # the schedule run's last reading while nobody held it
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    """A reading of a target taken by the schedule run while no scope held it, so a shutdown need not read it
+    again: its pre-guardrail state (never a stop: a target found stopped is not recorded), when, and the
+    item's `rev` it was written at (valid only while the item has not been written since)."""
+
+    value: int | None
+    at: datetime
+    rev: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from guardrail.core.config import function_name, is_role, target_name
 from guardrail.core.errors import FlagConflict
-from guardrail.core.models import Budget, Flag, Level, TargetState, WindowRef
-from guardrail.service.holds import Holds, Outcome, Refused
+from guardrail.core.models import Budget, Flag, Level, TargetHold, TargetState, WindowRef
+from guardrail.service.holds import MAX_ATTEMPTS, Holds, Outcome, Refused, Take
 from guardrail.service.messages import Burn, alert_message
 from guardrail.service.notify import AlertMessage, Notifier
 from guardrail.service.role_deny import RoleDeny
@@ -25,7 +25,7 @@ from guardrail.service.target_kinds import Targets
 from guardrail.service.targets import Concurrency, aws_error
 from guardrail.store.aws_clients import client
 from guardrail.store.breakdown import Leaders
-from guardrail.store.flags import FlagStore
+from guardrail.store.flags import FlagStore, ItemConflict
 from guardrail.store.table import alerted_key, item_key
 from guardrail.store.targets import TargetStore
 
@@ -38,6 +38,19 @@ ACTOR = "guardrail"
 # A shutdown is applied when every target is stopped, does not exist, or was refused (each said once).
 DONE = ("applied", "missing", "refused")
 UNTOUCHED = ("missing", "refused")  # never stopped, so never restored
+MAX_TRANSACTION_ITEMS = 100  # DynamoDB's limit per TransactWriteItems
+
+
+def _held_by(item: TargetHold | None, take: Take, scope: str) -> TargetHold:
+    """The target item as our committed take or join left it (for the next scope of the same batch)."""
+    if item is not None and item.state == "held":
+        return replace(item, holders=item.holders | {scope}, rev=item.rev + 1)
+    rev = (item.rev if item is not None else 0) + 1
+    return TargetHold(function=take.name, saved=take.saved, holders=frozenset({scope}), rev=rev)
+
+
+class _Retry(Exception):
+    """Some holds taken one by one found their item changed: plan again."""
 
 
 @dataclass
@@ -96,7 +109,7 @@ class Effects:
             if t.to_level == Level.SHUTDOWN and t.from_level < Level.SHUTDOWN:
                 # Marked applied only after the alert went out: a crash before it leaves the flag
                 # unapplied, and the schedule run finishes the shutdown and sends the alert.
-                flag = self.shutdown(flag, committed.budget, report, mark_applied=False)
+                flag = self.shutdown(flag, committed.budget, report, mark_applied=False, items=committed.targets)
             elif (t.from_level == Level.SHUTDOWN and t.to_level < Level.SHUTDOWN) or (
                 t.trigger == "reset" and flag.targets
             ):
@@ -139,7 +152,15 @@ class Effects:
     def _own(self, target: str) -> bool:
         return not is_role(target) and function_name(target) in self.own
 
-    def shutdown(self, flag: Flag, budget: Budget, report: EffectReport, *, mark_applied: bool = True) -> Flag:
+    def shutdown(
+        self,
+        flag: Flag,
+        budget: Budget,
+        report: EffectReport,
+        *,
+        mark_applied: bool = True,
+        items: dict[str, TargetHold | None] | None = None,
+    ) -> Flag:
         targets = self.targets_of(budget)
         skipped = [t for t in budget.targets if self._own(t)]
         if skipped:
@@ -152,36 +173,105 @@ class Effects:
                     report.failures.append(f"{name}: could not read {kind.noun}: {current.error}")
                 report.actions.append(f"set {kind.stop_text(name)} (now {current.describe()})")
             return self._mark_applied(flag)
-        # 1. Hold each target in its shared target item: its state is saved there once, by the first holder.
-        held = dict(flag.targets)
-        out = Outcome()
-        for name in targets:
-            if name in held:
-                continue
-            hold = self.holds.take(name, flag.scope, out)
-            if isinstance(hold, Refused):
-                held[name] = TargetState(saved=None, status=hold.status, message=hold.message)
-                if hold.status == "missing":
-                    out.failures.append(
-                        f"{name} does not exist ({hold.message}); nothing to stop. Said once for this shutdown"
-                    )
-                else:
-                    out.failures.append(f"{name}: {hold.message}. Said once for this shutdown")
-            elif hold is not None:
-                held[name] = TargetState(saved=hold.saved, status="saved")
-        report.actions += out.actions
-        report.failures += out.failures
-        # 2. The flag names what it holds before anything is touched: a crash after this is repaired from it.
-        if held != flag.targets:
-            try:
-                flag = self.flags.update(
-                    flag, actor=ACTOR, action="shutdown:saved", reason="saved reserved concurrency", targets=held
-                )
-            except FlagConflict:
-                self._drop_orphans(flag.scope, [n for n in held if n not in flag.targets], report)
-                raise
+        # 1 and 2. Hold each target in its shared target item (its state is saved there once, by the first
+        # holder) and name it in the flag, in one transaction, before anything is touched: a crash after
+        # this is repaired from the flag, and a flag that moved meanwhile leaves no hold behind.
+        wanted = [name for name in targets if name not in flag.targets]
+        if wanted:
+            flag = self._take_holds(flag, wanted, report, items)
         # 3. Set 0, then mark applied.
         return self.enforce_zero(flag, report, mark_applied=mark_applied)
+
+    def _take_holds(
+        self, flag: Flag, wanted: list[str], report: EffectReport, items: dict[str, TargetHold | None] | None
+    ) -> Flag:
+        """Hold `wanted` for the flag's scope and record them in the flag: one TransactWriteItems (the flag,
+        its audit entry and every target item, each conditional on being as read). `items`: the target items
+        as read already (the engine's batch read, shared by every scope of the batch: updated with the holds
+        taken here), else they are read here in one BatchGetItem."""
+        store = self.holds.store
+        known = dict(items or {})
+        fresh = {name for name in wanted if name not in known}
+        if fresh:
+            known |= store.get_many(list(fresh))
+        for _ in range(MAX_ATTEMPTS):
+            out = Outcome()
+            held = dict(flag.targets)
+            takes: list[Take] = []
+            for name in wanted:
+                plan = self.holds.plan(name, flag.scope, known[name], out)
+                if isinstance(plan, Refused):
+                    held[name] = TargetState(saved=None, status=plan.status, message=plan.message)
+                    if plan.status == "missing":
+                        out.failures.append(
+                            f"{name} does not exist ({plan.message}); nothing to stop. Said once for this shutdown"
+                        )
+                    else:
+                        out.failures.append(f"{name}: {plan.message}. Said once for this shutdown")
+                elif plan is not None:
+                    held[name] = TargetState(saved=plan.saved, status="saved")
+                    takes.append(plan)
+            # A refusal is no conditional write: it is decided on the item as it is now, not as read before
+            # another scope of this batch took the target (its stop would look like someone else's deny).
+            stale = [n for n, st in held.items() if st.status == "refused" and n in wanted and n not in fresh]
+            if stale:
+                known |= store.get_many(stale)
+                fresh.update(stale)
+                continue
+            if held == flag.targets:
+                break
+            try:
+                if len(takes) + 2 > MAX_TRANSACTION_ITEMS:
+                    flag = self._take_one_by_one(flag, takes, held, known, report)
+                else:
+                    flag = self.flags.update(
+                        flag,
+                        actor=ACTOR,
+                        action="shutdown:saved",
+                        reason="saved reserved concurrency",
+                        targets=held,
+                        extra=[{"Update": take.request} for take in takes],
+                    )
+                if items is not None:
+                    items.update({take.name: _held_by(known[take.name], take, flag.scope) for take in takes})
+                break
+            except ItemConflict as exc:
+                # A target item changed since it was read (another scope took or released it): read those again.
+                changed = [takes[i].name for i in exc.failed]
+                known |= store.get_many(changed)
+                fresh.update(changed)
+            except _Retry:
+                continue
+        else:
+            out.failures.append("target items kept changing; the schedule run will retry")
+        report.actions += out.actions
+        report.failures += out.failures
+        return flag
+
+    def _take_one_by_one(
+        self,
+        flag: Flag,
+        takes: list[Take],
+        held: dict[str, TargetState],
+        known: dict[str, TargetHold | None],
+        report: EffectReport,
+    ) -> Flag:
+        """More targets than one transaction holds: each hold on its own, then the flag (the order the
+        schedule run repairs from: a hold without a flag entry is released when its scope is not shut down)."""
+        changed = []
+        for take in takes:
+            if self.holds.store.apply(take.name, take.request) is None:
+                changed.append(take.name)
+        if changed:
+            known |= self.holds.store.get_many([take.name for take in takes])  # ours are joined next time
+            raise _Retry
+        try:
+            return self.flags.update(
+                flag, actor=ACTOR, action="shutdown:saved", reason="saved reserved concurrency", targets=held
+            )
+        except FlagConflict:
+            self._drop_orphans(flag.scope, [take.name for take in takes], report)
+            raise
 
     def _drop_orphans(self, scope: str, names: list[str], report: EffectReport) -> None:
         """Holds taken for a flag that moved meanwhile: give them back unless the scope still shuts down
@@ -195,19 +285,26 @@ class Effects:
         report.failures += out.failures
 
     def enforce_zero(self, flag: Flag, report: EffectReport, *, mark_applied: bool = True) -> Flag:
-        """Set 0 on every held target (also the schedule's drift repair)."""
+        """Set 0 on every held target (also the schedule's drift repair), then read their target items back
+        in one BatchGetItem: a stop a reset released meanwhile is undone (Holds.settle)."""
         targets = dict(flag.targets)
         out = Outcome()
+        stopped: list[str] = []
         for name, state in flag.targets.items():
             if state.status in UNTOUCHED:
                 continue
             kind = self.targets.kind(name)
             try:
-                stays = self.holds.stop(name, flag.scope, state.saved, out)
+                kind.stop(name)
             except Exception as exc:
                 report.failures.append(f"{name}: could not set {kind.stop_text(name)}: {aws_error(exc)}")
                 continue
-            if not stays:
+            stopped.append(name)
+        items = self.holds.store.get_many(stopped) if stopped else {}
+        for name in stopped:
+            state = flag.targets[name]
+            kind = self.targets.kind(name)
+            if not self.holds.settle(name, flag.scope, state.saved, items[name], out):
                 targets.pop(name)
                 continue
             targets[name] = replace(state, status="applied", message="")

@@ -14,6 +14,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 from guardrail.core import policy
+from guardrail.core.config import target_name
 from guardrail.core.errors import FlagConflict, GuardrailError, ResetRefused, ScopeNotFound
 from guardrail.core.models import (
     RATE_WINDOW,
@@ -26,6 +27,7 @@ from guardrail.core.models import (
     PricedRecord,
     QuarantinedRecord,
     ScopeTotals,
+    TargetHold,
     Transition,
     UsageRecord,
     WindowRef,
@@ -37,7 +39,8 @@ from guardrail.service.sources import RecordParser
 from guardrail.store.counters import totals_from_items
 from guardrail.store.flags import FlagStore
 from guardrail.store.ledger import Ledger, LedgerEntry
-from guardrail.store.table import batch_get, counter_key
+from guardrail.store.table import batch_get, counter_key, target_key
+from guardrail.store.targets import hold_from_item
 
 if TYPE_CHECKING:
     from mypy_boto3_bedrock import BedrockClient
@@ -46,6 +49,8 @@ if TYPE_CHECKING:
     from guardrail.core.config import Settings
 
 MAX_DECIDE_ATTEMPTS = 8
+# Target items by canonical name (None: no item); effects record the holds they take in it.
+TargetItems = dict[str, TargetHold | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +63,8 @@ class Committed:
     audit: AuditEntry
     totals: ScopeTotals
     budget: Budget
+    # The budget's target items as read with the counters (None: not read), so a shutdown need not read them.
+    targets: TargetItems | None = None
 
 
 class EffectsApplier(Protocol):
@@ -168,9 +175,9 @@ class Engine:
         dupes = set(outcome.duplicates)
         touched = outcome.touched | {c for e in entries if e.priced.record.request_id in dupes for c in e.counters}
         current = self._current_keys(touched)
-        totals, flags = self._read(current)
+        totals, flags, targets = self._read(current)
         result.totals = {scope: t for (scope, _), t in totals.items()}
-        result.transitions = self._evaluate(totals, flags)
+        result.transitions = self._evaluate(totals, flags, targets)
         return result
 
     def _split_future(self, records: Sequence[UsageRecord]) -> tuple[list[UsageRecord], list[QuarantinedRecord]]:
@@ -192,17 +199,22 @@ class Engine:
             future.append(QuarantinedRecord(reason=reason, raw=raw, source=record.source, received_at=now))
         return kept, future
 
-    def _read(self, keys: Sequence[CounterKey]) -> tuple[dict[CounterKey, ScopeTotals], dict[str, Flag]]:
-        """Counters and the flags of their scopes in one consistent BatchGetItem."""
+    def _read(self, keys: Sequence[CounterKey]) -> tuple[dict[CounterKey, ScopeTotals], dict[str, Flag], TargetItems]:
+        """Counters, the flags of their scopes and their budgets' target items in one consistent BatchGetItem
+        (a shutdown then takes its holds without reading them again: docs/enforcement.md)."""
         if not keys:
-            return {}, {}
+            return {}, {}, {}
         scopes = list(dict.fromkeys(scope for scope, _ in keys))
+        names = list(
+            dict.fromkeys(target_name(t) for s in scopes if (b := self.resolver.budget_for(s)) for t in b.targets)
+        )
         items = batch_get(
             self.ledger.client,
             self.ledger.table,
-            [counter_key(k) for k in keys] + [self.flags.key(s) for s in scopes],
+            [counter_key(k) for k in keys] + [self.flags.key(s) for s in scopes] + [target_key(n) for n in names],
         )
-        return totals_from_items(keys, items), self.flags.from_items(scopes, items)
+        found = {n: hold_from_item(i) if (i := items.get(target_key(n))) else None for n in names}
+        return totals_from_items(keys, items), self.flags.from_items(scopes, items), found
 
     def _current_keys(self, keys: Iterable[CounterKey]) -> list[CounterKey]:
         now = self.now()
@@ -210,14 +222,18 @@ class Engine:
         # moves the scope's level now (that would look like a rollover).
         return [(s, w) for s, w in keys if w.kind != RATE_WINDOW and w.start <= now < w.end]
 
-    def _evaluate(self, totals: Mapping[CounterKey, ScopeTotals], flags: Mapping[str, Flag]) -> list[Committed]:
+    def _evaluate(
+        self, totals: Mapping[CounterKey, ScopeTotals], flags: Mapping[str, Flag], targets: TargetItems
+    ) -> list[Committed]:
         won: list[Committed] = []
         for (scope, _), scope_totals in totals.items():
             budget = self.resolver.budget_for(scope)
             if budget is None:
                 continue
             decide = partial(self._evaluate_one, budget=budget, totals=scope_totals)
-            won.extend(self._decide_and_commit(flags[scope], decide, budget, scope_totals, actor="guardrail"))
+            won.extend(
+                self._decide_and_commit(flags[scope], decide, budget, scope_totals, actor="guardrail", targets=targets)
+            )
         return won
 
     def _evaluate_one(self, flag: Flag, *, budget: Budget, totals: ScopeTotals) -> Transition | None:
@@ -231,6 +247,7 @@ class Engine:
         totals: ScopeTotals,
         *,
         actor: str,
+        targets: TargetItems | None = None,
     ) -> list[Committed]:
         """Decide on the freshest flag and commit; on a lost race re-read and decide again."""
         for _ in range(MAX_DECIDE_ATTEMPTS):
@@ -243,7 +260,7 @@ class Engine:
             except FlagConflict:
                 flag = self.flags.get(flag.scope)
                 continue
-            committed = Committed(transition, flag, after, audit, totals, budget)
+            committed = Committed(transition, flag, after, audit, totals, budget, targets)
             if self.effects is not None:
                 self.effects.apply(committed)
             return [committed]

@@ -9,14 +9,19 @@ reset released it meanwhile. Every kind of target goes through the one adapter i
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from datetime import timedelta
+from typing import Any, Literal
 
-from guardrail.core.models import TargetHold
+from guardrail.core.models import Observed, TargetHold
 from guardrail.service.target_kinds import Targets
 from guardrail.service.targets import aws_error
 from guardrail.store.targets import TOMBSTONE_TTL, TargetStore
 
 MAX_ATTEMPTS = 4
+# A shutdown saves the schedule run's kept reading of a target (instead of reading it on the critical path)
+# while it is at most this old: three runs at the default 5-minute rate. A reservation changed by hand after
+# the last run is restored to what that run read.
+READING_FRESH = timedelta(minutes=15)
 
 
 @dataclass
@@ -36,6 +41,15 @@ class Release:
 
 
 @dataclass(frozen=True, slots=True)
+class Take:
+    """One scope's hold on one target, to be written (conditionally) in the flag's transaction."""
+
+    name: str
+    saved: int | None
+    request: dict[str, Any]  # the conditional UpdateItem
+
+
+@dataclass(frozen=True, slots=True)
 class Refused:
     """A target the guardrail must not take: found in a state it may not save (a role with a policy of the
     guardrail's name that the guardrail did not put there), or that does not exist."""
@@ -49,42 +63,70 @@ class Holds:
         self.targets = targets
         self.store = store
 
-    def take(self, name: str, scope: str, out: Outcome) -> TargetHold | Refused | None:
-        """Hold `name` for `scope`. The saved state is read from AWS only by the first holder (later ones
-        would read our own stop). Returns the hold, why it may not be taken, or None when it could not be
-        read."""
+    def plan(self, name: str, scope: str, item: TargetHold | None, out: Outcome) -> Take | Refused | None:
+        """How `scope` takes hold of `name`, given its target item as last read (`item`): join a held item, or
+        be its first holder and save its state. That state comes from the schedule run's kept reading while it
+        is fresh and the item unchanged since, else from AWS (later holders never read: they would read our
+        own stop). The update is conditional on the item being still as read. Returns why it may not be taken,
+        or None when it could not be read."""
         kind = self.targets.kind(name)
-        for _ in range(MAX_ATTEMPTS):
-            item = self.store.get(name)
-            if item is not None and item.state == "held":
-                taken = self.store.join(name, scope)
-            else:
-                reading = kind.read(name)
-                if reading.missing:
-                    return Refused(reading.error, "missing")
-                if not reading.readable:
-                    out.failures.append(f"{name}: could not read {kind.noun}: {reading.error}")
-                    return None
-                saved = reading.value
-                if item is not None and reading.stopped and self._recent(item):
-                    saved = item.saved  # a fresh tombstone's stop may be a late stop of ours: the saved state stands
-                elif conflict := kind.conflict(reading):
-                    return Refused(conflict, "refused")
-                taken = self.store.take(name, scope, saved, over_tombstone=item is not None)
-            if taken is not None:
-                return taken
-        out.failures.append(f"{name}: its target item kept changing; the schedule run will retry")
-        return None
+        if item is not None and item.state == "held":
+            return Take(name, item.saved, self.store.join_request(name, scope, item.saved))
+        kept = self.kept_reading(item)
+        if kept is not None:
+            return Take(name, kept.value, self.store.take_request(name, scope, kept.value, item))
+        reading = kind.read(name)
+        if reading.missing:
+            return Refused(reading.error, "missing")
+        if not reading.readable:
+            out.failures.append(f"{name}: could not read {kind.noun}: {reading.error}")
+            return None
+        saved = reading.value
+        if item is not None and reading.stopped and self._recent(item):
+            saved = item.saved  # a fresh tombstone's stop may be a late stop of ours: the saved state stands
+        elif conflict := kind.conflict(reading):
+            return Refused(conflict, "refused")
+        return Take(name, saved, self.store.take_request(name, scope, saved, item))
+
+    def kept_reading(self, item: TargetHold | None) -> Observed | None:
+        """The schedule run's reading of a target nobody holds, if a shutdown may save it as it is: the item
+        was not written since (no hold, so no stop of ours, came after it) and it is at most READING_FRESH old."""
+        if item is None or item.observed is None or item.state == "held" or item.holders:
+            return None
+        observed = item.observed
+        if observed.rev != item.rev or not timedelta(0) <= self.store.now() - observed.at <= READING_FRESH:
+            return None
+        return observed
+
+    def observe(self, name: str, item: TargetHold | None, out: Outcome) -> None:
+        """Schedule run: keep a fresh reading of a target nobody holds (`item`: its target item, read before
+        the target). A target found stopped, missing, unreadable or refused is not kept (a shutdown reads it
+        itself and applies the rules of `plan`): so a kept reading is never a stop of ours. Unreadable (not
+        missing) is reported: a shutdown would not be able to read it either."""
+        if item is not None and (item.state == "held" or item.holders):
+            return
+        kind = self.targets.kind(name)
+        reading = kind.read(name)
+        if reading.readable and not reading.stopped and not kind.conflict(reading):
+            self.store.observe(name, reading.value, item)
+            return
+        if not reading.readable and not reading.missing:
+            out.failures.append(f"{name}: could not read {kind.noun}: {reading.error}")
+        if item is not None and item.observed is not None:
+            self.store.forget_reading(name, item)
 
     def _recent(self, item: TargetHold) -> bool:
         return item.released_at is not None and self.store.now() - item.released_at < TOMBSTONE_TTL
 
     def stop(self, name: str, scope: str, saved: int | None, out: Outcome) -> bool:
-        """Stop the target, then make sure `scope` still holds it: a reset that released it while we stopped
-        it would otherwise leave a stop nobody records. True when it stays stopped for `scope`."""
+        """Stop the target, then make sure `scope` still holds it (see `settle`). True when it stays stopped."""
+        self.targets.kind(name).stop(name)
+        return self.settle(name, scope, saved, self.store.get(name), out)
+
+    def settle(self, name: str, scope: str, saved: int | None, item: TargetHold | None, out: Outcome) -> bool:
+        """After the stop, with the target item read after it: a reset that released it while we stopped it
+        would otherwise leave a stop nobody records, so it is undone. True when it stays stopped for `scope`."""
         kind = self.targets.kind(name)
-        kind.stop(name)
-        item = self.store.get(name)
         if item is not None and scope in item.holders:
             return True
         if item is None or not item.holders:

@@ -82,6 +82,7 @@ def run(engine: Engine, effects: Effects, cloudwatch: CloudWatchClient | None) -
         report.failures.extend(effect.failures + effect.notification_failures)
     if not engine.settings.dry_run:
         repair_holds(engine, effects, report)
+        keep_readings(engine, effects, report)
     if cloudwatch is not None and engine.resolver.budget_for(GLOBAL) is not None:
         try:
             report.reconciliation = reconcile(engine, effects, cloudwatch)
@@ -140,6 +141,23 @@ def repair_holds(engine: Engine, effects: Effects, report: ScheduleReport) -> No
             out.actions.append(f"{item.function}: a late stop after its release was undone")
         report.repaired.extend(out.actions)
         report.failures.extend(out.failures)
+
+
+def keep_readings(engine: Engine, effects: Effects, report: ScheduleReport) -> None:
+    """Read every configured target nobody holds and keep the reading in its target item (item read first,
+    reading kept only if the item did not change since): a shutdown within READING_FRESH saves it without
+    reading the target on its critical path (docs/enforcement.md, "Kept readings")."""
+    names = list(dict.fromkeys(n for b in engine.resolver.budgets for n in effects.targets_of(b)))
+    if not names:
+        return
+    out = Outcome()
+    try:
+        items = effects.holds.store.get_many(names)
+        for name in names:
+            effects.holds.observe(name, items[name], out)
+    except Exception as exc:  # a missed reading only costs the next shutdown a read: reported, not fatal
+        out.failures.append(f"could not keep target readings: {aws_error(exc)}")
+    report.failures.extend(out.failures)
 
 
 def _alert_repair(

@@ -7,7 +7,7 @@ so when two invocations cross a threshold at once exactly one wins, and only the
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -27,6 +27,15 @@ def _iso(value: datetime | None) -> str | None:
 
 def _dt(value: Any) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
+
+
+class ItemConflict(Exception):
+    """A flag change's transaction was cancelled by the condition of one of the items written with it (the
+    flag itself had not moved): `failed` are their indices in `extra`."""
+
+    def __init__(self, failed: list[int]) -> None:
+        super().__init__(f"items {failed} changed")
+        self.failed = failed
 
 
 def flag_to_dict(flag: Flag) -> dict[str, Any]:
@@ -165,10 +174,13 @@ class FlagStore:
         actor: str,
         action: str,
         reason: str,
+        extra: Sequence[dict[str, Any]] = (),
     ) -> AuditEntry:
-        """Write `after` only if the stored flag is still `before` (by version), with its audit entry.
+        """Write `after` only if the stored flag is still `before` (by version), with its audit entry and the
+        `extra` transaction items (conditional target updates), all or nothing.
 
-        Raises FlagConflict when another invocation moved the flag first.
+        Raises FlagConflict when another invocation moved the flag first, ItemConflict when an extra item's
+        condition failed.
         """
         if after.version != before.version + 1:
             raise ValueError("a committed flag must be exactly one version after the one it replaces")
@@ -193,11 +205,18 @@ class FlagStore:
             put_flag["ExpressionAttributeValues"] = {":v": {"N": str(before.version)}}
         try:
             items: list[Any] = [{"Put": put_flag}, {"Put": {"TableName": self.table, "Item": audit_item(entry)}}]
+            items.extend(extra)
             self.client.transact_write_items(TransactItems=items)
         except self.client.exceptions.TransactionCanceledException as exc:
             codes = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
             if codes and codes[0] == "ConditionalCheckFailed":
                 raise FlagConflict(f"flag {after.scope!r} moved past version {before.version}") from None
+            # A concurrent transaction on the same item (TransactionConflict) is a change too: read and retry.
+            failed = [
+                i for i, code in enumerate(codes[2:]) if code in ("ConditionalCheckFailed", "TransactionConflict")
+            ]
+            if failed:
+                raise ItemConflict(failed) from None
             raise
         return entry
 
@@ -209,10 +228,20 @@ class FlagStore:
         )
         return self.commit(before, after, actor=actor, action=action, reason=transition.reason)
 
-    def update(self, before: Flag, *, actor: str, action: str, reason: str, **changes: Any) -> Flag:
-        """A version-checked change of a flag's effect bookkeeping (targets, applied), audited."""
+    def update(
+        self,
+        before: Flag,
+        *,
+        actor: str,
+        action: str,
+        reason: str,
+        extra: Sequence[dict[str, Any]] = (),
+        **changes: Any,
+    ) -> Flag:
+        """A version-checked change of a flag's effect bookkeeping (targets, applied), audited, with `extra`
+        transaction items written in the same transaction."""
         after = replace(before, version=before.version + 1, **changes)
-        self.commit(before, after, actor=actor, action=action, reason=reason)
+        self.commit(before, after, actor=actor, action=action, reason=reason, extra=extra)
         return after
 
     def history(self, scope: str | None = None, limit: int = 50) -> list[AuditEntry]:

@@ -155,7 +155,7 @@ def test_effects_never_stop_the_running_function_even_if_configuration_slipped(
             calls.append(FunctionName)
 
     class Flags:
-        def update(self, flag: Flag, *, actor: str, action: str, reason: str, **changes: Any) -> Flag:
+        def update(self, flag: Flag, *, actor: str, action: str, reason: str, extra: Any = (), **changes: Any) -> Flag:
             return replace(flag, version=flag.version + 1, **changes)
 
     class Targets:  # shared target items, in memory
@@ -165,9 +165,12 @@ def test_effects_never_stop_the_running_function_even_if_configuration_slipped(
         def get(self, function: str) -> TargetHold | None:
             return self.items.get(function)
 
-        def take(self, function: str, scope: str, saved: int | None, **_: Any) -> TargetHold:
-            self.items[function] = TargetHold(function, saved, frozenset({scope}))
-            return self.items[function]
+        def get_many(self, functions: list[str]) -> dict[str, TargetHold | None]:
+            return {f: self.items.get(f) for f in functions}
+
+        def take_request(self, function: str, scope: str, saved: int | None, seen: Any) -> dict[str, Any]:
+            self.items[function] = TargetHold(function, saved, frozenset({scope}))  # as the flag's transaction would
+            return {}
 
     effects = Effects(Flags(), lambda_factory=Lambda, notifier=None, targets=Targets())  # type: ignore[arg-type]
     budget = Budget(
