@@ -43,7 +43,7 @@ def test_a_reset_at_any_aws_call_of_a_shutdown_leaves_nothing_unrecorded(world: 
     shutdown = threading.Thread(target=world.usage, args=(event,))
     stepper.arm(shutdown, at)
     shutdown.start()
-    if not stepper.paused.wait(10):
+    if not stepper.paused_in(shutdown):
         shutdown.join()
         pytest.skip(f"the shutdown makes fewer than {at} AWS calls")
     reset(world)  # in this thread: between two AWS calls of the shutdown

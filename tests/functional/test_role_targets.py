@@ -213,7 +213,7 @@ def test_a_reset_at_any_aws_call_of_a_role_shutdown_leaves_no_deny_unrecorded(
     shutdown = threading.Thread(target=world.usage, args=(batch("a", 60),))
     stepper.arm(shutdown, at)
     shutdown.start()
-    if not stepper.paused.wait(10):
+    if not stepper.paused_in(shutdown):
         shutdown.join()
         pytest.skip(f"the shutdown makes fewer than {at} AWS calls")
     handlers.reset.handler({"scope": "global", "reason": "drill", "actor": "alice"}, world.ctx)

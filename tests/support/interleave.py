@@ -30,6 +30,14 @@ class Stepper:
     def arm(self, thread: threading.Thread | None, at: int, *, crash: bool = False) -> None:
         self.thread, self.at, self.crash, self.calls = thread, at, crash, 0
 
+    def paused_in(self, thread: threading.Thread) -> bool:
+        """Wait until the stepped `thread` pauses at the armed call (True) or ends without reaching it
+        (False). No wall-clock bound: a slow machine only makes it take longer."""
+        while not self.paused.wait(0.02):
+            if not thread.is_alive():
+                return self.paused.is_set()
+        return True
+
     def _before(self, **_: Any) -> None:
         if self.thread is None or threading.current_thread() is not self.thread:
             return
