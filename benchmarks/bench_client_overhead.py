@@ -303,10 +303,11 @@ def main() -> None:
             f"{statistics.median(r['reports_per_entry'] for r in runs):.1f} per entry, "
             f"{statistics.median(r['kb_per_put'] for r in runs):.0f} KB per PutEvents"
         )
+        calls = CALLS[case.partition("+")[0]]
         label = f"{case:14s} {threads} thread{'s' if threads > 1 else ' '}"
         if not case.startswith("canned"):
             pace = " at 100 calls/s" if case == "paced" else ""
-            print(f"  {label}: guarded {spread(guarded_us)} us/call   ({per_put}, {CALLS[case]} calls{pace})")
+            print(f"  {label}: guarded {spread(guarded_us)} us/call   ({per_put}, {calls} calls{pace})")
             print(f"  {'':24s}  bare    {spread([r['bare_us'] for r in runs])} us/call")
             print(f"  {'':24s}  added   {spread([r['guarded_us'] - r['bare_us'] for r in runs])} us/call")
             continue
@@ -315,7 +316,7 @@ def main() -> None:
             verdicts.append(ok)
         print(
             f"  {label}: {spread(guarded_us)} us/call   goal <= {GOAL_US:.0f}: {'meets' if ok else 'MISSES'}   "
-            f"({per_put}, {CALLS[case]} calls)"
+            f"({per_put}, {calls} calls)"
         )
         callers = [r["callers_us"] for r in runs]
         rest = [r["guarded_us"] - r["callers_us"] for r in runs]
