@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal, Protocol
 
+from guardrail.client.yielding_lock import YieldingLock
 from guardrail.core.leases import LeasePolicy, slice_for
 from guardrail.core.models import CounterKey
 from guardrail.store.leases import LeaseItem
@@ -113,7 +114,7 @@ class Leases:
         self.holder = holder or uuid.uuid4().hex[:16]
         self._leases: dict[str, _Lease] = {}
         self._resolved: dict[tuple[str, ...], tuple[_Lease, ...]] = {}
-        self._lock = threading.Lock()
+        self._lock = YieldingLock()  # taken twice per call by every calling thread (see yielding_lock)
         self._acquiring = threading.Lock()
         self._logged_at = float("-inf")
 
