@@ -444,7 +444,8 @@ def test_a_client_that_saw_shutdown_stays_closed_through_an_outage_even_failing_
     shut = set_flag(ddb, "global", Level.SHUTDOWN)
     timer = FakeTimer()
     source = BrokenSource(DynamoFlagSource(ddb, TABLE))
-    cache = FlagCache(source, ttl=1.0, max_stale=300.0, fail_mode="open", read_timeout=0.2, timer=timer)  # type: ignore[arg-type]
+    # The outage is BrokenSource raising, not a slow read: a wall-clock read timeout has no part in it.
+    cache = FlagCache(source, ttl=1.0, max_stale=300.0, fail_mode="open", read_timeout=30.0, timer=timer)  # type: ignore[arg-type]
     client = guard(
         bedrock.client,
         settings=load_settings(table_name=TABLE),
