@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import threading
 import time
 from decimal import Decimal
@@ -36,6 +35,9 @@ os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
 
 import boto3
 
+# The same model, usage and Bedrock stand-in as the cross-process children (one place for the scenario).
+from overshoot_processes import MODEL, THRESHOLD, StubBedrock
+
 from guardrail import GuardrailShutdown
 from guardrail.client import ClientOptions, GuardedBedrockClient
 from guardrail.client.local_spend import Ticket
@@ -45,16 +47,7 @@ from guardrail.service.engine import Engine
 from guardrail.store.table import create_table
 
 TABLE = "guardrail-bench"
-THRESHOLD = Decimal(25)
 COST = Decimal("0.05")
-MODEL = "global.anthropic.claude-haiku-4-5-20251001-v1:0"
-USAGE = {
-    "inputTokens": 10_000,
-    "outputTokens": 6_000,
-    "totalTokens": 24_000,
-    "cacheReadInputTokens": 0,
-    "cacheWriteInputTokens": 8_000,
-}
 REQUEST: dict[str, Any] = {"modelId": MODEL, "messages": [{"role": "user", "content": [{"text": "go on"}]}]}
 
 
@@ -75,27 +68,6 @@ class Serialised:
                 return method(*args, **kwargs)
 
         return call
-
-
-class FakeBedrock:
-    meta = type("Meta", (), {"region_name": "us-east-1"})()
-
-    def __init__(self) -> None:
-        self.calls = 0
-        self._lock = threading.Lock()
-
-    def converse(self, **_: Any) -> dict[str, Any]:
-        with self._lock:
-            self.calls += 1
-            rid = f"req-{self.calls}-{random.getrandbits(40):x}"
-        time.sleep(random.uniform(0.02, 0.08))
-        return {
-            "output": {"message": {"role": "assistant", "content": [{"text": "..."}]}},
-            "stopReason": "end_turn",
-            "usage": dict(USAGE),
-            "metrics": {"latencyMs": 50},
-            "ResponseMetadata": {"RequestId": rid, "HTTPStatusCode": 200, "HTTPHeaders": {}},
-        }
 
 
 class DelayedUsageHandler:
@@ -154,7 +126,7 @@ def run(processes: int, threads_per_process: int, report: str) -> dict[str, Any]
         settings: Settings = load_settings(table_name=TABLE, thresholds="alert=5,throttle=10,shutdown=25")
         ingest_engine = Engine(settings, dynamodb=ddb)  # type: ignore[arg-type]
         handler = DelayedUsageHandler(ingest_engine, lag=0.5)
-        bedrock = FakeBedrock()
+        bedrock = StubBedrock()
         clients = []
         tickets: list[list[Ticket]] = []
         for _ in range(processes):

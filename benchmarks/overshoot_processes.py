@@ -49,7 +49,8 @@ CALLER = "arn:aws:sts::123456789012:assumed-role/bench/bench"  # given: no STS l
 
 
 class StubBedrock:
-    """Bedrock stand-in: 20-80 ms per call (the GIL is released, as in network I/O), $0.05 of usage."""
+    """Bedrock stand-in, here and in bench_overshoot.py's in-process cases: 20-80 ms per call (the GIL is
+    released, as in network I/O), $0.05 of usage."""
 
     meta = type("Meta", (), {"region_name": "us-east-1"})()
 
