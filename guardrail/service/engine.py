@@ -281,6 +281,14 @@ class Engine:
         window = self.current_window(self.budget(scope))
         return self.ledger.totals([(scope, window)])[(scope, window)]
 
+    def complete_open_batches(self, older_than: timedelta) -> tuple[list[str], list[Committed]]:
+        """Ledger batches whose writer stopped between claiming and applying (guardrail.store.batches):
+        applied now, exactly once, and what they add to evaluated like new spend."""
+        done, touched = self.ledger.batches.sweep(older_than)
+        if not touched:
+            return done, []
+        return done, self._evaluate(*self._read(self._current_keys(touched)))
+
     def evaluate_scope(self, scope: str) -> list[Committed]:
         """Re-evaluate one scope now (schedule: window rollover, snooze expiry)."""
         budget = self.budget(scope)

@@ -39,8 +39,19 @@ class ScheduleReport:
     reconciliation: dict[str, str] = field(default_factory=dict)
 
 
+# A ledger batch is applied by its writer within the usage function's timeout; one older was left by a writer
+# that stopped, and a redelivery may never come: the schedule run applies it.
+OPEN_BATCH_GRACE = timedelta(minutes=10)
+
+
 def run(engine: Engine, effects: Effects, cloudwatch: CloudWatchClient | None) -> ScheduleReport:
     report = ScheduleReport()
+    # 0. Spend claimed but not yet added to the counters, first: every later step reads the counters.
+    done, applied = engine.complete_open_batches(OPEN_BATCH_GRACE)
+    report.repaired.extend(f"ledger: applied batch {batch}, left open by its writer" for batch in done)
+    for change in applied:
+        t = change.transition
+        report.transitions.append(f"{t.scope}: {t.from_level.label} -> {t.to_level.label} ({t.trigger})")
     for flag in engine.flags.list_all():
         budget = engine.resolver.budget_for(flag.scope)
         if budget is None:

@@ -56,17 +56,22 @@ class CounterDelta:
 
     def remove(self, held: HeldCopy, keys: Sequence[str]) -> int:
         """Take back what a superseded copy added; returns how many breakdown keys are new to this counter."""
-        cost = held.cost
-        self.spend -= cost
-        self.requests -= 1
-        self.input_tokens -= held.input_tokens
-        self.output_tokens -= held.output_tokens
-        self.cache_read_tokens -= held.cache_read_tokens
-        self.cache_write_tokens -= held.cache_write_tokens
-        if held.source != AUTHORITATIVE:
-            self.unconfirmed -= cost
-            self.unconfirmed_requests -= 1
-        return self._by(keys, -cost, -1)
+        return self.add_copy(held, keys, -1)
+
+    def add_copy(self, copy: HeldCopy, keys: Sequence[str], sign: int = 1) -> int:
+        """Add (or with sign -1 take back) what a request item counts; returns how many breakdown keys are
+        new to this counter."""
+        cost = copy.cost if sign > 0 else -copy.cost
+        self.spend += cost
+        self.requests += sign
+        self.input_tokens += sign * copy.input_tokens
+        self.output_tokens += sign * copy.output_tokens
+        self.cache_read_tokens += sign * copy.cache_read_tokens
+        self.cache_write_tokens += sign * copy.cache_write_tokens
+        if copy.source != AUTHORITATIVE:
+            self.unconfirmed += cost
+            self.unconfirmed_requests += sign
+        return self._by(keys, cost, sign)
 
     def _by(self, keys: Sequence[str], cost: Decimal, requests: int) -> int:
         breakdown = self.breakdown
@@ -136,6 +141,31 @@ def resolve_copies(
 def _by_keys(counter: CounterKey, keys: Sequence[str]) -> Sequence[str]:
     """Breakdown items are kept for budget windows only: burn-rate buckets keep no breakdown."""
     return keys if counter[1].kind != RATE_WINDOW else ()
+
+
+def sum_counts(
+    entries: Iterable[LedgerEntry], copies: Iterable[HeldCopy] = ()
+) -> tuple[dict[CounterKey, CounterDelta], int]:
+    """What these request items add to every counter and breakdown item, and how many items that is."""
+    counters: dict[CounterKey, CounterDelta] = {}
+    items = 0
+    for entry in entries:
+        keys = breakdown_keys(entry.priced.record)
+        for counter in entry.counters:
+            delta = counters.get(counter)
+            if delta is None:
+                delta = counters[counter] = CounterDelta()
+                items += 1
+            items += delta.add(entry.priced, _by_keys(counter, keys))
+    for copy in copies:
+        keys = dimension_keys(copy.model_id, copy.app, copy.caller)
+        for counter in copy.counters:
+            delta = counters.get(counter)
+            if delta is None:
+                delta = counters[counter] = CounterDelta()
+                items += 1
+            items += delta.add_copy(copy, _by_keys(counter, keys))
+    return counters, items
 
 
 def _new_items(chunk: Chunk, touches: Sequence[tuple[CounterKey, Sequence[str]]]) -> int:

@@ -78,6 +78,7 @@ class HeldCopy:
     app: str
     caller: str
     counters: tuple[CounterKey, ...]
+    batch: str = ""  # the ledger batch that counts it (guardrail.store.batches); "" when written in one transaction
 
     @property
     def tokens(self) -> int:
@@ -115,6 +116,7 @@ class HeldCopy:
             app=metadata.get("app", {}).get("S", ""),
             caller=item.get("caller", {}).get("S", ""),
             counters=counters,
+            batch=item.get("batch", {}).get("S", ""),
         )
 
     def condition(self) -> dict[str, Any]:

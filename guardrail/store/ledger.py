@@ -1,67 +1,43 @@
 """The spend ledger: every Bedrock request counted exactly once (key formats: guardrail.store.table).
 
-A batch is written as TransactWriteItems: each request item is put with `attribute_not_exists(pk)` in the
-same transaction as the ADD on every counter it touches. A duplicate cancels the transaction; its
-CancellationReasons point at the duplicate request items, which are dropped before the retry.
+A batch that fits one TransactWriteItems is written as one: each request item is put with
+`attribute_not_exists(pk)` in the same transaction as the ADD on every counter it touches. A duplicate
+cancels the transaction; its CancellationReasons point at the duplicate request items, which are dropped
+before the retry. A bigger batch claims its request items, then applies their sums
+(guardrail.store.batches); copies that replace a held one are still written the one-transaction way.
 """
 
 from __future__ import annotations
 
 import hashlib
-import random
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from guardrail.core.errors import LedgerError
-from guardrail.core.models import RATE_WINDOW, CounterKey, QuarantinedRecord, ScopeTotals, WindowRef
-from guardrail.store.chunks import Chunk, CounterDelta, num
+from guardrail.core.models import CounterKey, QuarantinedRecord, ScopeTotals
+from guardrail.store.batches import Batches, RecordOutcome
+from guardrail.store.chunks import MAX_TRANSACTION_ITEMS, Chunk, num, resolve_copies, sum_counts
 from guardrail.store.chunks import LedgerEntry as LedgerEntry  # re-exported: the ledger's input
 from guardrail.store.chunks import plan_chunks as plan_chunks
-from guardrail.store.copies import HeldCopy, counters_attribute, supersedes, tokens
+from guardrail.store.copies import HeldCopy, supersedes, tokens
 from guardrail.store.counters import totals_from_items
+from guardrail.store.ledger_items import counter_updates, request_put
 from guardrail.store.table import (
     batch_get,
-    breakdown_key,
     counter_key,
     counter_pk,
     item_key,
     quarantine_key,
     quarantine_pk,
-    request_key,
 )
+from guardrail.store.transact import CONDITION_FAILED, MAX_ATTEMPTS, RETRYABLE_REASONS, backoff
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 __all__ = ["Ledger", "LedgerEntry", "RecordOutcome", "num", "plan_chunks"]
-
-MAX_ATTEMPTS = 8
-RETRYABLE_REASONS = {
-    "TransactionConflict",
-    "ThrottlingError",
-    "ProvisionedThroughputExceeded",
-    "RequestLimitExceeded",
-}
-RATE_BUCKET_TTL = timedelta(days=2)
-
-
-@dataclass
-class RecordOutcome:
-    """What a batch did: entries recorded (new, or replacing a held copy: `corrected`), identical repeats
-    dropped (`duplicates`), and copies inside the batch that lost to a better copy (`superseded`)."""
-
-    recorded: list[LedgerEntry] = field(default_factory=list)
-    duplicates: list[str] = field(default_factory=list)
-    superseded: list[str] = field(default_factory=list)
-    corrected: dict[str, HeldCopy] = field(default_factory=dict)
-    write_calls: int = 0
-    # Every counter a written transaction moved (the recorded entries' and the corrected copies'): collected
-    # per transaction, whose counters are already distinct, rather than per record.
-    touched: set[CounterKey] = field(default_factory=set)
 
 
 class Ledger:
@@ -79,14 +55,32 @@ class Ledger:
         self.request_ttl = timedelta(days=request_ttl_days)
         self.now = now
         self.sleep = sleep
+        self.batches = Batches(client, table_name, request_ttl=self.request_ttl, now=now, sleep=sleep)
 
     # -- writing ---------------------------------------------------------------------------------
 
     def record(self, entries: Sequence[LedgerEntry]) -> RecordOutcome:
+        """Count each request once. A batch that fits one transaction writes its request items and every
+        counter they move together; a bigger one is claimed, then applied by sums (guardrail.store.batches)."""
         outcome = RecordOutcome()
-        for chunk in plan_chunks(entries, dropped=outcome.duplicates, superseded=outcome.superseded):
-            self._write_chunk(chunk, outcome)
+        unique = resolve_copies(entries, outcome.duplicates, outcome.superseded)
+        if not unique:
+            return outcome
+        sums, items = sum_counts(unique)
+        if len(unique) + items <= MAX_TRANSACTION_ITEMS:
+            self._write_chunks(unique, outcome)
+            return outcome
+        corrections = self.batches.record(unique, outcome, sums)
+        if corrections:
+            held = {rid: copy for rid, (_, copy) in corrections.items()}
+            self._write_chunks([entry for entry, _ in corrections.values()], outcome, held)
         return outcome
+
+    def _write_chunks(
+        self, entries: Sequence[LedgerEntry], outcome: RecordOutcome, held: dict[str, HeldCopy] | None = None
+    ) -> None:
+        for chunk in plan_chunks(entries, held=held, limit=_limit(held)):
+            self._write_chunk(chunk, outcome)
 
     def _write_chunk(self, chunk: Chunk, outcome: RecordOutcome) -> None:
         pending = chunk
@@ -98,12 +92,23 @@ class Ledger:
             try:
                 self.client.transact_write_items(TransactItems=items)  # type: ignore[arg-type]
             except self.client.exceptions.TransactionCanceledException as exc:
-                reasons = exc.response.get("CancellationReasons", [])
+                reasons: list[dict[str, Any]] = [dict(r) for r in exc.response.get("CancellationReasons", [])]
                 conflicts = [
                     (pending.entries[i], reason.get("Item"))
                     for i, reason in enumerate(reasons[: len(pending.entries)])
-                    if reason.get("Code") == "ConditionalCheckFailed"
+                    if reason.get("Code") == CONDITION_FAILED
                 ]
+                batches = self._open_batches(pending, reasons)
+                if batches:
+                    # A held copy's batch is not applied yet: apply it (its writer may have died), then retry.
+                    rounds += 1
+                    if rounds > 2 * len(chunk.entries) + MAX_ATTEMPTS:
+                        raise LedgerError("ledger batches kept opening under the ledger; the event is retried") from exc
+                    for batch in batches:
+                        calls, counters = self.batches.complete(batch)
+                        outcome.write_calls += calls
+                        outcome.touched |= counters
+                    continue
                 if conflicts:
                     # Each round drops a duplicate or learns a better held copy (copies only move up):
                     # bounded by the chunk, unlike contention.
@@ -118,7 +123,7 @@ class Ledger:
                 codes = {r.get("Code") for r in reasons} - {"None", None}
                 if codes and not codes <= RETRYABLE_REASONS:
                     raise LedgerError(f"ledger transaction refused: {sorted(c for c in codes if c)}") from exc
-                self._backoff(attempt)
+                backoff(self.sleep, attempt)
                 attempt += 1
                 continue
             except (
@@ -127,7 +132,7 @@ class Ledger:
                 self.client.exceptions.ThrottlingException,
                 self.client.exceptions.TransactionInProgressException,
             ):
-                self._backoff(attempt)
+                backoff(self.sleep, attempt)
                 attempt += 1
                 continue
             outcome.recorded.extend(pending.entries)
@@ -160,105 +165,29 @@ class Ledger:
         if not rest:
             return None
         # A correction also touches the held copy's counters: the retry may no longer fit one transaction.
-        first, *more = plan_chunks(rest, held=held)
+        first, *more = plan_chunks(rest, held=held, limit=_limit(held))
         for extra in more:
             self._write_chunk(extra, outcome)
         return first
 
-    def _backoff(self, attempt: int) -> None:
-        self.sleep(min(2.0, 0.02 * 2**attempt) * random.random())
+    def _open_batches(self, chunk: Chunk, reasons: list[dict[str, Any]]) -> list[str]:
+        """The held copies' batches whose closed check failed (the checks are the chunk's last items)."""
+        batches = sorted({h.batch for h in chunk.held.values() if h.batch})
+        checks = reasons[len(reasons) - len(batches) :] if batches else []
+        return [b for b, r in zip(batches, checks, strict=True) if r.get("Code") == CONDITION_FAILED]
 
     def _transaction_items(self, chunk: Chunk) -> list[dict[str, Any]]:
         expires = num(int((self.now() + self.request_ttl).timestamp()))
-        items: list[dict[str, Any]] = []
-        for entry in chunk.entries:
-            items.append({"Put": self._request_put(entry, expires, chunk.held.get(entry.priced.record.request_id))})
-        for (scope, window), delta in chunk.counters.items():
-            items.append({"Update": self._counter_update(scope, window, delta)})
-            for key, spend in delta.breakdown.items():
-                items.append({"Update": self._breakdown_update(scope, window, key, spend, delta)})
+        items: list[dict[str, Any]] = [
+            {"Put": request_put(self.table, e, expires, chunk.held.get(e.priced.record.request_id))}
+            for e in chunk.entries
+        ]
+        items.extend(counter_updates(self.table, chunk.counters))
+        # A copy counted by a batch still open may not be replaced until that batch is applied
+        # (guardrail.store.batches): its counters are summed from the request items it claimed.
+        open_batches = sorted({h.batch for h in chunk.held.values() if h.batch})
+        items.extend({"ConditionCheck": self.batches.closed_check(b)} for b in open_batches)
         return items
-
-    def _breakdown_update(
-        self, scope: str, window: WindowRef, key: str, spend: Decimal, delta: CounterDelta
-    ) -> dict[str, Any]:
-        return {
-            "TableName": self.table,
-            "Key": item_key(breakdown_key(scope, window, key)),
-            "UpdateExpression": "ADD spend_usd :s, requests :n SET by_key = :k",
-            "ExpressionAttributeValues": {":s": num(spend), ":n": num(delta.breakdown_requests[key]), ":k": {"S": key}},
-        }
-
-    def _request_put(self, entry: LedgerEntry, expires: dict[str, str], held: HeldCopy | None) -> dict[str, Any]:
-        r = entry.priced.record
-        price = entry.priced.price
-        item: dict[str, Any] = {
-            **item_key(request_key(r.request_id)),
-            "at": {"S": r.timestamp.astimezone(UTC).isoformat()},
-            "model_id": {"S": r.model_id},
-            "priced_as": {"S": price.priced_model},
-            "cost_usd": num(price.cost),
-            "input_tokens": num(r.input_tokens),
-            "output_tokens": num(r.output_tokens),
-            "cache_read_tokens": num(r.cache_read_tokens),
-            "cache_write_tokens": num(r.cache_write_tokens),
-            "source": {"S": r.source},
-            "counters": counters_attribute(entry.counters),  # what a later, better copy takes back out
-            "expires_at": expires,
-        }
-        if r.caller:
-            item["caller"] = {"S": r.caller}
-        if r.metadata:
-            item["metadata"] = {"M": {k: {"S": v} for k, v in r.metadata.items()}}
-        if price.at_ceiling:
-            item["at_ceiling"] = {"BOOL": True}
-        if r.partial:
-            item["partial"] = {"BOOL": True}
-        # A new request, or the copy we replace still as we read it. On failure the item comes back with the
-        # cancellation (ALL_OLD): deciding duplicate or correction needs no extra read.
-        condition = {"ConditionExpression": "attribute_not_exists(pk)"} if held is None else held.condition()
-        return {"TableName": self.table, "Item": item, "ReturnValuesOnConditionCheckFailure": "ALL_OLD", **condition}
-
-    def _counter_update(self, scope: str, window: WindowRef, delta: CounterDelta) -> dict[str, Any]:
-        names = {
-            "#spend": "spend_usd",
-            "#req": "requests",
-            "#in": "input_tokens",
-            "#out": "output_tokens",
-            "#cr": "cache_read_tokens",
-            "#cw": "cache_write_tokens",
-            "#scope": "scope",
-            "#ws": "window_start",
-            "#we": "window_end",
-        }
-        values: dict[str, Any] = {
-            ":spend": num(delta.spend),
-            ":req": num(delta.requests),
-            ":in": num(delta.input_tokens),
-            ":out": num(delta.output_tokens),
-            ":cr": num(delta.cache_read_tokens),
-            ":cw": num(delta.cache_write_tokens),
-            ":scope": {"S": scope},
-            ":ws": {"S": window.start.isoformat()},
-            ":we": {"S": window.end.isoformat()},
-        }
-        adds = ["#spend :spend", "#req :req", "#in :in", "#out :out", "#cr :cr", "#cw :cw"]
-        if delta.unconfirmed or delta.unconfirmed_requests:  # only client copies move it: logs write no more
-            names.update({"#uc": "unconfirmed_usd", "#ucr": "unconfirmed_requests"})
-            values.update({":uc": num(delta.unconfirmed), ":ucr": num(delta.unconfirmed_requests)})
-            adds += ["#uc :uc", "#ucr :ucr"]
-        sets = "#scope = :scope, #ws = :ws, #we = :we"
-        if window.kind == RATE_WINDOW:  # burn-rate buckets are only read for a few hours
-            names["#exp"] = "expires_at"
-            values[":exp"] = num(int((window.end + RATE_BUCKET_TTL).timestamp()))
-            sets += ", #exp = :exp"
-        return {
-            "TableName": self.table,
-            "Key": item_key(counter_key((scope, window))),
-            "UpdateExpression": "ADD " + ", ".join(adds) + " SET " + sets,
-            "ExpressionAttributeNames": names,
-            "ExpressionAttributeValues": values,
-        }
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -300,7 +229,7 @@ class Ledger:
                 request = dict(resp.get("UnprocessedItems") or {})
                 if not request:
                     break
-                self._backoff(attempt)
+                backoff(self.sleep, attempt)
             else:
                 raise LedgerError("could not store quarantined records after retries")
             written += len(batch)
@@ -327,3 +256,8 @@ class Ledger:
             ConsistentRead=True,
         )
         return list(resp.get("Items", []))
+
+
+def _limit(held: dict[str, HeldCopy] | None) -> int:
+    """Room for request items and counters once each held copy's batch has its closed check."""
+    return MAX_TRANSACTION_ITEMS - len({h.batch for h in (held or {}).values() if h.batch})

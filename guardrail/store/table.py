@@ -16,6 +16,12 @@ No other module writes a key literal. String keys `pk` / `sk`, on-demand, TTL at
 | spend by model/app/caller | `BY#<scope>#<window key>#<dim>` | `<value>`                                | no  |
 | Slack request seen     | `SLACKREQ#<timestamp>#<signature>` | `SLACKREQ`                              | yes |
 | budget lease           | `LEASE#<scope>`                   | `WINDOW#<kind>#<start>`                  | yes |
+| ledger batch state     | `BATCH#<batch id>`                | `STATE`                                  | yes |
+| ledger batch claims    | `BATCH#<batch id>`                | `CLAIM#<n>`                              | yes |
+| ledger batch part done | `BATCH#<batch id>`                | `PART#<n>`                               | yes |
+| open ledger batch      | `OPENBATCH`                       | `<batch id>`                             | no  |
+
+An open-batch entry is deleted when its batch is applied.
 """
 
 from __future__ import annotations
@@ -52,6 +58,8 @@ TARGET_SK = "TARGET"
 SLACK_REQUEST_PREFIX = "SLACKREQ#"  # a signed Slack request, remembered once so a replay is refused
 SLACK_REQUEST_SK = "SLACKREQ"
 LEASE_PREFIX = "LEASE#"  # apart from the counter: lease traffic never contends with ledger writes
+BATCH_PREFIX = "BATCH#"  # a ledger batch applied by sums (guardrail.store.batches)
+OPEN_BATCHES_PK = "OPENBATCH"  # the batches not yet applied: what the schedule run completes
 BREAKDOWN_PREFIX = "by:"  # legacy counter attributes holding spend by model/app/caller (read, never written)
 
 
@@ -74,6 +82,15 @@ def counter_key(key: CounterKey) -> Key:
 def lease_key(key: CounterKey) -> Key:
     """One lease item per scope and window: the slices guarded clients hold of its headroom."""
     return f"{LEASE_PREFIX}{key[0]}", counter_sk(key[1])
+
+
+def batch_key(batch: str, part: str) -> Key:
+    """`part`: `STATE`, `CLAIM#<n>` or `PART#<n>`."""
+    return f"{BATCH_PREFIX}{batch}", part
+
+
+def open_batch_key(batch: str) -> Key:
+    return OPEN_BATCHES_PK, batch
 
 
 def flag_key(scope: str, *, dry_run: bool = False) -> Key:

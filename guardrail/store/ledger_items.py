@@ -1,0 +1,117 @@
+"""The ledger's writes in DynamoDB's wire format: a request item's Put, a counter's and a breakdown item's ADD
+(key formats: guardrail.store.table). Shared by the one-transaction path (guardrail.store.ledger) and the
+batch path (guardrail.store.batches), so both write exactly the same items."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, timedelta
+from decimal import Decimal
+from typing import Any
+
+from guardrail.core.models import RATE_WINDOW, CounterKey, WindowRef
+from guardrail.store.chunks import CounterDelta, LedgerEntry, num
+from guardrail.store.copies import HeldCopy, counters_attribute
+from guardrail.store.table import breakdown_key, counter_key, item_key, request_key
+
+RATE_BUCKET_TTL = timedelta(days=2)
+_NAMES = {
+    "#spend": "spend_usd",
+    "#req": "requests",
+    "#in": "input_tokens",
+    "#out": "output_tokens",
+    "#cr": "cache_read_tokens",
+    "#cw": "cache_write_tokens",
+    "#scope": "scope",
+    "#ws": "window_start",
+    "#we": "window_end",
+}
+
+
+def request_put(
+    table: str, entry: LedgerEntry, expires: dict[str, str], held: HeldCopy | None, batch: str = ""
+) -> dict[str, Any]:
+    """The request item: what it counted (so a better copy can take it back out) and, on the batch path,
+    the batch that counts it."""
+    r = entry.priced.record
+    price = entry.priced.price
+    item: dict[str, Any] = {
+        **item_key(request_key(r.request_id)),
+        "at": {"S": r.timestamp.astimezone(UTC).isoformat()},
+        "model_id": {"S": r.model_id},
+        "priced_as": {"S": price.priced_model},
+        "cost_usd": num(price.cost),
+        "input_tokens": num(r.input_tokens),
+        "output_tokens": num(r.output_tokens),
+        "cache_read_tokens": num(r.cache_read_tokens),
+        "cache_write_tokens": num(r.cache_write_tokens),
+        "source": {"S": r.source},
+        "counters": counters_attribute(entry.counters),  # what a later, better copy takes back out
+        "expires_at": expires,
+    }
+    if r.caller:
+        item["caller"] = {"S": r.caller}
+    if r.metadata:
+        item["metadata"] = {"M": {k: {"S": v} for k, v in r.metadata.items()}}
+    if price.at_ceiling:
+        item["at_ceiling"] = {"BOOL": True}
+    if r.partial:
+        item["partial"] = {"BOOL": True}
+    if batch:
+        item["batch"] = {"S": batch}
+    # A new request, or the copy we replace still as we read it. On failure the item comes back with the
+    # cancellation (ALL_OLD): deciding duplicate or correction needs no extra read.
+    condition = {"ConditionExpression": "attribute_not_exists(pk)"} if held is None else held.condition()
+    return {"TableName": table, "Item": item, "ReturnValuesOnConditionCheckFailure": "ALL_OLD", **condition}
+
+
+def counter_update(table: str, scope: str, window: WindowRef, delta: CounterDelta) -> dict[str, Any]:
+    names = dict(_NAMES)
+    values: dict[str, Any] = {
+        ":spend": num(delta.spend),
+        ":req": num(delta.requests),
+        ":in": num(delta.input_tokens),
+        ":out": num(delta.output_tokens),
+        ":cr": num(delta.cache_read_tokens),
+        ":cw": num(delta.cache_write_tokens),
+        ":scope": {"S": scope},
+        ":ws": {"S": window.start.isoformat()},
+        ":we": {"S": window.end.isoformat()},
+    }
+    adds = "#spend :spend, #req :req, #in :in, #out :out, #cr :cr, #cw :cw"
+    if delta.unconfirmed or delta.unconfirmed_requests:  # only client copies move it: logs write no more
+        names.update({"#uc": "unconfirmed_usd", "#ucr": "unconfirmed_requests"})
+        values.update({":uc": num(delta.unconfirmed), ":ucr": num(delta.unconfirmed_requests)})
+        adds += ", #uc :uc, #ucr :ucr"
+    sets = "#scope = :scope, #ws = :ws, #we = :we"
+    if window.kind == RATE_WINDOW:  # burn-rate buckets are only read for a few hours
+        names["#exp"] = "expires_at"
+        values[":exp"] = num(int((window.end + RATE_BUCKET_TTL).timestamp()))
+        sets += ", #exp = :exp"
+    return {
+        "TableName": table,
+        "Key": item_key(counter_key((scope, window))),
+        "UpdateExpression": "ADD " + adds + " SET " + sets,
+        "ExpressionAttributeNames": names,
+        "ExpressionAttributeValues": values,
+    }
+
+
+def breakdown_update(
+    table: str, scope: str, window: WindowRef, key: str, spend: Decimal, requests: int
+) -> dict[str, Any]:
+    return {
+        "TableName": table,
+        "Key": item_key(breakdown_key(scope, window, key)),
+        "UpdateExpression": "ADD spend_usd :s, requests :n SET by_key = :k",
+        "ExpressionAttributeValues": {":s": num(spend), ":n": num(requests), ":k": {"S": key}},
+    }
+
+
+def counter_updates(table: str, counters: dict[CounterKey, CounterDelta]) -> Iterator[dict[str, Any]]:
+    """Every Update that applies these sums: each counter, then its breakdown items."""
+    for (scope, window), delta in counters.items():
+        yield {"Update": counter_update(table, scope, window, delta)}
+        requests = delta.breakdown_requests
+        for key, spend in delta.breakdown.items():
+            yield {"Update": breakdown_update(table, scope, window, key, spend, requests[key])}
