@@ -123,6 +123,7 @@ def serialised_dynamodb() -> Iterator[None]:
         "batch_get_item",
         "query",
         "scan",
+        "delete_item",
     ):
         original = getattr(DynamoDBBackend, name)
         originals[name] = original

@@ -55,7 +55,10 @@ class Ledger:
         self.request_ttl = timedelta(days=request_ttl_days)
         self.now = now
         self.sleep = sleep
-        self.batches = Batches(client, table_name, request_ttl=self.request_ttl, now=now, sleep=sleep)
+        # Through the ledger's own clock and sleep, which tests (and the demo) may swap after construction.
+        self.batches = Batches(
+            client, table_name, request_ttl=self.request_ttl, now=lambda: self.now(), sleep=lambda s: self.sleep(s)
+        )
 
     # -- writing ---------------------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ TABLE_ACTIONS = {
     "dynamodb:PutItem",
     "dynamodb:UpdateItem",
     "dynamodb:ConditionCheckItem",
+    "dynamodb:DeleteItem",
 }
 
 

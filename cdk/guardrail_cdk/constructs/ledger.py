@@ -13,8 +13,9 @@ SORT_KEY = "sk"
 TTL_ATTRIBUTE = "expires_at"
 
 READ_ACTIONS = ("dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:DescribeTable")
-# TransactWriteItems is authorised per contained operation (Put / Update / ConditionCheck).
-WRITE_ACTIONS = ("dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:ConditionCheckItem")
+# TransactWriteItems is authorised per contained operation (Put / Update / ConditionCheck / Delete: a ledger
+# batch leaves the open-batch index when it is applied).
+WRITE_ACTIONS = ("dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:ConditionCheckItem", "dynamodb:DeleteItem")
 
 
 class Ledger(Construct):
