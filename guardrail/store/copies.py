@@ -43,24 +43,32 @@ def better(new: UsageRecord, held: UsageRecord) -> bool:
 
 
 _ATTRIBUTES: dict[tuple[CounterKey, ...], dict[str, Any]] = {}
-_MAX_CACHED = 4096
+_ELEMENTS: dict[CounterKey, dict[str, Any]] = {}
+_MAX_CACHED = 16384  # a day of 5-minute buckets at 50 scopes: about 8 MB
 
 
 def counters_attribute(counters: tuple[CounterKey, ...]) -> dict[str, Any]:
     """Every counter a copy added to, as the request item keeps it: [scope, kind, start, end].
 
-    Records of one batch mostly share their counters: the attribute is built once per distinct tuple
-    (bounded cache; callers never mutate the returned value)."""
+    Records of one batch mostly share their counters, if not the whole tuple (a batch spread over a day
+    has one 5-minute bucket per record): the attribute is built once per distinct tuple from elements built
+    once per counter (bounded caches; callers never mutate the returned value)."""
     attribute = _ATTRIBUTES.get(counters)
     if attribute is None:
         if len(_ATTRIBUTES) >= _MAX_CACHED:
             _ATTRIBUTES.clear()
-        attribute = _ATTRIBUTES[counters] = {
-            "L": [
-                {"L": [{"S": s}, {"S": w.kind}, {"S": w.start.isoformat()}, {"S": w.end.isoformat()}]}
-                for s, w in counters
-            ]
-        }
+        if len(_ELEMENTS) >= _MAX_CACHED:
+            _ELEMENTS.clear()
+        elements = []
+        for counter in counters:
+            element = _ELEMENTS.get(counter)
+            if element is None:
+                s, w = counter
+                element = _ELEMENTS[counter] = {
+                    "L": [{"S": s}, {"S": w.kind}, {"S": w.start.isoformat()}, {"S": w.end.isoformat()}]
+                }
+            elements.append(element)
+        attribute = _ATTRIBUTES[counters] = {"L": elements}
     return attribute
 
 

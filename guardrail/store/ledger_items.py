@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, timedelta
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 from guardrail.core.models import RATE_WINDOW, CounterKey, WindowRef
@@ -65,33 +66,48 @@ def request_put(
     return {"TableName": table, "Item": item, "ReturnValuesOnConditionCheckFailure": "ALL_OLD", **condition}
 
 
-def counter_update(table: str, scope: str, window: WindowRef, delta: CounterDelta) -> dict[str, Any]:
-    names = dict(_NAMES)
+@lru_cache(maxsize=16384)  # a batch names each counter once, and the next batch mostly the same ones
+def _counter_static(scope: str, window: WindowRef) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """What a counter's Update says whatever the sums: its key, the window it covers, its TTL."""
     values: dict[str, Any] = {
+        ":scope": {"S": scope},
+        ":ws": {"S": window.start.isoformat()},
+        ":we": {"S": window.end.isoformat()},
+    }
+    names = dict(_NAMES)
+    if window.kind == RATE_WINDOW:  # burn-rate buckets are only read for a few hours
+        names["#exp"] = "expires_at"
+        values[":exp"] = num(int((window.end + RATE_BUCKET_TTL).timestamp()))
+    return item_key(counter_key((scope, window))), names, values
+
+
+_ADD = "ADD #spend :spend, #req :req, #in :in, #out :out, #cr :cr, #cw :cw"
+_ADD_UNCONFIRMED = _ADD + ", #uc :uc, #ucr :ucr"
+_SET = " SET #scope = :scope, #ws = :ws, #we = :we"
+_SET_EXPIRY = _SET + ", #exp = :exp"
+
+
+def counter_update(table: str, scope: str, window: WindowRef, delta: CounterDelta) -> dict[str, Any]:
+    key, names, static = _counter_static(scope, window)
+    values: dict[str, Any] = {
+        **static,
         ":spend": num(delta.spend),
         ":req": num(delta.requests),
         ":in": num(delta.input_tokens),
         ":out": num(delta.output_tokens),
         ":cr": num(delta.cache_read_tokens),
         ":cw": num(delta.cache_write_tokens),
-        ":scope": {"S": scope},
-        ":ws": {"S": window.start.isoformat()},
-        ":we": {"S": window.end.isoformat()},
     }
-    adds = "#spend :spend, #req :req, #in :in, #out :out, #cr :cr, #cw :cw"
+    add = _ADD
     if delta.unconfirmed or delta.unconfirmed_requests:  # only client copies move it: logs write no more
-        names.update({"#uc": "unconfirmed_usd", "#ucr": "unconfirmed_requests"})
-        values.update({":uc": num(delta.unconfirmed), ":ucr": num(delta.unconfirmed_requests)})
-        adds += ", #uc :uc, #ucr :ucr"
-    sets = "#scope = :scope, #ws = :ws, #we = :we"
-    if window.kind == RATE_WINDOW:  # burn-rate buckets are only read for a few hours
-        names["#exp"] = "expires_at"
-        values[":exp"] = num(int((window.end + RATE_BUCKET_TTL).timestamp()))
-        sets += ", #exp = :exp"
+        names = {**names, "#uc": "unconfirmed_usd", "#ucr": "unconfirmed_requests"}
+        values[":uc"] = num(delta.unconfirmed)
+        values[":ucr"] = num(delta.unconfirmed_requests)
+        add = _ADD_UNCONFIRMED
     return {
         "TableName": table,
-        "Key": item_key(counter_key((scope, window))),
-        "UpdateExpression": "ADD " + adds + " SET " + sets,
+        "Key": key,  # shared between calls: never mutated
+        "UpdateExpression": add + (_SET_EXPIRY if window.kind == RATE_WINDOW else _SET),
         "ExpressionAttributeNames": names,
         "ExpressionAttributeValues": values,
     }
