@@ -31,7 +31,7 @@ from guardrail.core.errors import LedgerError
 from guardrail.core.models import CounterKey
 from guardrail.store.chunks import CounterDelta, LedgerEntry, num, sum_counts
 from guardrail.store.copies import HeldCopy, supersedes, tokens
-from guardrail.store.ledger_items import counter_updates, request_put
+from guardrail.store.ledger_items import counter_updates, request_put_text
 from guardrail.store.table import batch_get, batch_key, item_key, open_batch_key, request_key
 from guardrail.store.transact import CONDITION_FAILED, send
 
@@ -144,7 +144,7 @@ class Batches:
             last = index == len(chunks) - 1
             pending = chunk
             while pending or (last and claim.opened):
-                items = [{"Put": request_put(self.table, e, expires, None, claim.batch)} for e in pending]
+                items: list[Any] = [request_put_text(self.table, e, expires, claim.batch) for e in pending]
                 if pending:
                     items.append({"Update": self._claim_list(claim.batch, index, pending, expires)})
                 state_at = len(items)

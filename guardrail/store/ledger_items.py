@@ -4,10 +4,12 @@ batch path (guardrail.store.batches), so both write exactly the same items."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, timedelta
 from decimal import Decimal
 from functools import lru_cache
+from json.encoder import encode_basestring_ascii as _quote
 from typing import Any
 
 from guardrail.core.models import RATE_WINDOW, CounterKey, WindowRef
@@ -85,6 +87,65 @@ _ADD = "ADD #spend :spend, #req :req, #in :in, #out :out, #cr :cr, #cw :cw"
 _ADD_UNCONFIRMED = _ADD + ", #uc :uc, #ucr :ucr"
 _SET = " SET #scope = :scope, #ws = :ws, #we = :we"
 _SET_EXPIRY = _SET + ", #exp = :exp"
+
+
+_TEXT_CACHE: dict[tuple[CounterKey, ...], str] = {}
+_MAX_TEXTS = 16384
+
+
+def _counters_text(counters: tuple[CounterKey, ...]) -> str:
+    text = _TEXT_CACHE.get(counters)
+    if text is None:
+        if len(_TEXT_CACHE) >= _MAX_TEXTS:
+            _TEXT_CACHE.clear()
+        text = _TEXT_CACHE[counters] = json.dumps(counters_attribute(counters), separators=(",", ":"))
+    return text
+
+
+def _s(text: str) -> str:
+    return '{"S":' + _quote(text) + "}"
+
+
+def request_put_text(table: str, entry: LedgerEntry, expires: dict[str, str], batch: str) -> str:
+    """`{"Put": request_put(table, entry, expires, None, batch)}` rendered as JSON text, without building
+    the dicts (the batch path's claims: one per request; tests/unit/test_ledger_items.py checks the two
+    are the same request). Strings are escaped by json's own encoder (ASCII, as botocore sends them)."""
+    r = entry.priced.record
+    price = entry.priced.price
+    pk, sk = request_key(r.request_id)
+    parts = [
+        '{"Put":{"TableName":',
+        _quote(table),
+        ',"Item":{"pk":',
+        _s(pk),
+        ',"sk":',
+        _s(sk),
+        ',"at":',
+        _s(r.timestamp.astimezone(UTC).isoformat()),
+        ',"model_id":',
+        _s(r.model_id),
+        ',"priced_as":',
+        _s(price.priced_model),
+        f',"cost_usd":{{"N":"{price.cost:f}"}},"input_tokens":{{"N":"{r.input_tokens:d}"}}',
+        f',"output_tokens":{{"N":"{r.output_tokens:d}"}},"cache_read_tokens":{{"N":"{r.cache_read_tokens:d}"}}',
+        f',"cache_write_tokens":{{"N":"{r.cache_write_tokens:d}"}},"source":',
+        _s(r.source),
+        ',"counters":',
+        _counters_text(entry.counters),
+        f',"expires_at":{{"N":"{expires["N"]}"}}',
+    ]
+    if r.caller:
+        parts += [',"caller":', _s(r.caller)]
+    if r.metadata:
+        parts.append(',"metadata":{"M":{' + ",".join(_quote(k) + ":" + _s(v) for k, v in r.metadata.items()) + "}}")
+    if price.at_ceiling:
+        parts.append(',"at_ceiling":{"BOOL":true}')
+    if r.partial:
+        parts.append(',"partial":{"BOOL":true}')
+    if batch:
+        parts += [',"batch":', _s(batch)]
+    parts.append('},"ReturnValuesOnConditionCheckFailure":"ALL_OLD","ConditionExpression":"attribute_not_exists(pk)"}}')
+    return "".join(parts)
 
 
 def counter_update(table: str, scope: str, window: WindowRef, delta: CounterDelta) -> dict[str, Any]:

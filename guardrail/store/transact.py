@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from guardrail.core.errors import LedgerError
+from guardrail.store import prebuilt
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -26,14 +27,15 @@ def backoff(sleep: Callable[[float], None], attempt: int) -> None:
     sleep(min(2.0, 0.02 * 2**attempt) * random.random())
 
 
-def send(
-    client: DynamoDBClient, items: list[dict[str, Any]], sleep: Callable[[float], None]
-) -> list[dict[str, Any]] | None:
+def send(client: DynamoDBClient, items: list[Any], sleep: Callable[[float], None]) -> list[dict[str, Any]] | None:
     """None when the transaction committed; its CancellationReasons (one per item, in order) when a
-    condition failed. Raises LedgerError when it stays contended or is refused for another reason."""
+    condition failed. Raises LedgerError when it stays contended or is refused for another reason.
+    Items are dicts or JSON text (guardrail.store.prebuilt), parsed back for a client that takes no text."""
+    if not prebuilt.accepts_text(client):
+        items = prebuilt.as_params(items)
     for attempt in range(MAX_ATTEMPTS):
         try:
-            client.transact_write_items(TransactItems=items)  # type: ignore[arg-type]
+            client.transact_write_items(TransactItems=items)
             return None
         except client.exceptions.TransactionCanceledException as exc:
             reasons: list[dict[str, Any]] = [dict(r) for r in exc.response.get("CancellationReasons", [])]

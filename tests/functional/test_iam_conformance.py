@@ -40,6 +40,7 @@ from guardrail.service.slack_reset import SlackReset, default_slack_reset
 from guardrail.store.flags import FlagStore
 from guardrail.tools.embedded_aws import create_function
 from tests.support.common import TABLE, FakeLambdaContext, load_event
+from tests.support.crash import Crash, CrashAt
 from tests.support.factories import SONNET_45_US, record
 from tests.support.iam import (
     assume_function_role,
@@ -163,6 +164,11 @@ class Deployment:
         """The guardrail's deny is on the role target (read outside enforcement)."""
         return POLICY_NAME in self.iam.list_role_policies(RoleName="batch-jobs")["PolicyNames"]
 
+    def spend(self, scope: str) -> tuple[int, int]:
+        """Requests and input tokens the scope's counters hold (read outside enforcement)."""
+        totals = build().engine.scope_totals(scope)
+        return totals.requests, totals.input_tokens
+
     def flag(self, scope: str = "global") -> Any:
         return FlagStore(boto3.client("dynamodb", region_name=REGION), TABLE).get(scope)
 
@@ -278,6 +284,23 @@ def schedule_repairs_drift_and_reconciles(d: Deployment) -> None:
     assert_notified(d, 1)  # the repair is announced
 
 
+def schedule_applies_a_ledger_batch_its_writer_left_open(d: Deployment) -> None:
+    # Set up (not enforced): a usage invocation that died between claiming 150 requests and applying them.
+    d.become("usage")
+    at = datetime.now(UTC) - timedelta(minutes=11)
+    runtime = build(now=lambda: at)
+    records = [record(f"open-{i}", at=at - timedelta(minutes=i)) for i in range(150)]
+    crash = CrashAt(runtime.client("dynamodb"), 3, after=False)  # 2 claim transactions, then the first part
+    with pytest.raises(Crash):
+        runtime.engine.ingest(records)
+    crash.remove()
+    assert FlagStore(boto3.client("dynamodb", region_name=REGION), TABLE).get("global").level == Level.NORMAL
+    d.become("schedule")
+    result = d.run(handlers.schedule.handler, SCHEDULED)
+    assert result["failures"] == [] and any("applied batch" in r for r in result["repaired"]), result
+    assert d.spend("global") == (150, 150 * record("x").input_tokens)
+
+
 def schedule_auto_clear_restores(d: Deployment) -> None:
     budgets = json.dumps(
         [
@@ -350,6 +373,7 @@ SCENARIOS: dict[str, tuple[str, Scenario]] = {
     "reset: restores every target": ("reset", reset_restores),
     "schedule: drift repair and reconciliation": ("schedule", schedule_repairs_drift_and_reconciles),
     "schedule: auto-clear restore": ("schedule", schedule_auto_clear_restores),
+    "schedule: applies a ledger batch left open": ("schedule", schedule_applies_a_ledger_batch_its_writer_left_open),
     "slack: reset from Slack": ("slack", slack_resets),
     "cli: status, history, reset": (ONCALL, cli_under_the_on_call_policy),
 }
@@ -379,6 +403,8 @@ REGRESSIONS = [
     ("cli: status, history, reset", "iam:DeleteRolePolicy"),
     ("slack: reset from Slack", "lambda:PutFunctionConcurrency"),
     ("slack: reset from Slack", "iam:DeleteRolePolicy"),
+    # A ledger batch leaves the open-batch index when its last part is applied.
+    ("schedule: applies a ledger batch left open", "dynamodb:DeleteItem"),
 ]
 
 

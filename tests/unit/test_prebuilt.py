@@ -86,6 +86,27 @@ def test_the_body_is_what_botocore_would_send(validate: bool) -> None:
     assert len(params["TransactItems"]) == 40  # the caller's parameters are left as they were
 
 
+@pytest.mark.parametrize("validate", [True, False])
+def test_items_given_as_json_text_send_the_same_request(validate: bool) -> None:
+    items = _items(40)
+    mixed = [json.dumps(item) if i % 3 else item for i, item in enumerate(items)]  # text and dicts, any order
+    plain, plain_sent = _client(validate=validate, fast=False)
+    fast, fast_sent = _client(validate=validate, fast=True)
+    plain.transact_write_items(TransactItems=items, ClientRequestToken="token-1")
+    fast.transact_write_items(TransactItems=mixed, ClientRequestToken="token-1")
+    assert json.loads(fast_sent[0].body) == json.loads(plain_sent[0].body)
+    assert prebuilt.accepts_text(fast) and not prebuilt.accepts_text(plain)
+
+
+def test_a_validating_client_refuses_a_bad_item_given_as_text() -> None:
+    fast, sent = _client(validate=True, fast=True)
+    items: list[Any] = _items(3)
+    items[1]["Update"]["ExpressionAttributeValues"][":s"] = {"N": 1.5}
+    with pytest.raises(ParamValidationError):
+        fast.transact_write_items(TransactItems=[json.dumps(i) for i in items])
+    assert not sent
+
+
 def test_botocore_still_fills_in_the_idempotency_token() -> None:
     fast, sent = _client(validate=True, fast=True)
     fast.transact_write_items(TransactItems=_items(3))
