@@ -52,4 +52,7 @@ def send(client: DynamoDBClient, items: list[Any], sleep: Callable[[float], None
         ):
             pass
         backoff(sleep, attempt)
-    raise LedgerError(f"ledger transaction still contended after {MAX_ATTEMPTS} attempts (the event will be retried)")
+    raise LedgerError(
+        f"ledger transaction still contended after {MAX_ATTEMPTS} attempts; "
+        "what it carries is not counted yet (the event will be retried)"
+    )
