@@ -206,6 +206,7 @@ class GuardedBedrockClient:
             item_expires=lambda key: int(key[1].end.timestamp()) + LEASE_ITEM_DAYS * 86400,
             wait=opts.lease_wait,
             fail_mode=opts.fail_mode,
+            lock=self.spend.lock,
         )
         # Unspent slices go back at exit; the hook holds the leases weakly (a dropped client returns them
         # when its slices expire).
@@ -357,12 +358,23 @@ class GuardedBedrockClient:
                     }
                     kwargs = {**kwargs, "modelId": target}
                     model_id = target
-        admitted = self.spend.admit(windows.books, verdict.limits, model_id)
+        spend, leases = self.spend, self.leases
+        lease = None
+        if leases is not None and leases.lock is spend.lock:  # one lock for local accounting and the leases
+            now = leases.clock()
+            with spend.lock:
+                admitted = spend.admit_locked(windows.books, verdict.limits, model_id)
+                if not isinstance(admitted, Refusal):
+                    estimate = admitted.reserved or spend.estimate(model_id)
+                    lease = leases.take_locked(windows.keys, windows.books, verdict.limits, estimate, now)
+        else:
+            admitted = spend.admit(windows.books, verdict.limits, model_id)
         if isinstance(admitted, Refusal):
             raise GuardrailShutdown(
                 admitted.scope, Level.SHUTDOWN.label, admitted.reason, reset_command(admitted.scope)
             )
-        lease = self._lease(windows, verdict.limits, admitted) if self.leases is not None else None
+        if lease is None and leases is not None:  # a slice to lease first (or leases on their own lock)
+            lease = self._lease(windows, verdict.limits, admitted)
         if downgrade is not None:
             logger.info(
                 "guardrail throttle on %s: calling %s instead of %s",
@@ -439,9 +451,16 @@ class GuardedBedrockClient:
         # Rates.cost reads only the four token counts, which Usage has under the same names.
         cost = rates.cost(cast(UsageRecord, usage))
         books = self._windows(call.scopes).books
-        self.spend.complete(call.ticket, cost, books, call.limits, learn=not partial)
-        if call.lease is not None and self.leases is not None:
-            self.leases.complete(call.lease, cost)
+        spend, leases, charge = self.spend, self.leases, call.lease
+        if charge is None or leases is None:
+            spend.complete(call.ticket, cost, books, call.limits, learn=not partial)
+        elif leases.lock is spend.lock:
+            with spend.lock:
+                spend.complete_locked(call.ticket, cost, books, call.limits, learn=not partial)
+                leases.complete_locked(charge, cost)
+        else:
+            spend.complete(call.ticket, cost, books, call.limits, learn=not partial)
+            leases.complete(charge, cost)
         fields = (request_id, model_id, usage, self.region, self.identity, call.metadata, partial)
         self._reporter.submit(UsageReport(fields, self._clock(), books, cost))
 
