@@ -216,17 +216,21 @@ class GuardedBedrockClient:
     # -- the four guarded operations --------------------------------------------------------------
 
     def converse(self, **kwargs: Unpack[ConverseRequestTypeDef]) -> ConverseResponseTypeDef:
-        call = self._admit("converse", cast(dict[str, Any], kwargs))
+        # The hottest path: no typing.cast here (a call, and a generic alias built, per use per call).
+        call = self._admit("converse", kwargs)  # type: ignore[arg-type]
         try:
-            resp = cast(dict[str, Any], self._bedrock.converse(**call.kwargs))
+            resp: dict[str, Any] = self._bedrock.converse(**call.kwargs)  # type: ignore[assignment]
         except BaseException:
             self._release(call)
             raise
-        self._note_downgrade(call, resp)
+        if call.downgrade is not None:
+            self._note_downgrade(call, resp)
         usage = read_usage(CONVERSE, resp.get("usage"))
-        usage = with_tier(usage, resp.get("serviceTier"), (resp.get("performanceConfig") or {}).get("latency"))
+        tier, performance = resp.get("serviceTier"), resp.get("performanceConfig")
+        if tier is not None or performance is not None:
+            usage = with_tier(usage, tier, (performance or {}).get("latency"))
         self._complete(call, response_id(resp), usage)
-        return cast("ConverseResponseTypeDef", resp)
+        return resp  # type: ignore[return-value]
 
     def converse_stream(self, **kwargs: Unpack[ConverseStreamRequestTypeDef]) -> ConverseStreamResponseTypeDef:
         call = self._admit("converse_stream", cast(dict[str, Any], kwargs))
@@ -339,12 +343,12 @@ class GuardedBedrockClient:
             verdict = scope_set.verdict = decide(
                 scope_set, windows, views, dry_run=self.settings.dry_run, now=self._clock()
             )
-        dry_run = self.settings.dry_run
         if verdict.refuse is not None:
-            self._refuse(*verdict.refuse, dry_run)
+            self._refuse(*verdict.refuse, self.settings.dry_run)
         model_id = str(kwargs.get("modelId", ""))
         downgrade = None
         if verdict.downgrades:
+            dry_run = self.settings.dry_run
             target = self._downgrade_target(model_id, verdict.downgrades)
             if target is not None:
                 if dry_run:
@@ -449,8 +453,9 @@ class GuardedBedrockClient:
         if usage.service_tier or usage.latency_optimized:
             rates = self.pricer.variant(rates, model_id, usage.service_tier, usage.latency_optimized)
         # Rates.cost reads only the four token counts, which Usage has under the same names.
-        cost = rates.cost(cast(UsageRecord, usage))
-        books = self._windows(call.scopes).books
+        cost = rates.cost(usage)  # type: ignore[arg-type]
+        windows = call.scopes.windows
+        books = (windows if self._clock() < windows.valid_until else self._windows(call.scopes)).books
         spend, leases, charge = self.spend, self.leases, call.lease
         if charge is None or leases is None:
             spend.complete(call.ticket, cost, books, call.limits, learn=not partial)
