@@ -15,7 +15,10 @@ Two Bedrock clients, each at 1 and at 8 calling threads:
   same paced loop without the guard: a call after a 10 ms sleep runs on cold CPU caches and costs several
   times what it costs in a tight loop, guarded or not.
 - Stubber: a real `bedrock-runtime` client on a botocore Stubber (its whole pipeline, no HTTP); the same
-  calls without the guard are measured the same way and the difference printed as what the guard adds.
+  calls without the guard, on a second Stubber client, alternate with the guarded ones in blocks of BLOCK
+  in the same threads (measured one loop after the other, the machine's drift between the two loops was
+  larger than the difference). Bare: the calling threads' CPU in bare blocks; guarded: all the rest of the
+  process's CPU (guarded blocks, the reporter, thread start and join); the difference is what the guard adds.
 
 The same three with budget leases on (`+leases`, issue 16: warm slices from an in-memory lease store,
 so the hot path is measured; a grant is one DynamoDB UpdateItem per slice). Issue 16's target: at most
@@ -257,8 +260,8 @@ def one_run(case: str, threads: int) -> dict[str, float]:
     out: dict[str, float] = {}
     if case == "stubber":
         # Bare and guarded calls interleaved in blocks, each on its own Stubber client with the same queue:
-        # measured one after the other, a difference of a few us between two ~150 us figures was lost in
-        # the machine's drift (the same bare loop measured 110-240 us/call minutes apart on this VM).
+        # measured one after the other, the difference between two ~150 us figures was lost in the machine's
+        # drift (the same bare loop measured 118-210 us/call minutes apart on the development VM).
         bare = stubbed_bedrock(calls + warm)
         client, backend = guarded(stubbed_bedrock(calls + warm), leases=extra == "leases")
         tagged = {**REQUEST, "requestMetadata": {"app": "chat-api"}}
