@@ -15,7 +15,10 @@ Two Bedrock clients, each at 1 and at 8 calling threads:
   same paced loop without the guard: a call after a 10 ms sleep runs on cold CPU caches and costs several
   times what it costs in a tight loop, guarded or not.
 - Stubber: a real `bedrock-runtime` client on a botocore Stubber (its whole pipeline, no HTTP); the same
-  calls without the guard are measured the same way and the difference printed as what the guard adds.
+  calls without the guard, on a second Stubber client, alternate with the guarded ones in blocks of BLOCK
+  in the same threads (measured one loop after the other, the machine's drift between the two loops was
+  larger than the difference). Bare: the calling threads' CPU in bare blocks; guarded: all the rest of the
+  process's CPU (guarded blocks, the reporter, thread start and join); the difference is what the guard adds.
 
 The same three with budget leases on (`+leases`, issue 16: warm slices from an in-memory lease store,
 so the hot path is measured; a grant is one DynamoDB UpdateItem per slice). Issue 16's target: at most
@@ -59,6 +62,7 @@ CASES = (
     ("canned+leases", 8),
     ("stubber+leases", 1),
 )
+BLOCK = 50  # Stubber calls per block: bare and guarded blocks alternate
 PACE = 0.01  # seconds between paced calls: 100 calls/s
 MEMORY_LIMIT = 2 * 1024**3
 RUN_TIMEOUT = 300
@@ -174,7 +178,9 @@ def guarded(bedrock: Any, *, leases: bool = False) -> tuple[Any, PutEventsOk]:
         from guardrail.client.leases import Leases
         from guardrail.core.leases import LeasePolicy
 
-        client.leases = Leases(MemoryLeaseStore(), LeasePolicy(), clock=time.time, item_expires=lambda _: 0)
+        client.leases = Leases(
+            MemoryLeaseStore(), LeasePolicy(), clock=time.time, item_expires=lambda _: 0, lock=client.spend.lock
+        )
     backend = PutEventsOk()
     events = client._reporter.sink.events  # type: ignore[attr-defined]  # the client guard() built
     events.meta.events.register("before-send.events.PutEvents", backend)
@@ -214,6 +220,38 @@ def in_threads(call: Any, calls: int, threads: int) -> float:
     return sum(spent)
 
 
+def interleaved(bare: Any, client: Any, calls: int, threads: int) -> tuple[float, float]:
+    """`calls` bare and `calls` guarded Stubber calls from `threads` threads, in alternating blocks of BLOCK
+    (which goes first alternates too); returns the CPU seconds the calling threads spent in each kind."""
+    tagged = {**REQUEST, "requestMetadata": {"app": "chat-api"}}  # the request the guard sends
+    per_thread = calls // threads
+    start = threading.Barrier(threads)
+    spent: list[tuple[float, float]] = []
+
+    def work() -> None:
+        start.wait()
+        in_bare = in_guarded = 0.0
+        for i in range(per_thread // BLOCK):
+            for guarded_block in (i % 2 == 1, i % 2 == 0):
+                t0 = time.thread_time()
+                if guarded_block:
+                    for _ in range(BLOCK):
+                        client.converse(**REQUEST)
+                    in_guarded += time.thread_time() - t0
+                else:
+                    for _ in range(BLOCK):
+                        bare.converse(**tagged)
+                    in_bare += time.thread_time() - t0
+        spent.append((in_bare, in_guarded))
+
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return sum(b for b, _ in spent), sum(g for _, g in spent)
+
+
 def one_run(case: str, threads: int) -> dict[str, float]:
     """One measurement (in this process): CPU per guarded call, and per bare call for the Stubber."""
     case, _, extra = case.partition("+")
@@ -221,15 +259,32 @@ def one_run(case: str, threads: int) -> dict[str, float]:
     warm = 200
     out: dict[str, float] = {}
     if case == "stubber":
+        # Bare and guarded calls interleaved in blocks, each on its own Stubber client with the same queue:
+        # measured one after the other, the difference between two ~150 us figures was lost in the machine's
+        # drift (the same bare loop measured 118-210 us/call minutes apart on the development VM).
         bare = stubbed_bedrock(calls + warm)
-        tagged = {**REQUEST, "requestMetadata": {"app": "chat-api"}}  # the request the guard sends
+        client, backend = guarded(stubbed_bedrock(calls + warm), leases=extra == "leases")
+        tagged = {**REQUEST, "requestMetadata": {"app": "chat-api"}}
         in_threads(lambda: bare.converse(**tagged), warm, 1)
+        in_threads(lambda: client.converse(**REQUEST), warm, 1)
+        assert client.flush(60)
+        sent_before, entries_before, puts_before, bytes_before = (
+            backend.reports,
+            backend.entries,
+            backend.calls,
+            backend.bytes,
+        )
         t0 = time.process_time()
-        in_threads(lambda: bare.converse(**tagged), calls, threads)
-        out["bare_us"] = (time.process_time() - t0) / calls * 1e6
-        bedrock = stubbed_bedrock(calls + warm)
-    else:
-        bedrock = Canned()
+        in_bare, in_guarded = interleaved(bare, client, calls, threads)
+        assert client.flush(RUN_TIMEOUT)
+        total = time.process_time() - t0
+        # The calling threads' CPU in bare blocks is the bare figure; everything else (guarded blocks, the
+        # reporter thread, thread start and join) is charged to the guarded calls.
+        out["bare_us"] = in_bare / calls * 1e6
+        out["guarded_us"] = (total - in_bare) / calls * 1e6
+        out["callers_us"] = in_guarded / calls * 1e6
+        return _reports(out, backend, calls, sent_before, entries_before, puts_before, bytes_before)
+    bedrock = Canned()
     if case == "paced":
 
         def bare_paced() -> None:
@@ -261,6 +316,11 @@ def one_run(case: str, threads: int) -> dict[str, float]:
     assert client.flush(RUN_TIMEOUT)
     out["guarded_us"] = (time.process_time() - t0) / calls * 1e6
     out["callers_us"] = callers / calls * 1e6  # the rest: the reporter thread (and thread switches)
+    return _reports(out, backend, calls, sent_before, entries_before, puts_before, bytes_before)
+
+
+def _reports(out: dict[str, float], backend: PutEventsOk, calls: int, *before: int) -> dict[str, float]:
+    sent_before, entries_before, puts_before, bytes_before = before
     assert backend.reports - sent_before == calls, "every report sent"
     out["reports_per_put"] = (backend.reports - sent_before) / (backend.calls - puts_before)
     out["reports_per_entry"] = (backend.reports - sent_before) / (backend.entries - entries_before)

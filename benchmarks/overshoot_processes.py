@@ -9,8 +9,9 @@ costs nothing. When every child is ready the parent says go; each of a child's t
 until `GuardrailShutdown`. Children flush their reports, return their leases, print their counts as one
 JSON line and exit. The parent reads the ledger's global counter: spend past the $25 threshold.
 
-Bounded: children are killed past `RUN_TIMEOUT` (the figure is then marked), every child's peak RSS is
-reported and summed.
+Bounded: children are killed past `RUN_TIMEOUT` (the figure is then marked). Memory: the run's peak of PSS
+summed over the parent, the fork server and the children (sampled every 0.25 s: what the machine holds,
+shared pages counted once), and each child's peak RSS.
 """
 
 from __future__ import annotations
@@ -91,6 +92,8 @@ def child(table: str, threads: int, leases: bool, divisor: int, ready: Any, go: 
 
 
 def _child(table: str, threads: int, leases: bool, divisor: int, ready: Any, go: Any) -> dict[str, Any]:
+    if "overshoot_preload" not in sys.modules:
+        raise RuntimeError("the fork server did not preload overshoot_preload (children would not share it)")
     import boto3
     from botocore.config import Config
 
@@ -267,10 +270,80 @@ def processes_context(server: Server) -> Any:
     os.environ["MALLOC_ARENA_MAX"] = "2"  # glibc's per-thread arenas would hold memory the children never reuse
     for key in [k for k in os.environ if k.startswith("GUARDRAIL_")]:
         del os.environ[key]
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    here = str(Path(__file__).resolve().parent)
+    sys.path.insert(0, here)
+    # The fork server imports its preload with the interpreter's own path (Python 3.11 ignores the parent's
+    # sys.path there) and passes over an ImportError in silence: without this, it preloaded nothing of ours,
+    # or guardrail from wherever the environment installed it.
+    os.environ["PYTHONPATH"] = os.pathsep.join([here, str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["boto3", "botocore.client", "guardrail.client", "guardrail.service.client_sink"])
+    ctx.set_forkserver_preload(["overshoot_preload"])
     return ctx
+
+
+class MemorySampler:
+    """The whole run's memory, as the machine sees it: PSS (each shared page divided among the processes
+    sharing it) summed over this process and every descendant (the fork server and the children), sampled
+    every `interval` seconds; the peak sum, and the summed RSS at that moment (shared pages counted once per
+    process: more than the machine holds)."""
+
+    def __init__(self, interval: float = 0.25) -> None:
+        self.interval = interval
+        self.peak_pss_mb = 0.0
+        self.rss_at_peak_mb = 0.0
+        self.processes_at_peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="memory-sampler", daemon=True)
+
+    def start(self) -> None:
+        self.sample()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def sample(self) -> None:
+        pss = rss = 0.0
+        pids = _descendants(os.getpid())
+        for pid in pids:
+            p, r = _pss_rss_mb(pid)
+            pss += p
+            rss += r
+        if pss > self.peak_pss_mb:
+            self.peak_pss_mb, self.rss_at_peak_mb, self.processes_at_peak = pss, rss, len(pids)
+
+
+def _descendants(pid: int) -> list[int]:
+    """`pid` and every process below it (from /proc/<pid>/task/<tid>/children)."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        try:
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo.extend(int(c) for c in (task / "children").read_text().split())
+        except OSError:
+            continue  # it exited meanwhile
+    return found
+
+
+def _pss_rss_mb(pid: int) -> tuple[float, float]:
+    pss = rss = 0.0
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                pss = int(line.split()[1]) / 1024
+            elif line.startswith("Rss:"):
+                rss = int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        pass
+    return pss, rss
 
 
 def run(
@@ -293,6 +366,8 @@ def run(
     ]
     out: list[dict[str, Any]] = []
     timed_out = False
+    sampler = MemorySampler()
+    sampler.start()
     try:
         for c in children:
             c.start()
@@ -318,6 +393,7 @@ def run(
             if c.is_alive():
                 c.kill()
                 c.join()
+        sampler.stop()
     errors = [r["error"] for r in out if "error" in r]
     if errors or len(out) != processes:
         raise RuntimeError(f"{processes - len(out) + len(errors)} children gave no result: {errors[:3]}")
@@ -336,6 +412,9 @@ def run(
         "rss_sum_mb": sum(r["max_rss_mb"] for r in out),
         "rss_max_mb": max(r["max_rss_mb"] for r in out),
         "pss_sum_mb": sum(r["pss_mb"] for r in out),
+        "run_pss_mb": sampler.peak_pss_mb,
+        "run_rss_mb": sampler.rss_at_peak_mb,
+        "run_processes": sampler.processes_at_peak,
         "elapsed": elapsed,
         "timed_out": timed_out,
     }

@@ -206,6 +206,7 @@ class GuardedBedrockClient:
             item_expires=lambda key: int(key[1].end.timestamp()) + LEASE_ITEM_DAYS * 86400,
             wait=opts.lease_wait,
             fail_mode=opts.fail_mode,
+            lock=self.spend.lock,
         )
         # Unspent slices go back at exit; the hook holds the leases weakly (a dropped client returns them
         # when its slices expire).
@@ -215,17 +216,21 @@ class GuardedBedrockClient:
     # -- the four guarded operations --------------------------------------------------------------
 
     def converse(self, **kwargs: Unpack[ConverseRequestTypeDef]) -> ConverseResponseTypeDef:
-        call = self._admit("converse", cast(dict[str, Any], kwargs))
+        # The hottest path: no typing.cast here (a call, and a generic alias built, per use per call).
+        call = self._admit("converse", kwargs)  # type: ignore[arg-type]
         try:
-            resp = cast(dict[str, Any], self._bedrock.converse(**call.kwargs))
+            resp: dict[str, Any] = self._bedrock.converse(**call.kwargs)  # type: ignore[assignment]
         except BaseException:
             self._release(call)
             raise
-        self._note_downgrade(call, resp)
+        if call.downgrade is not None:
+            self._note_downgrade(call, resp)
         usage = read_usage(CONVERSE, resp.get("usage"))
-        usage = with_tier(usage, resp.get("serviceTier"), (resp.get("performanceConfig") or {}).get("latency"))
+        tier, performance = resp.get("serviceTier"), resp.get("performanceConfig")
+        if tier is not None or performance is not None:
+            usage = with_tier(usage, tier, (performance or {}).get("latency"))
         self._complete(call, response_id(resp), usage)
-        return cast("ConverseResponseTypeDef", resp)
+        return resp  # type: ignore[return-value]
 
     def converse_stream(self, **kwargs: Unpack[ConverseStreamRequestTypeDef]) -> ConverseStreamResponseTypeDef:
         call = self._admit("converse_stream", cast(dict[str, Any], kwargs))
@@ -338,12 +343,12 @@ class GuardedBedrockClient:
             verdict = scope_set.verdict = decide(
                 scope_set, windows, views, dry_run=self.settings.dry_run, now=self._clock()
             )
-        dry_run = self.settings.dry_run
         if verdict.refuse is not None:
-            self._refuse(*verdict.refuse, dry_run)
+            self._refuse(*verdict.refuse, self.settings.dry_run)
         model_id = str(kwargs.get("modelId", ""))
         downgrade = None
         if verdict.downgrades:
+            dry_run = self.settings.dry_run
             target = self._downgrade_target(model_id, verdict.downgrades)
             if target is not None:
                 if dry_run:
@@ -357,12 +362,23 @@ class GuardedBedrockClient:
                     }
                     kwargs = {**kwargs, "modelId": target}
                     model_id = target
-        admitted = self.spend.admit(windows.books, verdict.limits, model_id)
+        spend, leases = self.spend, self.leases
+        lease = None
+        if leases is not None and leases.lock is spend.lock:  # one lock for local accounting and the leases
+            now = leases.clock()
+            with spend.lock:
+                admitted = spend.admit_locked(windows.books, verdict.limits, model_id)
+                if not isinstance(admitted, Refusal):
+                    estimate = admitted.reserved or spend.estimate(model_id)
+                    lease = leases.take_locked(windows.keys, windows.books, verdict.limits, estimate, now)
+        else:
+            admitted = spend.admit(windows.books, verdict.limits, model_id)
         if isinstance(admitted, Refusal):
             raise GuardrailShutdown(
                 admitted.scope, Level.SHUTDOWN.label, admitted.reason, reset_command(admitted.scope)
             )
-        lease = self._lease(windows, verdict.limits, admitted) if self.leases is not None else None
+        if lease is None and leases is not None:  # a slice to lease first (or leases on their own lock)
+            lease = self._lease(windows, verdict.limits, admitted)
         if downgrade is not None:
             logger.info(
                 "guardrail throttle on %s: calling %s instead of %s",
@@ -437,11 +453,19 @@ class GuardedBedrockClient:
         if usage.service_tier or usage.latency_optimized:
             rates = self.pricer.variant(rates, model_id, usage.service_tier, usage.latency_optimized)
         # Rates.cost reads only the four token counts, which Usage has under the same names.
-        cost = rates.cost(cast(UsageRecord, usage))
-        books = self._windows(call.scopes).books
-        self.spend.complete(call.ticket, cost, books, call.limits, learn=not partial)
-        if call.lease is not None and self.leases is not None:
-            self.leases.complete(call.lease, cost)
+        cost = rates.cost(usage)  # type: ignore[arg-type]
+        windows = call.scopes.windows
+        books = (windows if self._clock() < windows.valid_until else self._windows(call.scopes)).books
+        spend, leases, charge = self.spend, self.leases, call.lease
+        if charge is None or leases is None:
+            spend.complete(call.ticket, cost, books, call.limits, learn=not partial)
+        elif leases.lock is spend.lock:
+            with spend.lock:
+                spend.complete_locked(call.ticket, cost, books, call.limits, learn=not partial)
+                leases.complete_locked(charge, cost)
+        else:
+            spend.complete(call.ticket, cost, books, call.limits, learn=not partial)
+            leases.complete(charge, cost)
         fields = (request_id, model_id, usage, self.region, self.identity, call.metadata, partial)
         self._reporter.submit(UsageReport(fields, self._clock(), books, cost))
 

@@ -103,7 +103,9 @@ class Leases:
         fail_mode: Literal["open", "closed"] = "open",
         sleep: Callable[[float], None] = time.sleep,
         holder: str | None = None,
+        lock: YieldingLock | None = None,
     ) -> None:
+        """`lock`: the client's local accounting lock, so that a call takes one lock for both."""
         self.store = store
         self.policy = policy
         self.clock = clock
@@ -114,7 +116,9 @@ class Leases:
         self.holder = holder or uuid.uuid4().hex[:16]
         self._leases: dict[str, _Lease] = {}
         self._resolved: dict[tuple[str, ...], tuple[_Lease, ...]] = {}
-        self._lock = YieldingLock()  # taken twice per call by every calling thread (see yielding_lock)
+        self.lock = self._lock = lock or YieldingLock()  # taken twice per call by every calling thread
+        # The last charge per set of books (with the limits it was taken under), reused while they hold.
+        self._charges: dict[tuple[str, ...], tuple[Sequence[Decimal | None], LeaseCharge]] = {}
         self._acquiring = threading.Lock()
         self._logged_at = float("-inf")
 
@@ -130,23 +134,39 @@ class Leases:
         """Take `estimate` from the lease of every scope with a limit, leasing more where needed."""
         now = self.clock()
         with self._lock:  # the common case: every slice is valid and covers the request
-            leases = self._resolved.get(books)
-            if leases is None:
-                leases = self._resolved[books] = tuple(self._lease(k, b) for k, b in zip(keys, books, strict=True))
-            every = True
-            for lease, limit in zip(leases, limits):  # noqa: B905 (same length: one per scope)
-                if limit is None:
-                    every = False
-                    continue
-                available = lease.unspent - lease.in_flight
-                if not (now < lease.valid_until and available > ZERO and available >= estimate):
-                    break
-            else:
-                taken = leases if every else tuple(x for x, limit in zip(leases, limits) if limit is not None)  # noqa: B905
-                for lease in taken:
-                    lease.in_flight += estimate
-                return LeaseCharge(taken, estimate)
-        return self._admit_slowly(keys, books, limits, estimate)
+            charge = self.take_locked(keys, books, limits, estimate, now)
+        return charge if charge is not None else self._admit_slowly(keys, books, limits, estimate)
+
+    def take_locked(
+        self,
+        keys: Sequence[CounterKey],
+        books: tuple[str, ...],
+        limits: Sequence[Decimal | None],
+        estimate: Decimal,
+        now: float,
+    ) -> LeaseCharge | None:
+        """The hot path of `admit`, for a caller that holds `lock`: None when a slice must be leased first."""
+        leases = self._resolved.get(books)
+        if leases is None:
+            leases = self._resolved[books] = tuple(self._lease(k, b) for k, b in zip(keys, books, strict=True))
+        every = True
+        for lease, limit in zip(leases, limits):  # noqa: B905 (same length: one per scope)
+            if limit is None:
+                every = False
+                continue
+            available = lease.unspent - lease.in_flight
+            if not (now < lease.valid_until and available > ZERO and available >= estimate):
+                return None
+        cached = self._charges.get(books)  # the same limits and estimate as the last call: the same charge
+        if cached is not None and cached[0] is limits and cached[1].estimate == estimate:
+            charge = cached[1]
+        else:
+            taken = leases if every else tuple(x for x, limit in zip(leases, limits) if limit is not None)  # noqa: B905
+            charge = LeaseCharge(taken, estimate)
+            self._charges[books] = (limits, charge)
+        for lease in charge.leases:
+            lease.in_flight += estimate
+        return charge
 
     def _lease(self, key: CounterKey, book: str) -> _Lease:
         lease = self._leases.get(book)
@@ -191,9 +211,14 @@ class Leases:
 
     def complete(self, charge: LeaseCharge, cost: Decimal) -> None:
         with self._lock:
-            for lease in charge.leases:
-                lease.in_flight -= charge.estimate
-                lease.unspent -= cost
+            self.complete_locked(charge, cost)
+
+    def complete_locked(self, charge: LeaseCharge, cost: Decimal) -> None:
+        """`complete`, for a caller that holds `lock`."""
+        estimate = charge.estimate
+        for lease in charge.leases:
+            lease.in_flight -= estimate
+            lease.unspent -= cost
 
     def release(self, charge: LeaseCharge) -> None:
         """The call cost nothing (it failed before Bedrock charged)."""
@@ -328,6 +353,7 @@ class Leases:
                 leases = list(self._leases.values())
                 self._leases.clear()
                 self._resolved.clear()
+                self._charges.clear()
             for lease in leases:
                 try:
                     self._return(lease)

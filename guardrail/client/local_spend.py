@@ -104,7 +104,9 @@ class LocalSpend:
         self._books: dict[str, _Book] = {}
         self._resolved: dict[tuple[str, ...], tuple[_Book, ...]] = {}
         self._estimates: dict[str, Decimal] = {}
-        self._lock = YieldingLock()  # many calling threads take it twice per call (see yielding_lock)
+        # Many calling threads take it twice per call (see yielding_lock); budget leases share it (one lock
+        # per admission and per settlement, not two).
+        self.lock = self._lock = YieldingLock()
         self.admitted = 0
         self.admitted_after_crossing = 0  # must stay 0: the guarantee the overshoot benchmark checks
 
@@ -123,26 +125,30 @@ class LocalSpend:
     def admit(self, books: tuple[str, ...], limits: Sequence[Decimal | None], model_id: str) -> Ticket | Refusal:
         """Reserve a call against every scope, or say which scope refuses it."""
         with self._lock:
-            found = self._resolve(books)
-            crossed = False
-            for i, book in enumerate(found):
-                limit = limits[i]
-                if limit is None:
-                    continue
-                spent = book.known + book.unreported + book.sent_total
-                if spent + book.in_flight >= limit:
-                    if spent >= limit and book.crossed_at is None:
-                        book.crossed_at = self.clock()
-                    return Refusal(books[i], limit, book.known, book.unreported + book.sent_total, book.in_flight)
-                crossed = crossed or book.crossed_at is not None
-            estimate = self._estimates.get(model_id, ZERO) if self.reserve_in_flight else ZERO
-            if estimate:
-                for book in found:
-                    book.in_flight += estimate
-            if crossed:
-                self.admitted_after_crossing += 1
-            self.admitted += 1
-            return Ticket(found, model_id, estimate, self.clock())
+            return self.admit_locked(books, limits, model_id)
+
+    def admit_locked(self, books: tuple[str, ...], limits: Sequence[Decimal | None], model_id: str) -> Ticket | Refusal:
+        """`admit`, for a caller that holds `lock`."""
+        found = self._resolved.get(books) or self._resolve(books)
+        crossed = False
+        for i, book in enumerate(found):
+            limit = limits[i]
+            if limit is None:
+                continue
+            spent = book.known + book.unreported + book.sent_total
+            if spent + book.in_flight >= limit:
+                if spent >= limit and book.crossed_at is None:
+                    book.crossed_at = self.clock()
+                return Refusal(books[i], limit, book.known, book.unreported + book.sent_total, book.in_flight)
+            crossed = crossed or book.crossed_at is not None
+        estimate = self._estimates.get(model_id, ZERO) if self.reserve_in_flight else ZERO
+        if estimate:
+            for book in found:
+                book.in_flight += estimate
+        if crossed:
+            self.admitted_after_crossing += 1
+        self.admitted += 1
+        return Ticket(found, model_id, estimate, self.clock())
 
     def estimate(self, model_id: str) -> Decimal:
         """This process's recent mean cost of one request to `model_id` (0 before its first)."""
@@ -166,19 +172,35 @@ class LocalSpend:
     ) -> None:
         """The call finished and cost `cost` (counted in `books`, the windows at completion time)."""
         with self._lock:
-            if ticket.reserved:
-                for book in ticket.books:
-                    book.in_flight -= ticket.reserved
-            for i, name in enumerate(books):
-                book = self._book(name)
-                book.unreported += cost
-                limit = limits[i] if i < len(limits) else None
-                if limit is not None and book.crossed_at is None and book.spend() >= limit:
-                    book.crossed_at = self.clock()
-            if learn:
-                old = self._estimates.get(ticket.model_id)
-                if old != cost:
-                    self._estimates[ticket.model_id] = cost if old is None else old + (cost - old) * EWMA_WEIGHT
+            self.complete_locked(ticket, cost, books, limits, learn=learn)
+
+    def complete_locked(
+        self,
+        ticket: Ticket,
+        cost: Decimal,
+        books: Sequence[str],
+        limits: Sequence[Decimal | None] = (),
+        *,
+        learn: bool = True,
+    ) -> None:
+        """`complete`, for a caller that holds `lock`."""
+        if ticket.reserved:
+            for book in ticket.books:
+                book.in_flight -= ticket.reserved
+        # The ticket's books, unless a window ended while the call ran.
+        found = self._resolved.get(books) if type(books) is tuple else None
+        if found is not ticket.books:
+            found = None
+        for i, name in enumerate(books):
+            book = found[i] if found is not None else self._book(name)
+            book.unreported += cost
+            limit = limits[i] if i < len(limits) else None
+            if limit is not None and book.crossed_at is None and book.spend() >= limit:
+                book.crossed_at = self.clock()
+        if learn:
+            old = self._estimates.get(ticket.model_id)
+            if old != cost:
+                self._estimates[ticket.model_id] = cost if old is None else old + (cost - old) * EWMA_WEIGHT
 
     def sent(self, costs: Costs, sent_at: float) -> None:
         """Usage events accepted by EventBridge at `sent_at` (not yet necessarily counted)."""

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from guardrail.client.leases import LeaseCharge, LeaseRefusal, Leases
 from guardrail.core.leases import LeasePolicy, slice_for
+from guardrail.core.models import CounterKey
 from tests.support.leases import DAY, GLOBAL, MemoryLeaseStore, Ticking
 
 LIMIT = Decimal(25)
@@ -142,3 +143,39 @@ def test_a_debt_from_a_request_dearer_than_its_estimate_is_paid_by_the_next_gran
     h.close()
     assert store.item(GLOBAL).claimed == Decimal(6)
     assert DAY.kind == "day"
+
+
+def test_a_charge_covers_the_scopes_with_a_limit_even_when_the_limits_change_under_the_same_books() -> None:
+    clock = Ticking()
+    store = MemoryLeaseStore()
+    h = holder(store, clock)
+    app: CounterKey = ("app:chat", DAY)
+    keys, books = (GLOBAL, app), ("global|day", "app:chat|day")
+    both = (LIMIT, LIMIT)
+    cost = Decimal("0.05")
+    charges = [h.admit(keys, books, both, cost) for _ in range(3)]  # the first leases both slices
+    assert all(isinstance(c, LeaseCharge) for c in charges)
+    assert charges[2] is charges[1]  # the same limits and estimate: the same charge, reused
+    for charge in charges:
+        h.complete(charge, cost)  # type: ignore[arg-type]
+    only_global = h.admit(keys, books, (LIMIT, None), cost)  # the app's budget went away
+    assert isinstance(only_global, LeaseCharge) and only_global is not charges[1]
+    assert [lease.key for lease in only_global.leases] == [GLOBAL]
+    h.complete(only_global, cost)
+    assert all(lease.in_flight == 0 for lease in h._leases.values())
+    first_slice = Decimal("1.5625")  # $25 / 16
+    assert h.holding == {"global|day": first_slice - 4 * cost, "app:chat|day": first_slice - 3 * cost}
+    h.close()
+    assert store.item(GLOBAL).claimed == 4 * cost and store.item(app).claimed == 3 * cost
+
+
+def test_leases_can_share_the_local_accounting_lock() -> None:
+    from guardrail.client.local_spend import LocalSpend
+
+    spend = LocalSpend()
+    h = holder(MemoryLeaseStore(), Ticking(), lock=spend.lock)
+    assert h.lock is spend.lock
+    charge = admit(h, Decimal("0.05"))  # takes and releases the shared lock: it is free afterwards
+    assert isinstance(charge, LeaseCharge)
+    with spend.lock:
+        h.complete_locked(charge, Decimal("0.05"))
