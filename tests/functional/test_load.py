@@ -29,6 +29,7 @@ from tests.support.common import TABLE, Clock, FakeLambdaContext
 from tests.support.factories import log_line, logs_event, record
 
 ROOT = Path(__file__).resolve().parents[1]
+REPO = ROOT.parent  # the checkout: a child run there imports this code, not an installed copy
 
 
 def test_concurrent_handler_invocations_with_overlapping_duplicate_batches_keep_totals_exact(
@@ -168,6 +169,27 @@ def test_importing_a_handler_does_not_load_the_xray_sdk_or_genai_prices() -> Non
         "print(sorted(m for m in ('aws_xray_sdk', 'genai_prices', 'moto') if m in sys.modules))"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True, env={"PATH": ""}
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True, env={"PATH": ""}
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_pricing_from_genai_prices_skips_its_price_updater_and_leaves_the_package_whole() -> None:
+    # The updater imports httpx and asyncio; the guardrail prices from the bundled snapshot only.
+    code = (
+        "import sys; from guardrail.core.pricing import rates_from_genai_prices as r;"
+        "rates = r('us.anthropic.claude-sonnet-4-5-20250929-v1:0');"
+        "print(rates.source, rates.base.input, 'httpx2' in sys.modules, 'asyncio' in sys.modules);"
+        "import genai_prices; print(callable(genai_prices.calc_price), genai_prices.types.Usage is not None)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True, env={"PATH": ""}
+    )
+    assert out.stdout.split() == [
+        "regional.anthropic.claude-sonnet-4-5-20250929-v1:0",
+        "3.3",
+        "False",
+        "False",
+        "True",
+        "True",
+    ]
