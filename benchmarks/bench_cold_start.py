@@ -33,6 +33,7 @@ ENV = {
     "AWS_ACCESS_KEY_ID": "bench",
     "AWS_SECRET_ACCESS_KEY": "bench",
     "AWS_LAMBDA_FUNCTION_NAME": "guardrail-usage",
+    "AWS_EXECUTION_ENV": "AWS_Lambda_python3.14",  # what the Lambda runtime sets (handlers/__init__.py reads it)
     "POWERTOOLS_SERVICE_NAME": "bedrock-guardrail",
     "POWERTOOLS_METRICS_NAMESPACE": "BedrockGuardrail",
     "GUARDRAIL_TABLE_NAME": "bedrock-guardrail",

@@ -193,3 +193,29 @@ def test_pricing_from_genai_prices_skips_its_price_updater_and_leaves_the_packag
         "True",
         "True",
     ]
+
+
+def test_in_lambda_the_cold_start_pauses_the_collector_until_the_first_event_is_handled_failed_or_not() -> None:
+    code = """
+import gc, handlers.alarm
+paused = not gc.isenabled()
+class Context:
+    function_name, memory_limit_in_mb, aws_request_id = "guardrail-alarm", 128, "r"
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:guardrail-alarm"
+try:
+    out = handlers.alarm.handler({"not": "an alarm"}, Context())["changed"]
+except Exception as exc:
+    out = type(exc).__name__
+print(paused, gc.isenabled(), out)
+"""
+    lambda_env = {"AWS_EXECUTION_ENV": "AWS_Lambda_python3.14", "AWS_DEFAULT_REGION": "us-east-1"}
+    cases = (
+        ({"AWS_DEFAULT_REGION": "us-east-1"}, "False True False"),  # not in Lambda: never paused
+        (lambda_env, "True True False"),
+        ({**lambda_env, "GUARDRAIL_WINDOW": "week"}, "True True ConfigError"),  # the first event fails
+    )
+    for env, expected in cases:
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env={"PATH": "", **env}
+        )
+        assert out.stdout.strip().splitlines()[-1] == expected, out.stderr[-2000:]
