@@ -8,7 +8,6 @@ a tenth of a Lambda cold start.
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import re
@@ -349,6 +348,8 @@ OTHER_VARIABLES = frozenset({"GUARDRAIL_CDK_CACHE"})
 
 def unknown_variables(environ: Mapping[str, str]) -> list[tuple[str, str]]:
     """`GUARDRAIL_*` variables that are no setting (a typo is otherwise silently ignored), each with a hint."""
+    import difflib  # only for the hints, off the cold start
+
     known = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields} | OTHER_VARIABLES
     out = []
     for name in sorted(environ):
