@@ -4,8 +4,11 @@ Each run is a fresh interpreter. The handler run imports the usage handler and h
 subscription event (10 records): the import, the runtime (settings, DynamoDB client), genai-prices' import
 and first lookup, the log record models, the ledger write and the consistent read, with botocore's full
 pipeline and only the HTTP send replaced (an empty success). The baseline imports boto3 and does nothing
-else. Both are measured as the child's CPU time (user + system, `resource.getrusage(RUSAGE_CHILDREN)`),
-median of 7 interleaved runs with min and max. Goal: the handler run at most 2x the baseline.
+else. Both are measured as the child's own CPU time (user + system) from its start to the end of its work
+(the handler's return; boto3 imported), as the child reads it there: Lambda never pays the interpreter's
+exit on a cold start, and that exit is not alike (the bare process collects its heap at exit, about
+40 ms here; the handler's is frozen after its first event, about 15 ms). The whole process's CPU is
+printed too. Median of 7 interleaved runs with min and max. Goal: the handler at most 2x the baseline.
 
 The handler runs twice per round: with the package's bytecode (`__pycache__`, written by one untimed run),
 and from the function asset as the CDK app bundles it on this machine (`cdk/guardrail_cdk/asset_files.py`):
@@ -44,6 +47,12 @@ ENV = {
     "GUARDRAIL_TABLE_NAME": "bedrock-guardrail",
 }
 BASELINE = "import boto3"
+# Appended to each child: its CPU time so far, read when its work is done (before the interpreter's exit).
+REPORT = """
+import resource as _r, sys as _s
+_u = _r.getrusage(_r.RUSAGE_SELF)
+_s.stderr.write(f"\\nCPU={_u.ru_utime + _u.ru_stime!r}\\n")
+"""
 FIRST_EVENT = """
 import base64, gzip, json, os, sys
 sys.stdout = open(os.devnull, "w")
@@ -82,22 +91,36 @@ assert result["recorded"] == 10, result
 """
 
 
-def cpu_of(code: str, path: Path = ROOT, *, bytecode: bool = True) -> float:
-    """CPU seconds (user + system) of one fresh interpreter running `code` with `path` first on sys.path."""
+def cpu_of(code: str, path: Path = ROOT, *, bytecode: bool = True) -> tuple[float, float]:
+    """CPU seconds (user + system) of one fresh interpreter running `code` with `path` first on sys.path:
+    to the end of `code`, and of the whole process (its exit included)."""
     env = {**os.environ, **ENV, "PYTHONPATH": str(path)}
     if bytecode:
         env.pop("PYTHONDONTWRITEBYTECODE", None)
     else:
         env["PYTHONDONTWRITEBYTECODE"] = "1"
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    subprocess.run([sys.executable, "-c", code], cwd=path, env=env, check=True, capture_output=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", code + REPORT],
+        cwd=path,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    at_end = float(done.stderr.rsplit("CPU=", 1)[1])
+    return at_end, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def line(label: str, values: list[float]) -> str:
+def line(label: str, runs: list[tuple[float, float]]) -> str:
+    values, whole = [r[0] for r in runs], [r[1] for r in runs]
     median = statistics.median(values) * 1000
-    return f"  {label:<48} {median:7.1f} ms  ({min(values) * 1000:.1f}, {max(values) * 1000:.1f})"
+    return (
+        f"  {label:<48} {median:7.1f} ms  ({min(values) * 1000:.1f}, {max(values) * 1000:.1f})"
+        f"   whole process {statistics.median(whole) * 1000:.1f} ms"
+    )
 
 
 def main() -> None:
@@ -105,9 +128,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7)
     runs = parser.parse_args().runs
     cpu_of(FIRST_EVENT)  # writes the package's bytecode once (untimed), as a deployment could ship it
-    base: list[float] = []
-    first: list[float] = []
-    source: list[float] = []
+    base: list[tuple[float, float]] = []
+    first: list[tuple[float, float]] = []
+    source: list[tuple[float, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
         asset = Path(tmp)
         python = asset_files.runtime_python()
@@ -118,12 +141,12 @@ def main() -> None:
             base.append(cpu_of(BASELINE))
             first.append(cpu_of(FIRST_EVENT))
             source.append(cpu_of(FIRST_EVENT, asset, bytecode=False))  # never writes into the asset
-    print(f"process start -> first handled usage event (CPU, median of {runs}; min, max):")
+    print(f"process start -> first handled usage event (CPU to the end of the work, median of {runs}; min, max):")
     print(line("bare `import boto3`", base))
     print(line("usage handler, event (bytecode)", first))
     print(line(f"usage handler, event ({shipped})", source))
     for label, values in (("bytecode", first), (shipped, source)):
-        ratio = statistics.median(values) / statistics.median(base)
+        ratio = statistics.median(v for v, _ in values) / statistics.median(v for v, _ in base)
         verdict = "meets" if ratio <= GOAL_RATIO else "MISSES"
         print(f"  {label}: ratio {ratio:.2f}x; goal <= {GOAL_RATIO:.0f}x: {verdict}")
 
