@@ -18,7 +18,6 @@ def test_runtime_requirements_come_from_pyproject_without_boto3() -> None:
     names = {bundling._dist_name(r) for r in reqs}
     assert {
         "pydantic",
-        "pydantic-settings",
         "genai-prices",
         "cachetools",
         "aws-lambda-powertools",
