@@ -15,7 +15,7 @@ and from the function asset as the CDK app bundles it on this machine (`cdk/guar
 with bytecode only when a Python of the Lambda runtime's version is here to compile it, else source only,
 so every module of ours compiles at cold start (dependencies keep their installed bytecode in both; in
 Lambda the layer's are compiled by the same rule). The environment is the Lambda runtime's
-(`AWS_EXECUTION_ENV` and the function's variables).
+(`AWS_EXECUTION_ENV`, X-Ray tracing active, the function's variables).
 
 Run: python benchmarks/bench_cold_start.py [--runs 7]
 """
@@ -42,6 +42,13 @@ ENV = {
     "AWS_SECRET_ACCESS_KEY": "bench",
     "AWS_LAMBDA_FUNCTION_NAME": "guardrail-usage",
     "AWS_EXECUTION_ENV": "AWS_Lambda_python3.14",  # what the Lambda runtime sets (handlers/__init__.py reads it)
+    # The functions run with X-Ray tracing active (Tracing.ACTIVE): in Lambda the first event builds the
+    # Powertools Tracer, importing the X-Ray SDK and patching botocore. Segments go to a daemon address
+    # nobody listens on here (UDP), as cheaply as in Lambda.
+    "LAMBDA_TASK_ROOT": "/var/task",
+    "_X_AMZN_TRACE_ID": "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1",
+    "AWS_XRAY_DAEMON_ADDRESS": "127.0.0.1:2000",
+    "AWS_XRAY_CONTEXT_MISSING": "LOG_ERROR",
     "POWERTOOLS_SERVICE_NAME": "bedrock-guardrail",
     "POWERTOOLS_METRICS_NAMESPACE": "BedrockGuardrail",
     "GUARDRAIL_TABLE_NAME": "bedrock-guardrail",
@@ -88,6 +95,7 @@ class Context:
 
 result = handlers.usage.handler(event, Context())
 assert result["recorded"] == 10, result
+assert "aws_xray_sdk" in sys.modules  # traced, as the deployed functions are
 """
 
 

@@ -219,3 +219,14 @@ print(paused, gc.isenabled(), out)
             [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env={"PATH": "", **env}
         )
         assert out.stdout.strip().splitlines()[-1] == expected, out.stderr[-2000:]
+
+
+def test_tracing_patches_only_what_the_functions_call_out_with() -> None:
+    # The Tracer's default patches every library the X-Ray SDK knows (more first-event CPU in Lambda).
+    code = (
+        "from guardrail.service.observability import tracer; tracer.get();"
+        "from aws_xray_sdk.core import patcher; print(sorted(patcher._PATCHED_MODULES))"
+    )
+    env = {"PATH": "", "LAMBDA_TASK_ROOT": "/var/task", "AWS_XRAY_CONTEXT_MISSING": "LOG_ERROR"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True, env=env)
+    assert out.stdout.strip() == "['botocore', 'httplib']"
