@@ -9,9 +9,10 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from guardrail.core.errors import AlarmEventError
 from guardrail.service.alarms import apply_alarm, parse_alarm_events
 from guardrail.service.observability import logger, metrics, tracer
-from guardrail.service.runtime import default_runtime
+from guardrail.service.runtime import default_runtime, settles
 
 
+@settles
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics

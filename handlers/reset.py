@@ -18,11 +18,12 @@ from pydantic import ValidationError
 from guardrail.core.errors import ResetRefused, ScopeNotFound
 from guardrail.service.observability import logger, metrics, tracer
 from guardrail.service.oncall import ResetRequest, reset
-from guardrail.service.runtime import default_runtime
+from guardrail.service.runtime import default_runtime, settles
 
 UNVERIFIED = "unverified:direct-invoke"
 
 
+@settles
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics

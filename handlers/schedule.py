@@ -10,9 +10,10 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from guardrail.service import schedule
 from guardrail.service.observability import logger, metrics, tracer
-from guardrail.service.runtime import default_runtime
+from guardrail.service.runtime import default_runtime, settles
 
 
+@settles
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics

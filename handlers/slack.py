@@ -16,9 +16,11 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from guardrail.service.observability import logger, metrics, tracer
+from guardrail.service.runtime import settles
 from guardrail.service.slack_reset import Refused, default_slack_reset
 
 
+@settles
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics

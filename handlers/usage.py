@@ -9,9 +9,10 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from guardrail.service.ingest import ingest_events
 from guardrail.service.observability import logger, metrics, record_ingest, tracer
-from guardrail.service.runtime import default_runtime
+from guardrail.service.runtime import default_runtime, settles
 
 
+@settles
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
@@ -21,7 +22,6 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     # of a failed chunk was counted, so a retry cannot double-count.
     result = ingest_events(runtime, [event])
     record_ingest(result)
-    default_runtime.settle()
     return {
         "recorded": len(result.recorded),
         "duplicates": len(result.duplicates),

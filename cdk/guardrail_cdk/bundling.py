@@ -1,8 +1,11 @@
 """Lambda code without Docker: the repo's packages as the function asset, dependencies as one layer.
 
-- Function asset: the Lambda side only, copied as it is (no `__pycache__`) and hashed by content:
-  `handlers/` and `guardrail/` with its `core`, `store` and `service` layers. The app-side client
-  (`guardrail/client`) and the on-call tools (`guardrail/tools`) never run in Lambda and are left out.
+- Function asset: the Lambda side only, copied as it is and hashed by content: `handlers/` and
+  `guardrail/` with its `core`, `store` and `service` layers. The app-side client (`guardrail/client`)
+  and the on-call tools (`guardrail/tools`) never run in Lambda and are left out.
+- Bytecode: both assets carry `.pyc` files compiled by the runtime's Python when this machine has one
+  (`python3.14`), since Lambda cannot cache what it compiles at a cold start; otherwise they ship source
+  only and the synth says so (`asset_files.py`).
 - Layer asset: the runtime dependencies from `pyproject.toml` (`[project].dependencies`, which the light
   client needs, plus the `service` extra, minus boto3, which the Lambda runtime provides), installed by
   pip for the Lambda platform (arm64, CPython of the function runtime, binary wheels only). A botocore
@@ -34,11 +37,17 @@ import jsii
 from aws_cdk import AssetHashType, BundlingOptions, DockerImage, ILocalBundling
 from aws_cdk import aws_lambda as lambda_
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-# What the functions import (docs/architecture.md): everything below these paths, nothing else.
-SOURCE_PATHS = ("guardrail/__init__.py", "guardrail/core", "guardrail/store", "guardrail/service", "handlers")
-RUNTIME = lambda_.Runtime.PYTHON_3_14
-PYTHON_VERSION = "3.14"
+from guardrail_cdk.asset_files import (
+    LAYER_ROOT,
+    PYTHON_VERSION,
+    REPO_ROOT,
+    compile_bytecode,
+    runtime_python,
+    source_hash,
+    write_function_code,
+)
+
+RUNTIME = lambda_.Runtime.PYTHON_3_14  # asset_files.PYTHON_VERSION names the same version
 ARCHITECTURE = lambda_.Architecture.ARM_64
 PLATFORMS = ("manylinux2014_aarch64", "manylinux_2_28_aarch64")
 PROVIDED_BY_RUNTIME = frozenset({"boto3", "botocore"})
@@ -130,28 +139,12 @@ def directory_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
 
 
-def layer_hash(requirements: list[str], install: bool) -> str:
+def layer_hash(requirements: list[str], install: bool, *, bytecode: bool = False) -> str:
     key = {"requirements": requirements, "platforms": PLATFORMS, "python": PYTHON_VERSION, "install": install}
     key["layout"] = LAYER_LAYOUT
+    if bytecode:  # the same install with its pycs is another asset
+        key["bytecode"] = True
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
-
-
-def source_files(root: Path = REPO_ROOT) -> list[Path]:
-    files = []
-    for source in SOURCE_PATHS:
-        top = root / source
-        for path in [top] if top.is_file() else sorted(top.rglob("*")):
-            if path.is_file() and "__pycache__" not in path.parts and path.suffix not in {".pyc", ".pyo"}:
-                files.append(path)
-    return files
-
-
-def source_hash(root: Path = REPO_ROOT) -> str:
-    digest = hashlib.sha256()
-    for path in source_files(root):
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
-        digest.update(path.read_bytes() + b"\0")
-    return digest.hexdigest()
 
 
 def cache_root() -> Path:
@@ -162,26 +155,37 @@ def cache_root() -> Path:
 class SourceBundling:
     """Copy the guardrail's packages into the asset directory."""
 
-    def __init__(self, root: Path = REPO_ROOT) -> None:
+    def __init__(self, root: Path = REPO_ROOT, *, python: str | None = None) -> None:
         self.root = root
+        self.python = python  # the runtime's Python, to compile with (None: source only)
 
     def try_bundle(self, output_dir: str, *args: Any, **kwargs: Any) -> bool:
-        for path in source_files(self.root):
-            dest = Path(output_dir) / path.relative_to(self.root)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, dest)
-        print(f"guardrail function code asset: {directory_mb(Path(output_dir)):.2f} MB unzipped", file=sys.stderr)
+        compiled = write_function_code(Path(output_dir), self.root, python=self.python)
+        print(
+            f"guardrail function code asset: {directory_mb(Path(output_dir)):.2f} MB unzipped, "
+            + _bytecode_note(compiled),
+            file=sys.stderr,
+        )
         return True
+
+
+def _bytecode_note(compiled: bool) -> str:
+    if compiled:
+        return f"with bytecode for Python {PYTHON_VERSION}"
+    return f"source only: no python{PYTHON_VERSION} here to compile with, so it compiles at every cold start"
 
 
 @jsii.implements(ILocalBundling)
 class DependencyLayerBundling:
     """pip-install the runtime dependencies for Lambda arm64 into `python/` (the layer layout)."""
 
-    def __init__(self, requirements: list[str], *, install: bool, run: Any = subprocess.run) -> None:
+    def __init__(
+        self, requirements: list[str], *, install: bool, run: Any = subprocess.run, python: str | None = None
+    ) -> None:
         self.requirements = requirements
         self.install = install
         self.run = run
+        self.python = python  # the runtime's Python, to compile with (None: source only)
 
     def try_bundle(self, output_dir: str, *args: Any, **kwargs: Any) -> bool:
         target = Path(output_dir) / "python"
@@ -197,13 +201,13 @@ class DependencyLayerBundling:
         shutil.copytree(cached, target, dirs_exist_ok=True)
         print(
             f"guardrail dependency layer asset: {directory_mb(target):.1f} MB unzipped "
-            f"(Lambda allows {UNZIPPED_LIMIT_MB} MB for code and layers)",
+            f"(Lambda allows {UNZIPPED_LIMIT_MB} MB for code and layers), {_bytecode_note(self.python is not None)}",
             file=sys.stderr,
         )
         return True
 
     def cached_install(self) -> Path:
-        cached = cache_root() / f"layer-{layer_hash(self.requirements, True)[:32]}"
+        cached = cache_root() / f"layer-{layer_hash(self.requirements, True, bytecode=self.python is not None)[:32]}"
         if cached.is_dir():
             return cached
         cached.parent.mkdir(parents=True, exist_ok=True)
@@ -224,6 +228,7 @@ class DependencyLayerBundling:
                     f"the dependency layer has compiled files that would not load on Python {PYTHON_VERSION} "
                     "arm64:\n  " + "\n  ".join(problems)
                 )
+            compile_bytecode(staging, self.python, runs_from=f"{LAYER_ROOT}/python", run=self.run)
             staging.rename(cached)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -231,19 +236,22 @@ class DependencyLayerBundling:
 
 
 def source_code() -> lambda_.Code:
+    python = runtime_python()
     return lambda_.Code.from_asset(
         str(REPO_ROOT),
-        asset_hash=source_hash(),
+        asset_hash=source_hash(bytecode=python is not None),
         asset_hash_type=AssetHashType.CUSTOM,
-        bundling=BundlingOptions(image=_UNUSED_IMAGE, local=SourceBundling()),
+        bundling=BundlingOptions(image=_UNUSED_IMAGE, local=SourceBundling(python=python)),
     )
 
 
 def dependency_code(*, install: bool) -> lambda_.Code:
     requirements = runtime_requirements()
+    python = runtime_python() if install else None
+    layer = DependencyLayerBundling(requirements, install=install, python=python)
     return lambda_.Code.from_asset(
         str(Path(__file__).parent / "runtime"),
-        asset_hash=layer_hash(requirements, install),
+        asset_hash=layer_hash(requirements, install, bytecode=python is not None),
         asset_hash_type=AssetHashType.CUSTOM,
-        bundling=BundlingOptions(image=_UNUSED_IMAGE, local=DependencyLayerBundling(requirements, install=install)),
+        bundling=BundlingOptions(image=_UNUSED_IMAGE, local=layer),
     )

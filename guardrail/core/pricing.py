@@ -170,10 +170,10 @@ def _claude_1h(model_ref: str, inp: Decimal, cache_write: Decimal) -> Decimal:
 
 def rates_from_genai_prices(model_ref: str) -> Rates | None:
     """Look the model up in genai-prices' offline AWS Bedrock table; None when it has no price."""
-    from genai_prices import Usage, calc_price  # heavy import, only on the first miss
+    from guardrail.core import offline_prices  # genai-prices: a heavy import, only on the first miss
 
     try:
-        calc = calc_price(Usage(input_tokens=1, output_tokens=1), model_ref=model_ref, provider_id="aws")
+        calc = offline_prices.model_price(model_ref)
     except LookupError:
         return None
     mp = calc.model_price

@@ -28,13 +28,16 @@ NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "BedrockGuardrail")
 
 
 Handler = Callable[[Any, Any], Any]
+# What the functions call out with: AWS through botocore, Slack webhooks through urllib (httplib). The
+# Tracer's default patches every library the X-Ray SDK knows, importing each one it finds: more cold start.
+TRACED_MODULES = ("botocore", "httplib")
 
 
 class LazyTracer:
     """Powertools Tracer, built on the first invocation instead of at import.
 
-    Building a Tracer imports the X-Ray SDK (about 250 ms, more than `import boto3`) even when tracing
-    is off. Deferring it keeps handler import time (cold start init) small; when tracing is disabled
+    Building a Tracer imports the X-Ray SDK (and patches what it traces: TRACED_MODULES) even when
+    tracing is off. Deferring it keeps handler import time (cold start init) small; when tracing is disabled
     (POWERTOOLS_TRACE_DISABLED, or outside Lambda) it is never built at all. Botocore is patched when
     the Tracer is built, which is before the first AWS client is created (clients are lazy too).
     """
@@ -53,7 +56,7 @@ class LazyTracer:
         if self._tracer is None:
             from aws_lambda_powertools import Tracer as _Tracer
 
-            self._tracer = _Tracer(service=self.service)
+            self._tracer = _Tracer(service=self.service, patch_modules=TRACED_MODULES)
         return self._tracer
 
     def capture_lambda_handler(self, *, capture_response: bool = False) -> Callable[[Handler], Handler]:

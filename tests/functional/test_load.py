@@ -29,6 +29,7 @@ from tests.support.common import TABLE, Clock, FakeLambdaContext
 from tests.support.factories import log_line, logs_event, record
 
 ROOT = Path(__file__).resolve().parents[1]
+REPO = ROOT.parent  # the checkout: a child run there imports this code, not an installed copy
 
 
 def test_concurrent_handler_invocations_with_overlapping_duplicate_batches_keep_totals_exact(
@@ -168,6 +169,64 @@ def test_importing_a_handler_does_not_load_the_xray_sdk_or_genai_prices() -> Non
         "print(sorted(m for m in ('aws_xray_sdk', 'genai_prices', 'moto') if m in sys.modules))"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True, env={"PATH": ""}
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True, env={"PATH": ""}
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_pricing_from_genai_prices_skips_its_price_updater_and_leaves_the_package_whole() -> None:
+    # The updater imports httpx and asyncio; the guardrail prices from the bundled snapshot only.
+    code = (
+        "import sys; from guardrail.core.pricing import rates_from_genai_prices as r;"
+        "rates = r('us.anthropic.claude-sonnet-4-5-20250929-v1:0');"
+        "print(rates.source, rates.base.input, 'httpx2' in sys.modules, 'asyncio' in sys.modules);"
+        "import genai_prices; print(callable(genai_prices.calc_price), genai_prices.types.Usage is not None)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True, env={"PATH": ""}
+    )
+    assert out.stdout.split() == [
+        "regional.anthropic.claude-sonnet-4-5-20250929-v1:0",
+        "3.3",
+        "False",
+        "False",
+        "True",
+        "True",
+    ]
+
+
+def test_in_lambda_the_cold_start_pauses_the_collector_until_the_first_event_is_handled_failed_or_not() -> None:
+    code = """
+import gc, handlers.alarm
+paused = not gc.isenabled()
+class Context:
+    function_name, memory_limit_in_mb, aws_request_id = "guardrail-alarm", 128, "r"
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:guardrail-alarm"
+try:
+    out = handlers.alarm.handler({"not": "an alarm"}, Context())["changed"]
+except Exception as exc:
+    out = type(exc).__name__
+print(paused, gc.isenabled(), out)
+"""
+    lambda_env = {"AWS_EXECUTION_ENV": "AWS_Lambda_python3.14", "AWS_DEFAULT_REGION": "us-east-1"}
+    cases = (
+        ({"AWS_DEFAULT_REGION": "us-east-1"}, "False True False"),  # not in Lambda: never paused
+        (lambda_env, "True True False"),
+        ({**lambda_env, "GUARDRAIL_WINDOW": "week"}, "True True ConfigError"),  # the first event fails
+    )
+    for env, expected in cases:
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env={"PATH": "", **env}
+        )
+        assert out.stdout.strip().splitlines()[-1] == expected, out.stderr[-2000:]
+
+
+def test_tracing_patches_only_what_the_functions_call_out_with() -> None:
+    # The Tracer's default patches every library the X-Ray SDK knows (more first-event CPU in Lambda).
+    code = (
+        "from guardrail.service.observability import tracer; tracer.get();"
+        "from aws_xray_sdk.core import patcher; print(sorted(patcher._PATCHED_MODULES))"
+    )
+    env = {"PATH": "", "LAMBDA_TASK_ROOT": "/var/task", "AWS_XRAY_CONTEXT_MISSING": "LOG_ERROR"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True, env=env)
+    assert out.stdout.strip() == "['botocore', 'httplib']"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import marshal
 import os
 import subprocess
 import sys
@@ -9,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from guardrail_cdk import bundling  # type: ignore[import-not-found, unused-ignore]
+from guardrail_cdk import asset_files, bundling  # type: ignore[import-not-found, unused-ignore]
 
 
 def test_runtime_requirements_come_from_pyproject_without_boto3() -> None:
@@ -17,7 +18,6 @@ def test_runtime_requirements_come_from_pyproject_without_boto3() -> None:
     names = {bundling._dist_name(r) for r in reqs}
     assert {
         "pydantic",
-        "pydantic-settings",
         "genai-prices",
         "cachetools",
         "aws-lambda-powertools",
@@ -197,3 +197,57 @@ def test_the_install_is_pruned_and_checked_before_it_is_cached(cache: Path, caps
 def test_synth_prints_the_function_code_asset_size(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert bundling.SourceBundling().try_bundle(str(tmp_path))
     assert "guardrail function code asset:" in capsys.readouterr().err
+
+
+# -- bytecode: Lambda cannot cache what it compiles at a cold start ---------------------------------------
+
+
+def pyc_of(source: Path) -> Path:
+    return source.parent / "__pycache__" / f"{source.stem}.{sys.implementation.cache_tag}.pyc"
+
+
+def test_with_the_runtime_python_the_function_asset_carries_bytecode_valid_whatever_the_zip_keeps(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given this interpreter standing in for the runtime's Python
+    assert bundling.SourceBundling(python=sys.executable).try_bundle(str(tmp_path))
+    sources = sorted(tmp_path.rglob("*.py"))
+    # Then every module has its bytecode, checked by nothing (no mtime or hash check at import)
+    assert sources and all(pyc_of(s).is_file() for s in sources)
+    header = pyc_of(tmp_path / "guardrail" / "core" / "models.py").read_bytes()[:16]
+    assert int.from_bytes(header[4:8], "little") == 0b01  # hash-based, unchecked
+    # and tracebacks name the module where Lambda runs it
+    code = marshal.loads(pyc_of(tmp_path / "guardrail" / "core" / "models.py").read_bytes()[16:])
+    assert code.co_filename == "/var/task/guardrail/core/models.py"
+    assert "with bytecode for Python 3.14" in capsys.readouterr().err
+
+
+def test_without_the_runtime_python_the_assets_ship_source_only_and_hash_apart(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(asset_files.shutil, "which", lambda name: None)
+    assert asset_files.runtime_python("9.99") is None
+    assert asset_files.runtime_python(f"{sys.version_info.major}.{sys.version_info.minor}") == sys.executable
+    assert bundling.SourceBundling(python=None).try_bundle(str(tmp_path))
+    assert not list(tmp_path.rglob("*.pyc"))
+    assert "source only: no python3.14 here" in capsys.readouterr().err
+    assert asset_files.source_hash(bytecode=True) != asset_files.source_hash()
+    assert bundling.layer_hash(["pydantic"], True, bytecode=True) != bundling.layer_hash(["pydantic"], True)
+
+
+def test_the_layer_is_compiled_before_it_is_cached(cache: Path) -> None:
+    def fake_pip(cmd: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        if "compileall" in cmd:
+            return subprocess.run(cmd, **kwargs)
+        target = Path(cmd[cmd.index("--target") + 1])
+        (target / "pydantic").mkdir(parents=True)
+        (target / "pydantic" / "__init__.py").write_text("VERSION = 2\n")
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    bundler = bundling.DependencyLayerBundling(["pydantic"], install=True, run=fake_pip, python=sys.executable)
+    assert bundler.try_bundle(str(cache / "out"))
+    assert pyc_of(cache / "out" / "python" / "pydantic" / "__init__.py").is_file()
+
+
+def test_the_runtime_python_is_the_functions_runtime() -> None:
+    assert bundling.RUNTIME.name == f"python{asset_files.PYTHON_VERSION}"

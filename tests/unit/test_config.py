@@ -70,3 +70,18 @@ def test_own_function_as_target_is_a_configuration_error(monkeypatch: pytest.Mon
     monkeypatch.setenv("GUARDRAIL_TARGET_FUNCTIONS", "chat-api,arn:aws:lambda:us-east-1:1:function:guardrail-usage")
     with pytest.raises(ConfigError, match="guardrail-usage"):
         load_settings()
+
+
+def test_variables_are_read_in_any_case_and_a_keyword_override_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("guardrail_window", "hour")
+    monkeypatch.setenv("GUARDRAIL_MODE", "dry-run")
+    monkeypatch.setenv("GUARDRAIL_PRICE_OVERRIDES", '{"my-model": {"input": 1, "output": 5}}')
+    s = load_settings(mode="enforce")
+    assert (s.window, s.mode) == ("hour", "enforce")
+    assert s.price_overrides["my-model"].output == Decimal(5)
+
+
+def test_a_json_setting_that_does_not_decode_names_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GUARDRAIL_PRICE_OVERRIDES", "my-model=1")
+    with pytest.raises(ConfigError, match="GUARDRAIL_PRICE_OVERRIDES: not valid JSON"):
+        load_settings()
