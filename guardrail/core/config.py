@@ -1,22 +1,20 @@
-"""Settings: one pydantic model, read once from `GUARDRAIL_*` environment variables.
+"""Settings: one pydantic-settings model, read once from `GUARDRAIL_*` environment variables.
 
-A bad value fails at start with a `ConfigError` naming the variable and the accepted form. Each variable
-arrives as text and the field's validator reads it (comma lists, key=value lists, JSON); the environment
-is read here rather than by pydantic-settings, whose import (asyncio and its sources machinery) was about
-a tenth of a Lambda cold start.
+A bad value fails at start with a `ConfigError` naming the variable and the accepted form.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
-import os
 import re
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from guardrail.core.errors import ConfigError
 from guardrail.core.models import Budget, Level, Thresholds
@@ -72,15 +70,6 @@ def parse_key_values(text: str) -> dict[str, Decimal]:
             raise ValueError(f"{part!r} is not key=value")
         out[key.strip().lower()] = _decimal(value, key.strip())
     return out
-
-
-def _json(value: Any) -> Any:
-    if not isinstance(value, str):
-        return value
-    try:
-        return json.loads(value)
-    except ValueError:
-        raise ValueError("not valid JSON") from None
 
 
 def _split_csv(value: Any) -> Any:
@@ -170,19 +159,17 @@ class BudgetModel(BaseModel):
 DEFAULT_DOWNGRADES = {"claude-sonnet": "claude-haiku", "claude-3-5-sonnet": "claude-3-5-haiku"}
 
 
-class Settings(BaseModel):
-    """Built by `load_settings` from the environment and keyword overrides."""
-
-    model_config = ConfigDict(frozen=True, extra="ignore", validate_default=True)
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
 
     table_name: str = "bedrock-guardrail"
     topic_arn: str | None = None
     slack_secret_arn: str | None = None
-    target_functions: tuple[str, ...] = ()
+    target_functions: Annotated[tuple[str, ...], NoDecode] = ()
     # IAM roles of callers that are not Lambda functions (ECS, EC2, EKS, notebooks): shutdown denies them Bedrock.
-    target_roles: tuple[str, ...] = ()
-    own_functions: tuple[str, ...] = ()
-    thresholds: ThresholdsModel = ThresholdsModel()
+    target_roles: Annotated[tuple[str, ...], NoDecode] = ()
+    own_functions: Annotated[tuple[str, ...], NoDecode] = ()
+    thresholds: Annotated[ThresholdsModel, NoDecode] = ThresholdsModel()
     window: Literal["hour", "day", "month"] = "day"
     timezone: str = "UTC"
     mode: Literal["enforce", "dry-run"] = "enforce"
@@ -190,7 +177,7 @@ class Settings(BaseModel):
     budgets: list[BudgetModel] | None = None
     model_downgrades: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_DOWNGRADES))
     price_overrides: dict[str, TokenRates] = Field(default_factory=dict)
-    ceiling_rate: TokenRates = TokenRates(
+    ceiling_rate: Annotated[TokenRates, NoDecode] = TokenRates(
         input=Decimal(15), output=Decimal(75), cache_read=Decimal("1.5"), cache_write=Decimal("18.75")
     )
     request_ttl_days: int = Field(default=8, ge=1, le=400)
@@ -205,7 +192,7 @@ class Settings(BaseModel):
     # Reset from Slack (guardrail.service.slack_reset): the app's signing secret and bot token, who may reset
     # (empty: nobody), and whether alerts carry the buttons (only useful once the app's Request URL is set).
     slack_app_secret_arn: str | None = None
-    slack_oncall_users: tuple[str, ...] = ()
+    slack_oncall_users: Annotated[tuple[str, ...], NoDecode] = ()
     slack_buttons: bool = False
 
     @field_validator("target_functions", "target_roles", "own_functions", "slack_oncall_users", mode="before")
@@ -233,12 +220,14 @@ class Settings(BaseModel):
     @field_validator("budgets", "price_overrides", "model_downgrades", mode="before")
     @classmethod
     def _json_text(cls, value: Any) -> Any:
-        return _json(value)
+        # Environment values are JSON-decoded by pydantic-settings; keyword overrides may be text too.
+        return json.loads(value) if isinstance(value, str) else value
 
     @field_validator("alarm_levels", mode="before")
     @classmethod
     def _alarm_levels(cls, value: Any) -> Any:
-        value = _json(value)
+        if isinstance(value, str):
+            value = json.loads(value)
         if isinstance(value, dict):
             return {str(k): Level.parse(v) for k, v in value.items()}
         return value
@@ -348,8 +337,6 @@ OTHER_VARIABLES = frozenset({"GUARDRAIL_CDK_CACHE"})
 
 def unknown_variables(environ: Mapping[str, str]) -> list[tuple[str, str]]:
     """`GUARDRAIL_*` variables that are no setting (a typo is otherwise silently ignored), each with a hint."""
-    import difflib  # only for the hints, off the cold start
-
     known = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields} | OTHER_VARIABLES
     out = []
     for name in sorted(environ):
@@ -359,20 +346,11 @@ def unknown_variables(environ: Mapping[str, str]) -> list[tuple[str, str]]:
     return out
 
 
-def environment_values(environ: Mapping[str, str]) -> dict[str, str]:
-    """Each setting given as a `GUARDRAIL_*` variable (the name in any case), as its text."""
-    by_name = {name.upper(): value for name, value in environ.items()}
-    return {
-        field: by_name[var] for field in Settings.model_fields if (var := f"{ENV_PREFIX}{field.upper()}") in by_name
-    }
-
-
 def load_settings(*, flag_names: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-    """Read settings once from the environment, keyword overrides over it; turn pydantic's errors into one
-    message naming each variable (or, for a value given as an override, the command-line flag in
-    `flag_names`)."""
+    """Read settings once; turn pydantic's errors into one message naming each variable (or, for a value
+    given as an override, the command-line flag in `flag_names`)."""
     try:
-        return Settings(**{**environment_values(os.environ), **overrides})
+        return Settings(**overrides)
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
@@ -385,3 +363,9 @@ def load_settings(*, flag_names: Mapping[str, str] | None = None, **overrides: A
             named = not field and msg.startswith(ENV_PREFIX)  # a whole-model check names its own variable
             lines.append(("" if named else f"{var}: ") + msg + (f" (accepted form: {form})" if form else ""))
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+    except SettingsError as exc:  # a complex value (JSON) that did not even decode
+        found = re.search(r'field "([a-z_]+)"', str(exc))
+        name = found.group(1) if found else ""
+        var = f"{ENV_PREFIX}{name.upper()}" if name else "a GUARDRAIL_ setting"
+        form = ACCEPTED_FORMS.get(name, "valid JSON")
+        raise ConfigError(f"invalid configuration:\n  {var}: not valid JSON (accepted form: {form})") from None
