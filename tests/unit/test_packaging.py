@@ -17,6 +17,7 @@ def test_pip_install_brings_what_guard_needs_and_nothing_of_the_service_cli_or_t
     assert names(PYPROJECT["project"]["dependencies"]) == {
         "boto3",
         "pydantic",
+        "pydantic-settings",
         "genai-prices",
         "cachetools",
         "tzdata",  # calendar windows in any GUARDRAIL_TIMEZONE where the OS has no zone database
