@@ -29,9 +29,10 @@ from typing import TYPE_CHECKING, Any
 
 from guardrail.core.errors import LedgerError
 from guardrail.core.models import CounterKey
+from guardrail.store import prebuilt
 from guardrail.store.chunks import CounterDelta, LedgerEntry, num, sum_counts
 from guardrail.store.copies import HeldCopy, supersedes, tokens
-from guardrail.store.ledger_items import counter_updates, request_put_text
+from guardrail.store.ledger_items import counter_updates, request_put, request_put_text
 from guardrail.store.table import batch_get, batch_key, item_key, open_batch_key, request_key
 from guardrail.store.transact import CONDITION_FAILED, send
 
@@ -140,11 +141,15 @@ class Batches:
         when someone else sealed this one."""
         chunks = [entries[i : i + PER_TRANSACTION] for i in range(0, len(entries), PER_TRANSACTION)]
         expires = num(int((self.now() + self.request_ttl).timestamp()))
+        text = prebuilt.accepts_text(self.client)
         for index, chunk in enumerate(chunks):
             last = index == len(chunks) - 1
             pending = chunk
             while pending or (last and claim.opened):
-                items: list[Any] = [request_put_text(self.table, e, expires, claim.batch) for e in pending]
+                if text:  # the runtime's own client: JSON text, neither dicts nor their serialisation
+                    items: list[Any] = [request_put_text(self.table, e, expires, claim.batch) for e in pending]
+                else:
+                    items = [{"Put": request_put(self.table, e, expires, None, claim.batch)} for e in pending]
                 if pending:
                     items.append({"Update": self._claim_list(claim.batch, index, pending, expires)})
                 state_at = len(items)
