@@ -25,6 +25,7 @@ import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from guardrail.core.errors import LedgerError
@@ -259,22 +260,25 @@ class Batches:
         ]
 
     def _apply(self, batch: str, counters: dict[CounterKey, CounterDelta]) -> int:
-        """Apply a sealed batch's sums, each part once; the last part closes the batch. Returns the calls."""
-        ops = sorted(counter_updates(self.table, counters), key=_op_key)
-        parts = [ops[i : i + PER_TRANSACTION] for i in range(0, len(ops), PER_TRANSACTION)] or [[]]
+        """Apply a sealed batch's sums, each part once; the last part closes the batch. Returns the calls.
+
+        Parts are cut from one order every writer computes alike from the same sums (counters by scope and
+        window, each followed by its breakdown keys in order), and built one at a time."""
+        order = sorted(counters, key=lambda c: (c[0], c[1].key))
+        ops = counter_updates(self.table, {c: _sorted_breakdown(counters[c]) for c in order})
+        total = len(counters) + sum(len(d.breakdown) for d in counters.values())
+        parts = max(1, -(-total // PER_TRANSACTION))
         expires = num(int((self.now() + self.request_ttl).timestamp()))
-        calls = 0
-        for index, part in enumerate(parts):
+        for index in range(parts):
             marker = {**item_key(batch_key(batch, f"PART#{index:06d}")), "expires_at": expires}
             items: list[dict[str, Any]] = [
                 {"Put": {"TableName": self.table, "Item": marker, "ConditionExpression": "attribute_not_exists(pk)"}},
-                *part,
+                *islice(ops, PER_TRANSACTION),
             ]
-            if index == len(parts) - 1:
+            if index == parts - 1:
                 items.extend(self._close_ops(batch))
             send(self.client, items, self.sleep)  # a failed condition can only be the marker: already applied
-            calls += 1
-        return calls
+        return parts
 
     def _close_ops(self, batch: str) -> list[dict[str, Any]]:
         return [
@@ -376,6 +380,7 @@ class Batches:
             kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
 
 
-def _op_key(op: dict[str, Any]) -> tuple[str, str]:
-    key = op["Update"]["Key"]
-    return key["pk"]["S"], key["sk"]["S"]
+def _sorted_breakdown(delta: CounterDelta) -> CounterDelta:
+    """The same sums with the breakdown keys in order (so every writer cuts the same parts)."""
+    delta.breakdown = dict(sorted(delta.breakdown.items()))
+    return delta
