@@ -22,7 +22,7 @@ event continues its own batch, or, when that one is sealed, its next generation 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import islice
@@ -33,7 +33,7 @@ from guardrail.core.models import CounterKey
 from guardrail.store import prebuilt
 from guardrail.store.chunks import CounterDelta, LedgerEntry, num, sum_counts
 from guardrail.store.copies import HeldCopy, supersedes, tokens
-from guardrail.store.ledger_items import counter_updates, request_put, request_put_text
+from guardrail.store.ledger_items import counter_updates, counter_updates_text, request_put, request_put_text
 from guardrail.store.table import batch_get, batch_key, item_key, open_batch_key, request_key
 from guardrail.store.transact import CONDITION_FAILED, send
 
@@ -265,13 +265,15 @@ class Batches:
         Parts are cut from one order every writer computes alike from the same sums (counters by scope and
         window, each followed by its breakdown keys in order), and built one at a time."""
         order = sorted(counters, key=lambda c: (c[0], c[1].key))
-        ops = counter_updates(self.table, {c: _sorted_breakdown(counters[c]) for c in order})
+        ordered = {c: _sorted_breakdown(counters[c]) for c in order}
+        render = counter_updates_text if prebuilt.accepts_text(self.client) else counter_updates
+        ops: Iterator[Any] = render(self.table, ordered)
         total = len(counters) + sum(len(d.breakdown) for d in counters.values())
         parts = max(1, -(-total // PER_TRANSACTION))
         expires = num(int((self.now() + self.request_ttl).timestamp()))
         for index in range(parts):
             marker = {**item_key(batch_key(batch, f"PART#{index:06d}")), "expires_at": expires}
-            items: list[dict[str, Any]] = [
+            items: list[Any] = [
                 {"Put": {"TableName": self.table, "Item": marker, "ConditionExpression": "attribute_not_exists(pk)"}},
                 *islice(ops, PER_TRANSACTION),
             ]

@@ -192,3 +192,52 @@ def counter_updates(table: str, counters: dict[CounterKey, CounterDelta]) -> Ite
         requests = delta.breakdown_requests
         for key, spend in delta.breakdown.items():
             yield {"Update": breakdown_update(table, scope, window, key, spend, requests[key])}
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+@lru_cache(maxsize=16384)
+def _counter_prefix(table: str, scope: str, window: WindowRef, unconfirmed: bool) -> str:
+    key, names, static = _counter_static(scope, window)
+    add = _ADD
+    if unconfirmed:
+        names = {**names, "#uc": "unconfirmed_usd", "#ucr": "unconfirmed_requests"}
+        add = _ADD_UNCONFIRMED
+    expression = add + (_SET_EXPIRY if window.kind == RATE_WINDOW else _SET)
+    return (
+        f'{{"Update":{{"TableName":{_dumps(table)},"Key":{_dumps(key)},"UpdateExpression":{_dumps(expression)},'
+        f'"ExpressionAttributeNames":{_dumps(names)},"ExpressionAttributeValues":{{{_dumps(static)[1:-1]}'
+    )
+
+
+@lru_cache(maxsize=16384)
+def _breakdown_prefix(table: str, scope: str, window: WindowRef, key: str) -> str:
+    return (
+        f'{{"Update":{{"TableName":{_dumps(table)},"Key":{_dumps(item_key(breakdown_key(scope, window, key)))},'
+        '"UpdateExpression":"ADD spend_usd :s, requests :n SET by_key = :k",'
+        f'"ExpressionAttributeValues":{{":k":{_dumps({"S": key})}'
+    )
+
+
+def counter_updates_text(table: str, counters: dict[CounterKey, CounterDelta]) -> Iterator[str]:
+    """`counter_updates` rendered as JSON text (the batch path's parts on the runtime's own client), from
+    cached per-item prefixes: only the sums are formatted per call (tests/unit/test_ledger_items.py)."""
+    for (scope, window), d in counters.items():
+        unconfirmed = bool(d.unconfirmed or d.unconfirmed_requests)
+        text = (
+            _counter_prefix(table, scope, window, unconfirmed)
+            + f',":spend":{{"N":"{d.spend:f}"}},":req":{{"N":"{d.requests:d}"}},":in":{{"N":"{d.input_tokens:d}"}}'
+            + f',":out":{{"N":"{d.output_tokens:d}"}},":cr":{{"N":"{d.cache_read_tokens:d}"}}'
+            + f',":cw":{{"N":"{d.cache_write_tokens:d}"}}'
+        )
+        if unconfirmed:
+            text += f',":uc":{{"N":"{d.unconfirmed:f}"}},":ucr":{{"N":"{d.unconfirmed_requests:d}"}}'
+        yield text + "}}}"
+        requests = d.breakdown_requests
+        for key, spend in d.breakdown.items():
+            yield (
+                _breakdown_prefix(table, scope, window, key)
+                + f',":s":{{"N":"{spend:f}"}},":n":{{"N":"{requests[key]:d}"}}}}}}}}'
+            )
