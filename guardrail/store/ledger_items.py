@@ -90,15 +90,26 @@ _SET_EXPIRY = _SET + ", #exp = :exp"
 
 
 _TEXT_CACHE: dict[tuple[CounterKey, ...], str] = {}
+_ELEMENT_TEXT: dict[CounterKey, str] = {}
 _MAX_TEXTS = 16384
 
 
 def _counters_text(counters: tuple[CounterKey, ...]) -> str:
+    """`counters_attribute(counters)` as JSON text, built from each counter's text (shared by the records of
+    a batch even when their tuples differ, as a batch spread over a day's do: one 5-minute bucket each)."""
     text = _TEXT_CACHE.get(counters)
     if text is None:
         if len(_TEXT_CACHE) >= _MAX_TEXTS:
             _TEXT_CACHE.clear()
-        text = _TEXT_CACHE[counters] = json.dumps(counters_attribute(counters), separators=(",", ":"))
+        if len(_ELEMENT_TEXT) >= _MAX_TEXTS:
+            _ELEMENT_TEXT.clear()
+        elements = []
+        for counter in counters:
+            element = _ELEMENT_TEXT.get(counter)
+            if element is None:
+                element = _ELEMENT_TEXT[counter] = _dumps(counters_attribute((counter,))["L"][0])
+            elements.append(element)
+        text = _TEXT_CACHE[counters] = '{"L":[' + ",".join(elements) + "]}"
     return text
 
 
