@@ -209,26 +209,40 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
+@lru_cache(maxsize=8)
+def _names_text(rate: bool, unconfirmed: bool) -> str:
+    names = dict(_NAMES)
+    if rate:
+        names["#exp"] = "expires_at"
+    if unconfirmed:
+        names.update({"#uc": "unconfirmed_usd", "#ucr": "unconfirmed_requests"})
+    expression = (_ADD_UNCONFIRMED if unconfirmed else _ADD) + (_SET_EXPIRY if rate else _SET)
+    return f'"UpdateExpression":{_dumps(expression)},"ExpressionAttributeNames":{_dumps(names)}'
+
+
+def _key_text(key: tuple[str, str]) -> str:
+    return '{"pk":' + _s(key[0]) + ',"sk":' + _s(key[1]) + "}"
+
+
 @lru_cache(maxsize=16384)
 def _counter_prefix(table: str, scope: str, window: WindowRef, unconfirmed: bool) -> str:
-    key, names, static = _counter_static(scope, window)
-    add = _ADD
-    if unconfirmed:
-        names = {**names, "#uc": "unconfirmed_usd", "#ucr": "unconfirmed_requests"}
-        add = _ADD_UNCONFIRMED
-    expression = add + (_SET_EXPIRY if window.kind == RATE_WINDOW else _SET)
+    """Everything of a counter's Update but its sums (the text of `counter_update`'s static part)."""
+    rate = window.kind == RATE_WINDOW
+    values = f'":scope":{_s(scope)},":ws":{_s(window.start.isoformat())},":we":{_s(window.end.isoformat())}'
+    if rate:
+        values += f',":exp":{{"N":"{int((window.end + RATE_BUCKET_TTL).timestamp()):d}"}}'
     return (
-        f'{{"Update":{{"TableName":{_dumps(table)},"Key":{_dumps(key)},"UpdateExpression":{_dumps(expression)},'
-        f'"ExpressionAttributeNames":{_dumps(names)},"ExpressionAttributeValues":{{{_dumps(static)[1:-1]}'
+        f'{{"Update":{{"TableName":{_quote(table)},"Key":{_key_text(counter_key((scope, window)))},'
+        f'{_names_text(rate, unconfirmed)},"ExpressionAttributeValues":{{{values}'
     )
 
 
 @lru_cache(maxsize=16384)
 def _breakdown_prefix(table: str, scope: str, window: WindowRef, key: str) -> str:
     return (
-        f'{{"Update":{{"TableName":{_dumps(table)},"Key":{_dumps(item_key(breakdown_key(scope, window, key)))},'
+        f'{{"Update":{{"TableName":{_quote(table)},"Key":{_key_text(breakdown_key(scope, window, key))},'
         '"UpdateExpression":"ADD spend_usd :s, requests :n SET by_key = :k",'
-        f'"ExpressionAttributeValues":{{":k":{_dumps({"S": key})}'
+        f'"ExpressionAttributeValues":{{":k":{_s(key)}'
     )
 
 
