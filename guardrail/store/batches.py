@@ -146,7 +146,9 @@ class Batches:
         for index, chunk in enumerate(chunks):
             last = index == len(chunks) - 1
             pending = chunk
-            while pending or (last and claim.opened):
+            # The last chunk seals the batch even when none of its requests is left to claim: opened in this
+            # run, or before it (a retry finding only its own claims: opening again seals it).
+            while pending or (last and (claim.opened or claim.old)):
                 if text:  # the runtime's own client: JSON text, neither dicts nor their serialisation
                     items: list[Any] = [request_put_text(self.table, e, expires, claim.batch) for e in pending]
                 else:

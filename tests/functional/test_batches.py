@@ -199,6 +199,37 @@ def test_a_writer_dying_between_any_two_calls_loses_and_doubles_nothing(ledgers:
             assert_exact(ledgers, everything)
 
 
+def test_a_batch_whose_last_requests_are_all_held_elsewhere_is_sealed_alone_and_survives_any_crash(
+    ledgers: Ledgers,
+) -> None:
+    # 97 new requests, then 60 another writer counted already: the second claim is all duplicates, so the
+    # seal is a transaction of its own; a retry then finds nothing left to claim but its own claims.
+    earlier = spread("e", 60)
+    records = spread("n", 97) + earlier
+    engine = ledgers.fresh()
+    engine.ingest(earlier)
+    sent = count_transactions(ledgers.ddb)
+    before = sent[0]
+    result = engine.ingest(records)
+    calls = sent[0] - before
+    assert len(result.recorded) == 97 and len(result.duplicates) == 60
+    assert calls >= 4  # claim, cancelled claim, seal, parts
+    assert_exact(ledgers, records)
+    for call in range(1, calls + 1):
+        for after in (False, True):
+            engine = ledgers.fresh()
+            engine.ingest(earlier)
+            crash = CrashAt(ledgers.ddb, call, after=after)
+            try:
+                with pytest.raises(Crash):
+                    engine.ingest(records)
+            finally:
+                crash.remove()
+            retry = ledgers.engine().ingest(records)  # the Lambda retry, at once: no schedule run
+            assert len(retry.recorded) + len(retry.duplicates) == len(records)
+            assert_exact(ledgers, records)
+
+
 def test_a_better_copy_waits_for_the_open_batch_of_the_copy_it_replaces(ledgers: Ledgers) -> None:
     # Client reports (provisional) claimed by a writer that died before applying them; the logs arrive.
     reports = [replace(r, source="event") for r in spread("r", 200)]
