@@ -123,7 +123,7 @@ class Batches:
             if claim.taken:
                 outcome.write_calls += self.complete(claim.batch)[0]
             elif claim.opened:
-                whole = sums is not None and not claim.old and len(claim.new) == len(entries)
+                whole = not claim.old and len(claim.new) == len(entries)  # claimed it all, now: `sums` holds
                 counters = sums if whole and sums is not None else sum_counts(claim.new, claim.old)[0]
                 outcome.write_calls += self._apply(claim.batch, counters)
             if not pending:
@@ -237,18 +237,7 @@ class Batches:
                 {"Put": {"TableName": self.table, "Item": index}},
             ]
         if last:
-            return [
-                {
-                    "Update": {
-                        "TableName": self.table,
-                        "Key": key,
-                        "UpdateExpression": "SET #state = :sealed",
-                        "ConditionExpression": "#state = :claiming",
-                        "ExpressionAttributeNames": names,
-                        "ExpressionAttributeValues": {":sealed": {"S": SEALED}, ":claiming": {"S": CLAIMING}},
-                    }
-                }
-            ]
+            return [{"Update": self._seal(claim.batch)}]
         return [
             {
                 "ConditionCheck": {
@@ -298,6 +287,17 @@ class Batches:
             {"Delete": {"TableName": self.table, "Key": item_key(open_batch_key(batch))}},
         ]
 
+    def _seal(self, batch: str) -> dict[str, Any]:
+        """The Update that seals a batch still claiming: by its writer's last claim, or by `complete`."""
+        return {
+            "TableName": self.table,
+            "Key": item_key(batch_key(batch, STATE)),
+            "UpdateExpression": "SET #state = :sealed",
+            "ConditionExpression": "#state = :claiming",
+            "ExpressionAttributeNames": {"#state": "state"},
+            "ExpressionAttributeValues": {":sealed": {"S": SEALED}, ":claiming": {"S": CLAIMING}},
+        }
+
     def closed_check(self, batch: str) -> dict[str, Any]:
         """A ConditionCheck: the batch that counts a held copy is closed (or gone with its TTL)."""
         return {
@@ -318,29 +318,21 @@ class Batches:
     def complete(self, batch: str) -> tuple[int, set[CounterKey]]:
         """Seal (if still claiming) and apply a batch from the table alone; idempotent. Returns the write
         calls made and the counters the batch adds to."""
-        calls = 0
         state = self._state(batch)
         if state == CLAIMING:
             try:
-                self.client.update_item(
-                    TableName=self.table,
-                    Key=item_key(batch_key(batch, STATE)),
-                    UpdateExpression="SET #state = :sealed",
-                    ConditionExpression="#state = :claiming",
-                    ExpressionAttributeNames={"#state": "state"},
-                    ExpressionAttributeValues={":sealed": {"S": SEALED}, ":claiming": {"S": CLAIMING}},
-                )
+                self.client.update_item(**self._seal(batch))
                 state = SEALED
             except self.client.exceptions.ConditionalCheckFailedException:
                 state = self._state(batch)  # sealed by its writer meanwhile
         if state != SEALED:  # closed, or gone: only a stale index entry may be left
             self.client.delete_item(TableName=self.table, Key=item_key(open_batch_key(batch)))
-            return calls + 1, set()
+            return 1, set()
         ids = self._claimed_ids(batch)
         items = batch_get(self.client, self.table, [request_key(i) for i in ids])
         copies = [c for c in map(HeldCopy.from_item, items.values()) if c is not None and c.batch == batch]
         counters, _ = sum_counts((), copies)
-        return calls + self._apply(batch, counters), set(counters)
+        return self._apply(batch, counters), set(counters)
 
     def _claimed_ids(self, batch: str) -> list[str]:
         pk, _ = batch_key(batch, STATE)

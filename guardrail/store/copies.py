@@ -47,8 +47,21 @@ _ELEMENTS: dict[CounterKey, dict[str, Any]] = {}
 _MAX_CACHED = 16384  # a day of 5-minute buckets at 50 scopes: about 8 MB
 
 
+def counter_element(counter: CounterKey) -> dict[str, Any]:
+    """One counter as the request item keeps it: [scope, kind, start, end] (cached; never mutated)."""
+    element = _ELEMENTS.get(counter)
+    if element is None:
+        if len(_ELEMENTS) >= _MAX_CACHED:
+            _ELEMENTS.clear()
+        s, w = counter
+        element = _ELEMENTS[counter] = {
+            "L": [{"S": s}, {"S": w.kind}, {"S": w.start.isoformat()}, {"S": w.end.isoformat()}]
+        }
+    return element
+
+
 def counters_attribute(counters: tuple[CounterKey, ...]) -> dict[str, Any]:
-    """Every counter a copy added to, as the request item keeps it: [scope, kind, start, end].
+    """Every counter a copy added to, as the request item keeps it.
 
     Records of one batch mostly share their counters, if not the whole tuple (a batch spread over a day
     has one 5-minute bucket per record): the attribute is built once per distinct tuple from elements built
@@ -57,18 +70,7 @@ def counters_attribute(counters: tuple[CounterKey, ...]) -> dict[str, Any]:
     if attribute is None:
         if len(_ATTRIBUTES) >= _MAX_CACHED:
             _ATTRIBUTES.clear()
-        if len(_ELEMENTS) >= _MAX_CACHED:
-            _ELEMENTS.clear()
-        elements = []
-        for counter in counters:
-            element = _ELEMENTS.get(counter)
-            if element is None:
-                s, w = counter
-                element = _ELEMENTS[counter] = {
-                    "L": [{"S": s}, {"S": w.kind}, {"S": w.start.isoformat()}, {"S": w.end.isoformat()}]
-                }
-            elements.append(element)
-        attribute = _ATTRIBUTES[counters] = {"L": elements}
+        attribute = _ATTRIBUTES[counters] = {"L": [counter_element(c) for c in counters]}
     return attribute
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from guardrail.core.models import RATE_WINDOW, CounterKey, WindowRef
 from guardrail.store.chunks import CounterDelta, LedgerEntry, num
-from guardrail.store.copies import HeldCopy, counters_attribute
+from guardrail.store.copies import HeldCopy, counter_element, counters_attribute
 from guardrail.store.table import breakdown_key, counter_key, item_key, request_key
 
 RATE_BUCKET_TTL = timedelta(days=2)
@@ -107,7 +107,7 @@ def _counters_text(counters: tuple[CounterKey, ...]) -> str:
         for counter in counters:
             element = _ELEMENT_TEXT.get(counter)
             if element is None:
-                element = _ELEMENT_TEXT[counter] = _dumps(counters_attribute((counter,))["L"][0])
+                element = _ELEMENT_TEXT[counter] = _dumps(counter_element(counter))
             elements.append(element)
         text = _TEXT_CACHE[counters] = '{"L":[' + ",".join(elements) + "]}"
     return text

@@ -8,7 +8,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from guardrail.core.errors import LedgerError
-from guardrail.store import prebuilt
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -30,9 +29,7 @@ def backoff(sleep: Callable[[float], None], attempt: int) -> None:
 def send(client: DynamoDBClient, items: list[Any], sleep: Callable[[float], None]) -> list[dict[str, Any]] | None:
     """None when the transaction committed; its CancellationReasons (one per item, in order) when a
     condition failed. Raises LedgerError when it stays contended or is refused for another reason.
-    Items are dicts or JSON text (guardrail.store.prebuilt), parsed back for a client that takes no text."""
-    if not prebuilt.accepts_text(client):
-        items = prebuilt.as_params(items)
+    Items are dicts, or JSON text for a client that takes it (guardrail.store.prebuilt.accepts_text)."""
     for attempt in range(MAX_ATTEMPTS):
         try:
             client.transact_write_items(TransactItems=items)
