@@ -22,6 +22,7 @@ event continues its own batch, or, when that one is sealed, its next generation 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -74,14 +75,10 @@ class _Claim:
 
 
 def batch_digest(entries: Iterable[LedgerEntry]) -> str:
-    """The same content (request ids, sources, token counts) gives the same batch, in any order."""
-    h = hashlib.sha256()
-    for line in sorted(
-        f"{e.priced.record.request_id}\x1f{e.priced.record.source}\x1f{tokens(e.priced.record)}" for e in entries
-    ):
-        h.update(line.encode("utf-8", "surrogatepass"))
-        h.update(b"\x1e")
-    return h.hexdigest()[:32]
+    """The same content (request ids, sources, token counts) gives the same batch, in any order. Encoded as
+    JSON, so no request id (outside text: any character) can make two different batches read alike."""
+    content = sorted((e.priced.record.request_id, e.priced.record.source, tokens(e.priced.record)) for e in entries)
+    return hashlib.sha256(json.dumps(content).encode()).hexdigest()[:32]
 
 
 class Batches:

@@ -16,11 +16,12 @@ from typing import Any
 import pytest
 
 from guardrail.core.config import load_settings
-from guardrail.core.models import RATE_WINDOW, UsageRecord
+from guardrail.core.models import RATE_WINDOW, PricedRecord, UsageRecord
 from guardrail.core.pricing import Pricer
 from guardrail.core.windows import window_at
 from guardrail.service.engine import Engine
-from guardrail.store.chunks import plan_chunks, sum_counts
+from guardrail.store.batches import batch_digest
+from guardrail.store.chunks import LedgerEntry, plan_chunks, sum_counts
 from guardrail.store.table import create_table
 from tests.support.common import TABLE, Clock
 from tests.support.crash import Crash, CrashAt, count_transactions
@@ -286,3 +287,15 @@ def test_the_schedule_run_leaves_a_live_writers_batch_alone(ledgers: Ledgers) ->
     ledgers.clock.at = NOW + timedelta(minutes=5)  # within the writer's time: maybe still running
     done, _ = ledgers.engine().complete_open_batches(timedelta(minutes=10))
     assert done == [] and ledgers.spend() == (Decimal(0), 0) and len(ledgers.open_batches()) == 1
+
+
+def test_a_request_id_made_of_separators_cannot_make_two_batches_one() -> None:
+    # One request whose id spells "a, then b" in any separator scheme, against the requests a and b.
+    a, b = record("a", input_tokens=5, output_tokens=0), record("b", input_tokens=7, output_tokens=0)
+    forged = record("a\x1finvocation-log\x1f5\x1eb", input_tokens=7, output_tokens=0)
+
+    def entry(r: UsageRecord) -> LedgerEntry:
+        return LedgerEntry(PricedRecord(r, PRICER.price(r)), ())
+
+    assert batch_digest([entry(forged)]) != batch_digest([entry(a), entry(b)])
+    assert batch_digest([entry(a), entry(b)]) == batch_digest([entry(b), entry(a)])  # order is not content
