@@ -12,6 +12,12 @@ from guardrail.core.models import WindowKind, WindowRef
 # every window (a 5-minute bucket aside): the hot path computes each window once per slice.
 SLICE_SECONDS = 900
 BUCKET_SECONDS = 300
+# 5-minute buckets are read for two things only: the burn rate (a scope's last BURN_BUCKETS buckets) and
+# unconfirmed spend (the buckets inside the confirmation grace period). A bucket that ended before both
+# look-backs is never read, so a late record does not write it (a replay of a day's logs would otherwise
+# write a bucket per scope for every 5 minutes of that day). The margin covers clocks that disagree.
+BURN_BUCKETS = 3
+BUCKET_READ_MARGIN = timedelta(hours=1)
 
 
 def window_for(at: datetime, kind: WindowKind, zone: ZoneInfo) -> WindowRef:
@@ -19,6 +25,12 @@ def window_for(at: datetime, kind: WindowKind, zone: ZoneInfo) -> WindowRef:
     if at.tzinfo is None:
         raise ValueError("window_for needs an aware datetime (naive times are ambiguous)")
     return window_at(int(at.timestamp()), kind, zone)
+
+
+def bucket_cutoff(now: datetime, look_back: timedelta) -> int:
+    """Epoch seconds: a 5-minute bucket that ends at or before this is never read again by a reader looking
+    back `look_back` (from now, or from any later time)."""
+    return int((now - look_back - BUCKET_READ_MARGIN).timestamp())
 
 
 def window_at(epoch: int, kind: WindowKind, zone: ZoneInfo) -> WindowRef:

@@ -34,8 +34,9 @@ from guardrail.core.models import (
 )
 from guardrail.core.pricing import Pricer
 from guardrail.core.scopes import ScopeResolver
-from guardrail.core.windows import window_at, window_for
+from guardrail.core.windows import BUCKET_SECONDS, BURN_BUCKETS, bucket_cutoff, window_at, window_for
 from guardrail.service.sources import RecordParser
+from guardrail.store.copies import AUTHORITATIVE
 from guardrail.store.counters import totals_from_items
 from guardrail.store.flags import FlagStore
 from guardrail.store.ledger import Ledger, LedgerEntry
@@ -123,25 +124,36 @@ class Engine:
         self.effects = effects
         self.max_snooze = timedelta(hours=float(settings.max_snooze_hours))
         self.max_skew = timedelta(seconds=settings.max_clock_skew_seconds)
+        # How far back a 5-minute bucket may still be read (guardrail.core.windows): the burn rate's, and for
+        # a client copy (unconfirmed spend) the confirmation grace period's too.
+        self.log_look_back = timedelta(seconds=BURN_BUCKETS * BUCKET_SECONDS)
+        self.copy_look_back = max(self.log_look_back, timedelta(minutes=settings.unconfirmed_after_minutes))
 
     # -- spend -----------------------------------------------------------------------------------
 
     def entries(self, records: Iterable[UsageRecord]) -> tuple[list[LedgerEntry], set[str]]:
-        """Price each record and name the counters it adds to (pure compute, no I/O)."""
+        """Price each record and name the counters it adds to (pure compute, no I/O): a budget window per
+        scope, and its 5-minute bucket unless that bucket is too old to be read again."""
         out: list[LedgerEntry] = []
         unknown: set[str] = set()
         price = self.pricer.price
         zone = self.zone
+        now = self.now()
+        log_cutoff = bucket_cutoff(now, self.log_look_back)
+        copy_cutoff = bucket_cutoff(now, self.copy_look_back)
         for record in records:
             priced = PricedRecord(record, price(record))
             if priced.price.at_ceiling:
                 unknown.add(record.model_id)
             epoch = int(record.timestamp.timestamp())
-            rate = window_at(epoch, RATE_WINDOW, zone)
+            cutoff = log_cutoff if record.source == AUTHORITATIVE else copy_cutoff
+            bucket_end = epoch - epoch % BUCKET_SECONDS + BUCKET_SECONDS
+            rate = window_at(epoch, RATE_WINDOW, zone) if bucket_end > cutoff else None
             counters: list[CounterKey] = []
             for scope, budget in self.resolver.scopes_for(record):
                 counters.append((scope, window_at(epoch, budget.window, zone)))
-                counters.append((scope, rate))
+                if rate is not None:
+                    counters.append((scope, rate))
             out.append(LedgerEntry(priced, tuple(counters)))
         return out, unknown
 

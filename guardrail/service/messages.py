@@ -9,7 +9,7 @@ from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from guardrail.core.models import ESCALATION_LEVELS, RATE_WINDOW, Budget, Level, Rearm, ScopeTotals, reset_command
-from guardrail.core.windows import window_for
+from guardrail.core.windows import BURN_BUCKETS, window_for
 from guardrail.service.notify import AlertMessage
 from guardrail.store.ledger import Ledger
 
@@ -19,7 +19,9 @@ Burn = tuple[Decimal, int]  # USD per hour, over how many minutes
 class BurnRate:
     """USD per hour over the last few five-minute buckets of a scope (read from the ledger)."""
 
-    def __init__(self, ledger: Ledger, zone: ZoneInfo, now: Callable[[], datetime], buckets: int = 3) -> None:
+    def __init__(
+        self, ledger: Ledger, zone: ZoneInfo, now: Callable[[], datetime], buckets: int = BURN_BUCKETS
+    ) -> None:
         self.ledger = ledger
         self.zone = zone
         self.now = now
