@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 from guardrail.core.models import RATE_WINDOW, CounterKey, PricedRecord
 from guardrail.store.breakdown import breakdown_keys, dimension_keys
@@ -53,6 +54,19 @@ class CounterDelta:
             self.unconfirmed += cost
             self.unconfirmed_requests += 1
         return self._by(keys, cost, 1)
+
+    def add_sums(self, sums: Sequence[Any], keys: Sequence[str]) -> None:
+        """Add the column sums of records that share this counter and breakdown keys (`sum_counts`):
+        spend, requests, input, output, cache read and cache write tokens, unconfirmed spend and requests."""
+        self.spend += sums[0]
+        self.requests += sums[1]
+        self.input_tokens += sums[2]
+        self.output_tokens += sums[3]
+        self.cache_read_tokens += sums[4]
+        self.cache_write_tokens += sums[5]
+        self.unconfirmed += sums[6]
+        self.unconfirmed_requests += sums[7]
+        self._by(keys, sums[0], sums[1])
 
     def remove(self, held: HeldCopy, keys: Sequence[str]) -> int:
         """Take back what a superseded copy added; returns how many breakdown keys are new to this counter."""
@@ -146,26 +160,48 @@ def _by_keys(counter: CounterKey, keys: Sequence[str]) -> Sequence[str]:
 def sum_counts(
     entries: Iterable[LedgerEntry], copies: Iterable[HeldCopy] = ()
 ) -> tuple[dict[CounterKey, CounterDelta], int]:
-    """What these request items add to every counter and breakdown item, and how many items that is."""
-    counters: dict[CounterKey, CounterDelta] = {}
-    items = 0
+    """What these request items add to every counter and breakdown item, and how many items that is.
+
+    Each record's contribution is one tuple, grouped by counter and breakdown keys first and summed column
+    by column (in C) per group: a record adds to 6-20 counters, and a method call per counter and record was
+    most of this function's time."""
+    groups: dict[tuple[CounterKey, Sequence[str]], list[tuple[Any, ...]]] = {}
     for entry in entries:
-        keys = breakdown_keys(entry.priced.record)
+        record = entry.priced.record
+        cost = entry.priced.price.cost
+        confirmed = record.source == AUTHORITATIVE
+        contribution = (
+            cost,
+            1,
+            record.input_tokens,
+            record.output_tokens,
+            record.cache_read_tokens,
+            record.cache_write_tokens,
+            ZERO if confirmed else cost,
+            0 if confirmed else 1,
+        )
+        keys = breakdown_keys(record)
         for counter in entry.counters:
-            delta = counters.get(counter)
-            if delta is None:
-                delta = counters[counter] = CounterDelta()
-                items += 1
-            items += delta.add(entry.priced, _by_keys(counter, keys))
+            group = (counter, keys if counter[1].kind != RATE_WINDOW else ())
+            members = groups.get(group)
+            if members is None:
+                groups[group] = [contribution]
+            else:
+                members.append(contribution)
+    counters: dict[CounterKey, CounterDelta] = {}
+    for (counter, by), members in groups.items():
+        delta = counters.get(counter)
+        if delta is None:
+            delta = counters[counter] = CounterDelta()
+        delta.add_sums(members[0] if len(members) == 1 else [sum(column) for column in zip(*members, strict=True)], by)
     for copy in copies:
         keys = dimension_keys(copy.model_id, copy.app, copy.caller)
         for counter in copy.counters:
             delta = counters.get(counter)
             if delta is None:
                 delta = counters[counter] = CounterDelta()
-                items += 1
-            items += delta.add_copy(copy, _by_keys(counter, keys))
-    return counters, items
+            delta.add_copy(copy, _by_keys(counter, keys))
+    return counters, len(counters) + sum(len(d.breakdown) for d in counters.values())
 
 
 def _new_items(chunk: Chunk, touches: Sequence[tuple[CounterKey, Sequence[str]]]) -> int:

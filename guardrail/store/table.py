@@ -21,7 +21,8 @@ No other module writes a key literal. String keys `pk` / `sk`, on-demand, TTL at
 | ledger batch part done | `BATCH#<batch id>`                | `PART#<n>`                               | yes |
 | open ledger batch      | `OPENBATCH`                       | `<batch id>`                             | no  |
 
-An open-batch entry is deleted when its batch is applied.
+An open-batch entry is deleted when its batch is applied. A burn-rate bucket too old to be read again is
+not written (guardrail.core.windows.bucket_cutoff).
 """
 
 from __future__ import annotations
