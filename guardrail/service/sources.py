@@ -295,6 +295,19 @@ def storable(text: str) -> str:
 def _text_problem(record: UsageRecord) -> str | None:
     """Why a record's text can never be stored as it is (checked before anything is written): first any
     text that is not UTF-8, then any text too long for a key. Each text is encoded once."""
+    metadata = record.metadata
+    if (  # the usual record: ASCII only (a character is a byte, no lone surrogate), every text short enough
+        "".join(
+            (record.request_id, record.model_id, record.region, record.caller, *metadata, *metadata.values())
+        ).isascii()
+        and len(record.caller) <= MAX_CALLER_BYTES
+        and all(len(k) <= MAX_METADATA_KEY_BYTES and len(v) <= MAX_KEY_TEXT_BYTES for k, v in metadata.items())
+    ):
+        return None
+    return _first_text_problem(record)
+
+
+def _first_text_problem(record: UsageRecord) -> str | None:
     texts = [("requestId", record.request_id, 0), ("modelId", record.model_id, 0), ("region", record.region, 0)]
     texts.append(("identity.arn", record.caller, MAX_CALLER_BYTES))
     for key, value in record.metadata.items():

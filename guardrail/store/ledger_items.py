@@ -120,43 +120,32 @@ def _s(text: str) -> str:
 def request_put_text(table: str, entry: LedgerEntry, expires: dict[str, str], batch: str) -> str:
     """`{"Put": request_put(table, entry, expires, None, batch)}` rendered as JSON text, without building
     the dicts (the batch path's claims: one per request; tests/unit/test_ledger_items.py checks the two
-    are the same request). Strings are escaped by json's own encoder (ASCII, as botocore sends them)."""
+    are the same request). Strings are escaped by json's own encoder (ASCII, as botocore sends them).
+    One f-string: a helper call per attribute was a third of this function's time."""
     r = entry.priced.record
     price = entry.priced.price
     pk, sk = request_key(r.request_id)
-    parts = [
-        '{"Put":{"TableName":',
-        _quote(table),
-        ',"Item":{"pk":',
-        _s(pk),
-        ',"sk":',
-        _s(sk),
-        ',"at":',
-        _s(r.timestamp.astimezone(UTC).isoformat()),
-        ',"model_id":',
-        _s(r.model_id),
-        ',"priced_as":',
-        _s(price.priced_model),
-        f',"cost_usd":{{"N":"{price.cost:f}"}},"input_tokens":{{"N":"{r.input_tokens:d}"}}',
-        f',"output_tokens":{{"N":"{r.output_tokens:d}"}},"cache_read_tokens":{{"N":"{r.cache_read_tokens:d}"}}',
-        f',"cache_write_tokens":{{"N":"{r.cache_write_tokens:d}"}},"source":',
-        _s(r.source),
-        ',"counters":',
-        _counters_text(entry.counters),
-        f',"expires_at":{{"N":"{expires["N"]}"}}',
-    ]
+    at = r.timestamp if r.timestamp.tzinfo is UTC else r.timestamp.astimezone(UTC)
+    text = (
+        f'{{"Put":{{"TableName":{_quote(table)},"Item":{{"pk":{{"S":{_quote(pk)}}},"sk":{{"S":{_quote(sk)}}}'
+        f',"at":{{"S":"{at.isoformat()}"}},"model_id":{{"S":{_quote(r.model_id)}}}'
+        f',"priced_as":{{"S":{_quote(price.priced_model)}}},"cost_usd":{{"N":"{price.cost:f}"}}'
+        f',"input_tokens":{{"N":"{r.input_tokens:d}"}},"output_tokens":{{"N":"{r.output_tokens:d}"}}'
+        f',"cache_read_tokens":{{"N":"{r.cache_read_tokens:d}"}},"cache_write_tokens":{{"N":"{r.cache_write_tokens:d}"}}'
+        f',"source":{{"S":{_quote(r.source)}}},"counters":{_counters_text(entry.counters)}'
+        f',"expires_at":{{"N":"{expires["N"]}"}}'
+    )
     if r.caller:
-        parts += [',"caller":', _s(r.caller)]
+        text += f',"caller":{{"S":{_quote(r.caller)}}}'
     if r.metadata:
-        parts.append(',"metadata":{"M":{' + ",".join(_quote(k) + ":" + _s(v) for k, v in r.metadata.items()) + "}}")
+        text += ',"metadata":{"M":{' + ",".join(_quote(k) + ":" + _s(v) for k, v in r.metadata.items()) + "}}"
     if price.at_ceiling:
-        parts.append(',"at_ceiling":{"BOOL":true}')
+        text += ',"at_ceiling":{"BOOL":true}'
     if r.partial:
-        parts.append(',"partial":{"BOOL":true}')
+        text += ',"partial":{"BOOL":true}'
     if batch:
-        parts += [',"batch":', _s(batch)]
-    parts.append('},"ReturnValuesOnConditionCheckFailure":"ALL_OLD","ConditionExpression":"attribute_not_exists(pk)"}}')
-    return "".join(parts)
+        text += f',"batch":{{"S":{_quote(batch)}}}'
+    return text + '},"ReturnValuesOnConditionCheckFailure":"ALL_OLD","ConditionExpression":"attribute_not_exists(pk)"}}'
 
 
 def counter_update(table: str, scope: str, window: WindowRef, delta: CounterDelta) -> dict[str, Any]:

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import base64
 import json
+from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from guardrail.core.models import UsageRecord
 from guardrail.service.sources import RecordParser
 from tests.support.common import load_event
 from tests.support.factories import log_line, logs_event, record
@@ -203,3 +207,25 @@ def test_usage_event_carries_one_hour_writes_and_tier() -> None:
     r = replace(record("e", cache_write=300), cache_write_1h_tokens=200, service_tier="flex", latency_optimized=True)
     back = record_from_detail(UsageEventDetail.from_record(r), "event")
     assert (back.cache_write_1h_tokens, back.service_tier, back.latency_optimized) == (200, "flex", True)
+
+
+_texts = st.one_of(
+    st.text(max_size=8),  # any code point, lone surrogates included
+    st.text(alphabet=st.characters(codec="ascii"), min_size=120, max_size=135),  # around each limit
+    st.text(alphabet=st.characters(codec="ascii"), min_size=505, max_size=520),
+    st.text(alphabet=st.characters(codec="ascii"), min_size=1020, max_size=1030),
+    st.text(alphabet="é", min_size=500, max_size=520),
+    st.text(alphabet="x", min_size=2040, max_size=2060),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_texts, min_size=4, max_size=4), st.dictionaries(_texts, _texts, max_size=3))
+def test_the_ascii_fast_path_finds_the_same_text_problem(texts: list[str], metadata: dict[str, str]) -> None:
+    from guardrail.service.sources import _first_text_problem, _text_problem
+
+    request_id, model_id, region, caller = texts
+    r = UsageRecord(
+        request_id, datetime(2026, 11, 22, tzinfo=UTC), model_id, 1, 1, region=region, caller=caller, metadata=metadata
+    )
+    assert _text_problem(r) == _first_text_problem(r)
