@@ -61,9 +61,12 @@ RATE_WINDOW: WindowKind = "5min"  # short buckets kept beside each budget window
 Source = Literal["invocation-log", "client", "event"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class UsageRecord:
-    """One Bedrock request's tokens. `input_tokens` excludes cache tokens, as Bedrock reports it."""
+    """One Bedrock request's tokens. `input_tokens` excludes cache tokens, as Bedrock reports it.
+
+    Treat as immutable (change a copy: `dataclasses.replace`). Not `frozen` only because one is built per
+    record on the ingest hot path, where a frozen init costs twice as much."""
 
     request_id: str
     timestamp: datetime
