@@ -34,7 +34,14 @@ from guardrail.core.models import (
 )
 from guardrail.core.pricing import Pricer
 from guardrail.core.scopes import ScopeResolver
-from guardrail.core.windows import BUCKET_SECONDS, BURN_BUCKETS, bucket_cutoff, window_at, window_for
+from guardrail.core.windows import (
+    BUCKET_SECONDS,
+    BURN_BUCKETS,
+    SLICE_SECONDS,
+    bucket_cutoff,
+    window_at,
+    window_for,
+)
 from guardrail.service.sources import RecordParser
 from guardrail.store.copies import AUTHORITATIVE
 from guardrail.store.counters import totals_from_items
@@ -141,6 +148,7 @@ class Engine:
         now = self.now()
         log_cutoff = bucket_cutoff(now, self.log_look_back)
         copy_cutoff = bucket_cutoff(now, self.copy_look_back)
+        windows: dict[tuple[int, str], WindowRef] = {}
         for record in records:
             priced = PricedRecord(record, price(record))
             if priced.price.at_ceiling:
@@ -150,8 +158,12 @@ class Engine:
             bucket_end = epoch - epoch % BUCKET_SECONDS + BUCKET_SECONDS
             rate = window_at(epoch, RATE_WINDOW, zone) if bucket_end > cutoff else None
             counters: list[CounterKey] = []
+            slice_start = epoch - epoch % SLICE_SECONDS  # every budget window is the same within a slice
             for scope, budget in self.resolver.scopes_for(record):
-                counters.append((scope, window_at(epoch, budget.window, zone)))
+                window = windows.get((slice_start, budget.window))
+                if window is None:
+                    window = windows[slice_start, budget.window] = window_at(epoch, budget.window, zone)
+                counters.append((scope, window))
                 if rate is not None:
                     counters.append((scope, rate))
             out.append(LedgerEntry(priced, tuple(counters)))

@@ -138,7 +138,9 @@ def request_put_text(table: str, entry: LedgerEntry, expires: dict[str, str], ba
     if r.caller:
         text += f',"caller":{{"S":{_quote(r.caller)}}}'
     if r.metadata:
-        text += ',"metadata":{"M":{' + ",".join(_quote(k) + ":" + _s(v) for k, v in r.metadata.items()) + "}}"
+        text += (
+            ',"metadata":{"M":{' + ",".join([f'{_quote(k)}:{{"S":{_quote(v)}}}' for k, v in r.metadata.items()]) + "}}"
+        )
     if price.at_ceiling:
         text += ',"at_ceiling":{"BOOL":true}'
     if r.partial:
