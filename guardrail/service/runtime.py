@@ -20,7 +20,7 @@ from guardrail.service.engine import Engine
 from guardrail.service.messages import BurnRate
 from guardrail.service.notify import Notifier, Poster
 from guardrail.store import prebuilt
-from guardrail.store.aws_clients import client
+from guardrail.store.aws_clients import client, quick_session
 from guardrail.store.breakdown import top_spenders
 from guardrail.store.flags import FlagStore
 from guardrail.store.ledger import Ledger
@@ -31,16 +31,26 @@ from guardrail.store.ledger import Ledger
 LAMBDA_CLIENT_CONFIG: dict[str, dict[str, Any]] = {"dynamodb": {"parameter_validation": False}}
 
 
+def _in_lambda() -> bool:
+    return bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME"))
+
+
 def _client_config(service: str) -> dict[str, Any]:
-    in_lambda = bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME"))
-    return LAMBDA_CLIENT_CONFIG.get(service, {}) if in_lambda else {}
+    return LAMBDA_CLIENT_CONFIG.get(service, {}) if _in_lambda() else {}
 
 
-def own_client(service: str) -> Any:
+def own_session() -> Any:
+    """The boto3 session the runtime makes its clients with: in Lambda one of its own whose service models
+    load without botocore's scan of every service (store/aws_models.py: the first client is a third of a
+    cold start); elsewhere None, boto3's default session (the CLI, tests)."""
+    return quick_session() if _in_lambda() else None
+
+
+def own_client(service: str, session: Any = None) -> Any:
     """A client the runtime makes for itself (never one a caller injected): in Lambda without a second
     validation, and the ledger's transactions sent as the JSON they are built as (store/prebuilt.py)."""
     config = _client_config(service)
-    made = client(service, **config)
+    made = client(service, session=session, **config)
     if service == "dynamodb":
         prebuilt.register(made, validate=config.get("parameter_validation", True))
     return made
@@ -52,10 +62,11 @@ class Runtime:
     engine: Engine
     effects: Effects
     clients: dict[str, Any]
+    session: Any = None  # own_session(): what the clients it makes come from
 
     def client(self, service: str) -> Any:
         if service not in self.clients:
-            self.clients[service] = own_client(service)
+            self.clients[service] = own_client(service, self.session)
         return self.clients[service]
 
 
@@ -70,11 +81,12 @@ def build(
     """Everything an entry point needs; `clients` may hold injected (moto/Stubber) clients by service."""
     settings = settings or load_settings()
     pool: dict[str, Any] = dict(clients or {})
+    session = own_session()
 
     def lazy(service: str) -> Callable[[], Any]:
         def get() -> Any:
             if service not in pool:
-                pool[service] = own_client(service)
+                pool[service] = own_client(service, session)
             return pool[service]
 
         return get
@@ -110,7 +122,7 @@ def build(
         ledger=ledger,
         flags=flags,
     )
-    return Runtime(settings=settings, engine=engine, effects=effects, clients=pool)
+    return Runtime(settings=settings, engine=engine, effects=effects, clients=pool, session=session)
 
 
 class ProcessRuntime:
