@@ -21,18 +21,24 @@ import json
 import os
 from typing import Any
 
+from botocore import loaders
 from botocore.exceptions import DataNotFoundError
 from botocore.loaders import JSONFileLoader, Loader, instance_cache
 
+# What these build on beyond botocore's public names. The Lambda runtime brings its own botocore: one
+# without them gets botocore's own loader (`create_loader`), never a broken cold start.
+_LOADER_HELPERS = ("_find_extras", "_extras_processor", "determine_latest_version", "load_data")
+
 
 class PlainJSONFileLoader(JSONFileLoader):
-    """botocore's JSON file loader, parsing into plain dicts."""
+    """botocore's JSON file loader (the same files, extensions and order), parsing into plain dicts."""
 
-    def _load_file(self, full_path: str, open_method: Any) -> Any:
-        if not os.path.isfile(full_path):
-            return None
-        with open_method(full_path, "rb") as fp:
-            return json.loads(fp.read().decode("utf-8"))
+    def load_file(self, file_path: str) -> Any:
+        for ext, open_method in loaders._JSON_OPEN_METHODS.items():  # type: ignore[attr-defined]
+            if os.path.isfile(file_path + ext):
+                with open_method(file_path + ext, "rb") as fp:
+                    return json.loads(fp.read().decode("utf-8"))
+        return None
 
 
 class NamedServiceLoader(Loader):
@@ -51,7 +57,11 @@ class NamedServiceLoader(Loader):
         return model
 
 
-def create_loader(data_path: str | None = None) -> NamedServiceLoader:
-    """As `botocore.loaders.create_loader`: `data_path` is botocore's `data_path` setting (`AWS_DATA_PATH`)."""
+def create_loader(data_path: str | None = None) -> Loader:
+    """As `botocore.loaders.create_loader`: `data_path` is botocore's `data_path` setting (`AWS_DATA_PATH`).
+    botocore's own loader when this botocore lacks what `NamedServiceLoader` builds on."""
     extra = [os.path.expanduser(os.path.expandvars(p)) for p in data_path.split(os.pathsep)] if data_path else []
-    return NamedServiceLoader(extra_search_paths=extra, file_loader=PlainJSONFileLoader())
+    loader = NamedServiceLoader(extra_search_paths=extra, file_loader=PlainJSONFileLoader())
+    if not hasattr(loaders, "_JSON_OPEN_METHODS") or not all(hasattr(loader, n) for n in _LOADER_HELPERS):
+        return loaders.create_loader(data_path)
+    return loader

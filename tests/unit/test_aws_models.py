@@ -8,10 +8,11 @@ from typing import Any
 import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import DataNotFoundError, UnknownServiceError
-from botocore.loaders import create_loader
+from botocore.loaders import Loader, create_loader
 
 from guardrail.core.config import load_settings
 from guardrail.service.runtime import build
+from guardrail.store import aws_models
 from guardrail.store.aws_models import NamedServiceLoader
 from guardrail.store.aws_models import create_loader as quick_loader
 
@@ -76,3 +77,12 @@ def test_outside_lambda_the_runtime_uses_boto3s_default_session(monkeypatch: pyt
     runtime = build(load_settings(table_name="t"))
     assert runtime.session is None
     assert not isinstance(runtime.client("sns")._loader, NamedServiceLoader)
+
+
+def test_a_botocore_without_what_the_loader_builds_on_gets_botocores_own_loader(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(aws_models, "_LOADER_HELPERS", (*aws_models._LOADER_HELPERS, "_a_helper_botocore_dropped"))
+    loader = quick_loader()
+    assert type(loader) is Loader
+    assert loader.load_service_model("dynamodb", "service-2")["metadata"]["serviceId"] == "DynamoDB"
