@@ -42,8 +42,8 @@ def _client_config(service: str) -> dict[str, Any]:
 
 def own_session() -> Any:
     """The boto3 session the runtime makes its clients with: in Lambda one of its own whose service models
-    load without botocore's scan of every service (store/aws_models.py: the first client is a third of a
-    cold start); elsewhere None, boto3's default session (the CLI, tests)."""
+    load without botocore's scan of every service (store/aws_models.py: about half of creating the first
+    client, on every cold start); elsewhere None, boto3's default session (the CLI, tests)."""
     return quick_session() if _in_lambda() else None
 
 
