@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from guardrail.core.config import Settings, load_settings
 from guardrail.service.engine import Engine
 from guardrail.store import prebuilt
-from guardrail.store.aws_clients import client, quick_session
+from guardrail.store.aws_clients import client
 from guardrail.store.flags import FlagStore
 from guardrail.store.ledger import Ledger
 
@@ -40,18 +40,11 @@ def _client_config(service: str) -> dict[str, Any]:
     return LAMBDA_CLIENT_CONFIG.get(service, {}) if _in_lambda() else {}
 
 
-def own_session() -> Any:
-    """The boto3 session the runtime makes its clients with: in Lambda one of its own whose service models
-    load without botocore's scan of every service (store/aws_models.py: about half of creating the first
-    client, on every cold start); elsewhere None, boto3's default session (the CLI, tests)."""
-    return quick_session() if _in_lambda() else None
-
-
-def own_client(service: str, session: Any = None) -> Any:
+def own_client(service: str) -> Any:
     """A client the runtime makes for itself (never one a caller injected): in Lambda without a second
     validation, and the ledger's transactions sent as the JSON they are built as (store/prebuilt.py)."""
     config = _client_config(service)
-    made = client(service, session=session, **config)
+    made = client(service, **config)
     if service == "dynamodb":
         prebuilt.register(made, validate=config.get("parameter_validation", True))
     return made
@@ -86,7 +79,6 @@ class Runtime:
     engine: Engine
     deferred_effects: DeferredEffects
     clients: dict[str, Any]
-    session: Any = None  # own_session(): what the clients it makes come from
 
     @property
     def effects(self) -> Effects:
@@ -94,7 +86,7 @@ class Runtime:
 
     def client(self, service: str) -> Any:
         if service not in self.clients:
-            self.clients[service] = own_client(service, self.session)
+            self.clients[service] = own_client(service)
         return self.clients[service]
 
 
@@ -109,12 +101,11 @@ def build(
     """Everything an entry point needs; `clients` may hold injected (moto/Stubber) clients by service."""
     settings = settings or load_settings()
     pool: dict[str, Any] = dict(clients or {})
-    session = own_session()
 
     def lazy(service: str) -> Callable[[], Any]:
         def get() -> Any:
             if service not in pool:
-                pool[service] = own_client(service, session)
+                pool[service] = own_client(service)
             return pool[service]
 
         return get
@@ -159,7 +150,7 @@ def build(
         ledger=ledger,
         flags=flags,
     )
-    return Runtime(settings=settings, engine=engine, deferred_effects=effects, clients=pool, session=session)
+    return Runtime(settings=settings, engine=engine, deferred_effects=effects, clients=pool)
 
 
 class ProcessRuntime:
