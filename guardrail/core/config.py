@@ -5,7 +5,6 @@ A bad value fails at start with a `ConfigError` naming the variable and the acce
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
 from collections.abc import Mapping
@@ -337,6 +336,8 @@ OTHER_VARIABLES = frozenset({"GUARDRAIL_CDK_CACHE"})
 
 def unknown_variables(environ: Mapping[str, str]) -> list[tuple[str, str]]:
     """`GUARDRAIL_*` variables that are no setting (a typo is otherwise silently ignored), each with a hint."""
+    import difflib  # the CLI's check only, never on a function's cold start
+
     known = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields} | OTHER_VARIABLES
     out = []
     for name in sorted(environ):

@@ -11,19 +11,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from guardrail.core.config import Settings, load_settings
-from guardrail.service import notify
-from guardrail.service.effects import EffectReport, Effects
 from guardrail.service.engine import Engine
-from guardrail.service.messages import BurnRate
-from guardrail.service.notify import Notifier, Poster
 from guardrail.store import prebuilt
 from guardrail.store.aws_clients import client
-from guardrail.store.breakdown import top_spenders
 from guardrail.store.flags import FlagStore
 from guardrail.store.ledger import Ledger
+
+if TYPE_CHECKING:
+    from guardrail.core.models import Flag
+    from guardrail.service.effects import EffectReport, Effects
+    from guardrail.service.engine import Committed
+    from guardrail.service.notify import Poster
 
 # The ledger's requests are built by our own code, the same shapes every time, and botocore validates them
 # everywhere but in Lambda (tests, CLI, demo). Validating them again on every call in Lambda was 60% of the
@@ -31,9 +32,12 @@ from guardrail.store.ledger import Ledger
 LAMBDA_CLIENT_CONFIG: dict[str, dict[str, Any]] = {"dynamodb": {"parameter_validation": False}}
 
 
+def _in_lambda() -> bool:
+    return bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME"))
+
+
 def _client_config(service: str) -> dict[str, Any]:
-    in_lambda = bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME"))
-    return LAMBDA_CLIENT_CONFIG.get(service, {}) if in_lambda else {}
+    return LAMBDA_CLIENT_CONFIG.get(service, {}) if _in_lambda() else {}
 
 
 def own_client(service: str) -> Any:
@@ -46,12 +50,39 @@ def own_client(service: str) -> Any:
     return made
 
 
+class DeferredEffects:
+    """The runtime's `Effects`, built when first needed: a transition won, an unknown model to alert, a
+    handler or tool that applies or reads effects. Most usage events need none, and building them imports
+    the target, hold, IAM and notification modules (a cold start's 5-10 ms)."""
+
+    def __init__(self, make: Callable[[], Effects]) -> None:
+        self._make = make
+        self._effects: Effects | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> Effects:
+        effects = self._effects
+        if effects is None:
+            with self._lock:
+                if self._effects is None:
+                    self._effects = self._make()
+                effects = self._effects
+        return effects
+
+    def apply(self, committed: Committed) -> Flag:  # the engine's EffectsApplier
+        return self.get().apply(committed)
+
+
 @dataclass
 class Runtime:
     settings: Settings
     engine: Engine
-    effects: Effects
+    deferred_effects: DeferredEffects
     clients: dict[str, Any]
+
+    @property
+    def effects(self) -> Effects:
+        return self.deferred_effects.get()
 
     def client(self, service: str) -> Any:
         if service not in self.clients:
@@ -82,25 +113,34 @@ def build(
     dynamodb = lazy("dynamodb")()
     ledger = Ledger(dynamodb, settings.table_name, request_ttl_days=settings.request_ttl_days, now=now)
     flags = FlagStore(dynamodb, settings.table_name, now=now, dry_run=settings.dry_run)
-    notifier = Notifier(
-        topic_arn=settings.topic_arn,
-        slack_secret_arn=settings.slack_secret_arn,
-        sns_factory=lazy("sns"),
-        secrets_factory=lazy("secretsmanager"),
-        post=post or notify.http_post,
-        buttons=settings.slack_buttons,
-    )
-    effects = Effects(
-        flags,
-        lambda_factory=lazy("lambda"),
-        iam_factory=lazy("iam"),
-        notifier=notifier,
-        dry_run=settings.dry_run,
-        own_functions=settings.own_functions,
-        burn_rate=BurnRate(ledger, settings.zone, now),
-        leaders=partial(top_spenders, dynamodb, settings.table_name),
-        on_report=on_report,
-    )
+
+    def make_effects() -> Effects:
+        from guardrail.service import notify
+        from guardrail.service.effects import Effects
+        from guardrail.service.messages import BurnRate
+        from guardrail.store.breakdown import top_spenders
+
+        notifier = notify.Notifier(
+            topic_arn=settings.topic_arn,
+            slack_secret_arn=settings.slack_secret_arn,
+            sns_factory=lazy("sns"),
+            secrets_factory=lazy("secretsmanager"),
+            post=post or notify.http_post,
+            buttons=settings.slack_buttons,
+        )
+        return Effects(
+            flags,
+            lambda_factory=lazy("lambda"),
+            iam_factory=lazy("iam"),
+            notifier=notifier,
+            dry_run=settings.dry_run,
+            own_functions=settings.own_functions,
+            burn_rate=BurnRate(ledger, settings.zone, now),
+            leaders=partial(top_spenders, dynamodb, settings.table_name),
+            on_report=on_report,
+        )
+
+    effects = DeferredEffects(make_effects)
     engine = Engine(
         settings,
         dynamodb=dynamodb,
@@ -110,7 +150,7 @@ def build(
         ledger=ledger,
         flags=flags,
     )
-    return Runtime(settings=settings, engine=engine, effects=effects, clients=pool)
+    return Runtime(settings=settings, engine=engine, deferred_effects=effects, clients=pool)
 
 
 class ProcessRuntime:
