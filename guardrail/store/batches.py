@@ -348,29 +348,37 @@ class Batches:
                 return sorted(ids)
             kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
 
-    def sweep(self, older_than: timedelta) -> tuple[list[str], set[CounterKey]]:
-        """Complete every batch opened before `older_than` ago and not closed (its writer died). Returns
-        their ids and the counters they add to."""
-        cutoff = (self.now() - older_than).isoformat()
+    def open_batches(self) -> list[tuple[str, datetime]]:
+        """Every batch opened and not yet applied, oldest first: (id, when it was opened). Their requests are
+        recorded but not yet in the counters (a writer still at work, or one that stopped: `sweep`)."""
         pk, _ = open_batch_key("")
         kwargs: dict[str, Any] = {
             "TableName": self.table,
             "KeyConditionExpression": "pk = :pk",
-            "FilterExpression": "opened_at < :cutoff",
-            "ExpressionAttributeValues": {":pk": {"S": pk}, ":cutoff": {"S": cutoff}},
+            "ExpressionAttributeValues": {":pk": {"S": pk}},
             "ConsistentRead": True,
         }
-        done: list[str] = []
-        touched: set[CounterKey] = set()
+        found: list[tuple[str, datetime]] = []
         while True:
             resp = self.client.query(**kwargs)
-            for item in resp.get("Items", []):
-                batch = item["sk"]["S"]
+            found += [
+                (item["sk"]["S"], datetime.fromisoformat(item["opened_at"]["S"])) for item in resp.get("Items", [])
+            ]
+            if "LastEvaluatedKey" not in resp:
+                return sorted(found, key=lambda batch: batch[1])
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+    def sweep(self, older_than: timedelta) -> tuple[list[str], set[CounterKey]]:
+        """Complete every batch opened before `older_than` ago and not closed (its writer died). Returns
+        their ids and the counters they add to."""
+        cutoff = self.now() - older_than
+        done: list[str] = []
+        touched: set[CounterKey] = set()
+        for batch, opened in self.open_batches():
+            if opened < cutoff:
                 touched |= self.complete(batch)[1]
                 done.append(batch)
-            if "LastEvaluatedKey" not in resp:
-                return done, touched
-            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        return done, touched
 
 
 def _sorted_breakdown(delta: CounterDelta) -> CounterDelta:

@@ -3,8 +3,10 @@
 `status_document` builds the `status --json` contract (DESIGN.md section 5):
 `{"scopes": [{"scope", "window", "spend_usd", "level", "thresholds", "model_downgrades", "targets"}]}` with
 money as decimal strings; each scope also carries `since`, `trigger`, `reason`, `rearm`, `requests`, `mode`
-and `unconfirmed` (client-reported spend no log confirmed in time, or null) (additive). The table is
-rendered from that same document, so the two never disagree.
+and `unconfirmed` (client-reported spend no log confirmed in time, or null) (additive). Only while some
+ledger batch's requests are recorded but not yet in the counters does the document carry a second key,
+`ledger`: `{"open_batches", "oldest_opened_at"}`. The table is rendered from that same document, so the
+two never disagree.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from guardrail.core.models import ESCALATION_LEVELS, AuditEntry, Budget, Flag, Level, ScopeTotals, reset_command, usd
 from guardrail.core.text import one_line
 from guardrail.service.confirmations import overdue
+from guardrail.service.schedule import OPEN_BATCH_GRACE
 from guardrail.store.breakdown import top_spenders
 from guardrail.store.flags import flag_to_dict
 
@@ -113,8 +116,21 @@ def _unconfirmed(runtime: Runtime, totals: ScopeTotals) -> dict[str, Any] | None
     return {"spend_usd": str(late.spend), "requests": late.requests, "after_minutes": late.after_minutes}
 
 
+def ledger_entry(runtime: Runtime) -> dict[str, Any] | None:
+    """Ledger batches claimed but not applied yet (None: none): a writer at work, or one that stopped (the
+    schedule run applies those after `OPEN_BATCH_GRACE`). Their spend is in no scope's total yet."""
+    batches = runtime.engine.ledger.batches.open_batches()
+    if not batches:
+        return None
+    return {"open_batches": len(batches), "oldest_opened_at": batches[0][1].isoformat()}
+
+
 def status_document(runtime: Runtime) -> dict[str, Any]:
-    return {"scopes": [scope_entry(runtime, s) for s in runtime.engine.status()]}
+    document: dict[str, Any] = {"scopes": [scope_entry(runtime, s) for s in runtime.engine.status()]}
+    ledger = ledger_entry(runtime)
+    if ledger is not None:  # the contract's one key otherwise (DESIGN.md section 5)
+        document["ledger"] = ledger
+    return document
 
 
 def status_json(runtime: Runtime) -> str:
@@ -204,11 +220,22 @@ def render_scope(entry: dict[str, Any]) -> list[str]:
     return lines
 
 
+def render_ledger(entry: dict[str, Any]) -> list[str]:
+    if not entry.get("open_batches"):
+        return []
+    return [
+        f"ledger: {entry['open_batches']} batch(es) of requests recorded but not yet in the totals above "
+        f"(oldest opened {_when(entry['oldest_opened_at'])}); the schedule run applies a batch still open "
+        f"{OPEN_BATCH_GRACE.total_seconds() / 60:g} min after it opened"
+    ]
+
+
 def render_status(document: dict[str, Any]) -> str:
+    ledger = render_ledger(document.get("ledger") or {})
     if not document["scopes"]:
-        return "no scopes: no budget is configured and no flag is stored"
+        return "\n".join([*ledger, "no scopes: no budget is configured and no flag is stored"])
     blocks = ["\n".join(render_scope(e)) for e in document["scopes"]]
-    return "\n\n".join(blocks)
+    return "\n\n".join(["\n".join(ledger), *blocks] if ledger else blocks)
 
 
 # -- history -----------------------------------------------------------------------------------------
