@@ -12,6 +12,7 @@ from typing import Any
 from guardrail.client.flag_cache import ScopeView
 from guardrail.client.leases import LeaseCharge
 from guardrail.client.local_spend import Ticket
+from guardrail.client.units import to_units
 from guardrail.core.models import Budget, CounterKey, Flag, Level
 
 # Converse requestMetadata: at most 16 pairs, this alphabet, 256 characters.
@@ -30,10 +31,11 @@ class Windows:
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """What one flag snapshot means for calls: evaluated once per snapshot, not once per call."""
+    """What one flag snapshot means for calls: evaluated once per snapshot, not once per call. `limits`:
+    each scope's shutdown limit in units (guardrail.client.units), None while it has none."""
 
     views: tuple[ScopeView, ...]
-    limits: tuple[Decimal | None, ...]
+    limits: tuple[int | None, ...]
     downgrades: dict[str, str] | None
     throttled_scope: str
     refuse: tuple[str, ScopeView] | None
@@ -53,12 +55,12 @@ class ScopeSet:
 
 @dataclass(slots=True)
 class Call:
-    """One guarded call between its admission and its usage report."""
+    """One guarded call between its admission and its usage report (`limits` in units)."""
 
     operation: str
     kwargs: dict[str, Any]
     scopes: ScopeSet
-    limits: tuple[Decimal | None, ...]
+    limits: tuple[int | None, ...]
     ticket: Ticket
     metadata: dict[str, str]
     model_id: str
@@ -71,7 +73,7 @@ def decide(
 ) -> Verdict:
     """What the flags of a scope set mean for calls: refuse, downgrade, and each scope's shutdown limit."""
     downgrades: dict[str, str] | None = None
-    limits: list[Decimal | None] = []
+    limits: list[int | None] = []
     refuse: tuple[str, ScopeView] | None = None
     throttled = ""
     cacheable = True
@@ -84,7 +86,8 @@ def decide(
             throttled = throttled or scope
         if flag.rearm is not None and flag.rearm.snooze_until is not None:
             cacheable = False  # a snooze ends on its own: re-evaluate on every call
-        limits.append(None if dry_run else shutdown_limit(budget, flag, window.key, now))
+        limit = None if dry_run else shutdown_limit(budget, flag, window.key, now)
+        limits.append(None if limit is None else to_units(limit))
     return Verdict(views, tuple(limits), downgrades, throttled, refuse, cacheable)
 
 

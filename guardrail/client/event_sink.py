@@ -135,7 +135,7 @@ class EventSink:
                 failed.extend(reports)
             else:
                 ok.extend(reports)
-        self.spend.sent([(r.books, r.cost) for r in ok], sent_at)
+        self.spend.sent([(r.books, r.units) for r in ok], sent_at)
 
 
 _Entry = tuple[list["UsageReport"], list[str]]  # one EventBridge entry: its reports and their details

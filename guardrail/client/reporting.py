@@ -31,6 +31,7 @@ from guardrail.client.event_sink import EventSink, reporter_events_client
 from guardrail.client.flag_cache import FlagCache
 from guardrail.client.identity import CallerIdentity
 from guardrail.client.local_spend import LocalSpend
+from guardrail.client.units import to_decimal, to_units
 from guardrail.client.usage import Usage
 from guardrail.core.models import UsageRecord
 from guardrail.core.ports import LedgerWriter
@@ -48,23 +49,29 @@ _JSON_BOOL = ("false", "true")
 
 
 class UsageReport:
-    """One call's usage, priced; the UsageRecord is built on the reporter thread, off the hot path."""
+    """One call's usage, priced; the UsageRecord is built on the reporter thread, off the hot path. `cost`:
+    in units (guardrail.client.units; a Decimal is taken as dollars), what local accounting settles."""
 
-    __slots__ = ("_record", "at", "attempts", "books", "cost", "fields")
+    __slots__ = ("_record", "at", "attempts", "books", "fields", "units")
 
     def __init__(
         self,
         fields: tuple[str, str, Usage, str, CallerIdentity, dict[str, str], bool],
         at: float,
         books: tuple[str, ...],
-        cost: Decimal,
+        cost: int | Decimal,
     ) -> None:
         self.fields = fields  # request id, model id, usage, region, caller, metadata, partial
         self.at = at
         self.books = books
-        self.cost = cost
+        self.units = cost if type(cost) is int else to_units(cost)
         self.attempts = 0
         self._record: UsageRecord | None = None
+
+    @property
+    def cost(self) -> Decimal:
+        """The call's cost in dollars."""
+        return to_decimal(self.units)
 
     @property
     def record(self) -> UsageRecord:
@@ -400,7 +407,7 @@ class LedgerSink:
     def __call__(self, batch: list[UsageReport]) -> list[UsageReport]:
         read_at = self.timer()
         result = self.writer.write([r.record for r in batch])
-        self.spend.written([(r.books, r.cost) for r in batch], result.totals, read_at)
+        self.spend.written([(r.books, r.units) for r in batch], result.totals, read_at)
         for flag in result.flags:
             self.flags.put_flag(flag)
             logger.warning("guardrail: %s moved to %s (%s)", flag.scope, flag.level.label, flag.reason)
