@@ -129,13 +129,16 @@ class EventSink:
             return
         sent_at = self.timer()
         results = resp.get("Entries", [])
-        ok: list[UsageReport] = []
+        # What was sent, summed per set of books here (hundreds of reports, mostly of one set of books).
+        costs: dict[tuple[str, ...], int] = {}
+        get = costs.get
         for i, (reports, _) in enumerate(entries):
             if i >= len(results) or results[i].get("ErrorCode"):
                 failed.extend(reports)
             else:
-                ok.extend(reports)
-        self.spend.sent([(r.books, r.units) for r in ok], sent_at)
+                for r in reports:
+                    costs[r.books] = get(r.books, 0) + r.units
+        self.spend.sent(costs.items(), sent_at)
 
 
 _Entry = tuple[list["UsageReport"], list[str]]  # one EventBridge entry: its reports and their details

@@ -53,7 +53,7 @@ from guardrail.client.reporting import (
 )
 from guardrail.client.streams import GuardedStream, StreamTracker
 from guardrail.client.unit_pricing import UnitRates, unit_rates
-from guardrail.client.usage import CONVERSE, Usage, invoke_model_usage, read_usage, with_tier
+from guardrail.client.usage import Usage, converse_usage, invoke_model_usage, with_tier
 from guardrail.client.usage import request_id as response_id
 from guardrail.core.downgrade import downgrade_model_id
 from guardrail.core.errors import GuardrailShutdown
@@ -228,11 +228,15 @@ class GuardedBedrockClient:
             raise
         if call.downgrade is not None:
             self._note_downgrade(call, resp)
-        usage = read_usage(CONVERSE, resp.get("usage"))
+        usage = converse_usage(resp.get("usage"))
         tier, performance = resp.get("serviceTier"), resp.get("performanceConfig")
         if tier is not None or performance is not None:
             usage = with_tier(usage, tier, (performance or {}).get("latency"))
-        self._complete(call, response_id(resp), usage)
+        meta = resp.get("ResponseMetadata")
+        request_id = meta.get("RequestId") if type(meta) is dict else None
+        if type(request_id) is not str or not request_id:
+            request_id = response_id(resp)  # in the headers, or none
+        self._complete(call, request_id, usage)
         return resp  # type: ignore[return-value]
 
     def converse_stream(self, **kwargs: Unpack[ConverseStreamRequestTypeDef]) -> ConverseStreamResponseTypeDef:

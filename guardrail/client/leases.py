@@ -179,12 +179,11 @@ class Leases:
         if leases is None:
             leases = self._resolved[books] = tuple(self._lease(k, b) for k, b in zip(keys, books, strict=True))
         every = True
+        need = estimate or 1  # (integers) what is left covers the estimate, and is positive
         for lease, limit in zip(leases, limits):  # noqa: B905 (same length: one per scope)
             if limit is None:
                 every = False
-                continue
-            available = lease.unspent_units - lease.in_flight_units
-            if not (now < lease.valid_until and available > 0 and available >= estimate):
+            elif now >= lease.valid_until or lease.unspent_units - lease.in_flight_units < need:
                 return None
         cached = self._charges.get(books)  # the same limits and estimate as the last call: the same charge
         if cached is not None and cached[1].estimate == estimate and (cached[0] is limits or cached[0] == limits):

@@ -88,10 +88,13 @@ class Refusal:
 class Ticket:
     """An admitted call: what it reserved (units), released when it finishes."""
 
-    __slots__ = ("admitted_at", "books", "model_id", "reserved")
+    __slots__ = ("admitted_at", "books", "model_id", "names", "reserved")
 
-    def __init__(self, books: tuple[_Book, ...], model_id: str, reserved: int, admitted_at: float) -> None:
+    def __init__(
+        self, books: tuple[_Book, ...], names: tuple[str, ...], model_id: str, reserved: int, admitted_at: float
+    ) -> None:
         self.books = books
+        self.names = names  # the books' names, as admitted
         self.model_id = model_id
         self.reserved = reserved
         self.admitted_at = admitted_at  # clock() under the accounting lock
@@ -137,22 +140,13 @@ class LocalSpend:
         """`admit` with limits in units, for a caller that holds `lock`."""
         found = self._resolved.get(books) or self._resolve(books)
         crossed = False
-        for i, book in enumerate(found):
-            limit = limits[i]
-            if limit is None:
-                continue
-            spent = book.known + book.unreported + book.sent_total
-            if spent + book.in_flight >= limit:
-                if spent >= limit and book.crossed_at is None:
-                    book.crossed_at = self.clock()
-                return Refusal(
-                    books[i],
-                    to_decimal(limit),
-                    to_decimal(book.known),
-                    to_decimal(book.unreported + book.sent_total),
-                    to_decimal(book.in_flight),
-                )
-            crossed = crossed or book.crossed_at is not None
+        for book, limit in zip(found, limits):  # noqa: B905 (one limit per book)
+            if limit is not None:
+                spent = book.known + book.unreported + book.sent_total
+                if spent + book.in_flight >= limit:
+                    return self._refusal(books, found, book, limit, spent)
+                if book.crossed_at is not None:
+                    crossed = True
         estimate = self._estimates.get(model_id, 0) if self.reserve_in_flight else 0
         if estimate:
             for book in found:
@@ -160,7 +154,18 @@ class LocalSpend:
         if crossed:
             self.admitted_after_crossing += 1
         self.admitted += 1
-        return Ticket(found, model_id, estimate, self.clock())
+        return Ticket(found, books, model_id, estimate, self.clock())
+
+    def _refusal(
+        self, names: tuple[str, ...], found: tuple[_Book, ...], book: _Book, limit: int, spent: int
+    ) -> Refusal:
+        name = next(n for n, b in zip(names, found, strict=True) if b is book)
+        if spent >= limit and book.crossed_at is None:
+            book.crossed_at = self.clock()
+        unreported = book.unreported + book.sent_total
+        return Refusal(
+            name, to_decimal(limit), to_decimal(book.known), to_decimal(unreported), to_decimal(book.in_flight)
+        )
 
     def estimate(self, model_id: str) -> int:
         """This process's recent mean cost of one request to `model_id`, in units (0 before its first)."""
@@ -197,17 +202,16 @@ class LocalSpend:
         learn: bool = True,
     ) -> None:
         """`complete` with the cost and limits in units, for a caller that holds `lock`."""
-        if ticket.reserved:
+        reserved = ticket.reserved
+        if reserved:
             for book in ticket.books:
-                book.in_flight -= ticket.reserved
+                book.in_flight -= reserved
         # The ticket's books, unless a window ended while the call ran.
-        found = self._resolved.get(books) if type(books) is tuple else None
-        if found is not ticket.books:
-            found = None
-        for i, name in enumerate(books):
-            book = found[i] if found is not None else self._book(name)
+        found = ticket.books if books is ticket.names else self._resolve(tuple(books))
+        if len(limits) != len(found):
+            limits = (*limits, *(None,) * len(found))
+        for book, limit in zip(found, limits):  # noqa: B905 (limits may be longer: padded)
             book.unreported += cost
-            limit = limits[i] if i < len(limits) else None
             if (
                 limit is not None
                 and book.crossed_at is None
@@ -215,10 +219,11 @@ class LocalSpend:
             ):
                 book.crossed_at = self.clock()
         if learn:
-            old = self._estimates.get(ticket.model_id)
+            model_id = ticket.model_id
+            old = self._estimates.get(model_id)
             if old != cost:
                 # Rounded up (a unit at most): an estimate never falls short of a run of equal costs.
-                self._estimates[ticket.model_id] = cost if old is None else old - ((old - cost) >> EWMA_SHIFT)
+                self._estimates[model_id] = cost if old is None else old - ((old - cost) >> EWMA_SHIFT)
 
     def sent(self, costs: Costs, sent_at: float) -> None:
         """Usage events accepted by EventBridge at `sent_at` (not yet necessarily counted)."""

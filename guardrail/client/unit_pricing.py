@@ -41,7 +41,7 @@ class UnitRates:
         """`to_units(self.rates.cost(usage))`, in integers when the rates allow."""
         if not self.exact:
             return to_units(self.rates.cost(usage))  # type: ignore[arg-type]  # reads only the token counts
-        inp, out, read, write, one_hour = usage[0], usage[1], usage[2], usage[3], usage[4]
+        inp, out, read, write, one_hour, _, _ = usage
         p = self.base
         if self.tiers:
             total = inp + read + write
@@ -49,7 +49,12 @@ class UnitRates:
                 if total > start:
                     p = prices
                     break
-        return inp * p[0] + out * p[1] + read * p[2] + (write - one_hour) * p[3] + one_hour * p[4]
+        cost = inp * p[0] + out * p[1]
+        if read:
+            cost += read * p[2]
+        if write:
+            cost += (write - one_hour) * p[3] + one_hour * p[4]
+        return cost
 
 
 def _units(prices: TokenPrices) -> Prices | None:
