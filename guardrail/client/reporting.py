@@ -176,7 +176,8 @@ def _stamp(at: float) -> str:
     cached = _second[0]
     if cached[0] != second:
         cached = _second[0] = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
-    return f"{cached[1]}.{micro:06d}Z" if micro else f"{cached[1]}Z"
+    # %-formatting: about half the cost of an f-string's format spec here, once per report
+    return "%s.%06dZ" % (cached[1], micro) if micro else cached[1] + "Z"  # noqa: UP031
 
 
 # region, caller and metadata are the same on almost every report of a client: their JSON is kept, keyed by
