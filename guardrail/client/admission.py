@@ -40,6 +40,7 @@ class Verdict:
     throttled_scope: str
     refuse: tuple[str, ScopeView] | None
     cacheable: bool
+    dollars: tuple[Decimal | None, ...] = ()  # the same limits in dollars, as configured (for messages)
 
 
 class ScopeSet:
@@ -74,6 +75,7 @@ def decide(
     """What the flags of a scope set mean for calls: refuse, downgrade, and each scope's shutdown limit."""
     downgrades: dict[str, str] | None = None
     limits: list[int | None] = []
+    dollars: list[Decimal | None] = []
     refuse: tuple[str, ScopeView] | None = None
     throttled = ""
     cacheable = True
@@ -88,7 +90,8 @@ def decide(
             cacheable = False  # a snooze ends on its own: re-evaluate on every call
         limit = None if dry_run else shutdown_limit(budget, flag, window.key, now)
         limits.append(None if limit is None else to_units(limit))
-    return Verdict(views, tuple(limits), downgrades, throttled, refuse, cacheable)
+        dollars.append(limit)
+    return Verdict(views, tuple(limits), downgrades, throttled, refuse, cacheable, tuple(dollars))
 
 
 def shutdown_limit(budget: Budget, flag: Flag, window_key: str, now: float) -> Decimal | None:

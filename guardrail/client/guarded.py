@@ -33,6 +33,7 @@ import logging
 import time
 import weakref
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
@@ -384,6 +385,9 @@ class GuardedBedrockClient:
         finally:
             lock.raw.release()
         if isinstance(admitted, Refusal):
+            limit = verdict.dollars[windows.books.index(admitted.book)]
+            if limit is not None:
+                admitted = replace(admitted, limit=limit)  # the threshold as configured, e.g. 25.00
             raise GuardrailShutdown(
                 admitted.scope, Level.SHUTDOWN.label, admitted.reason, reset_command(admitted.scope)
             )
