@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from guardrail.client.flag_cache import ScopeView
 from guardrail.client.leases import LeaseCharge
@@ -54,9 +54,9 @@ class ScopeSet:
         self.verdict: Verdict | None = None
 
 
-@dataclass(slots=True)
-class Call:
-    """One guarded call between its admission and its usage report (`limits` in units)."""
+class Call(NamedTuple):
+    """One guarded call between its admission and its usage report (`limits` in units). A tuple: the hot
+    path builds it with `tuple.__new__`, without a Python call."""
 
     operation: str
     kwargs: dict[str, Any]

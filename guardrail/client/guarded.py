@@ -229,7 +229,18 @@ class GuardedBedrockClient:
             raise
         if call.downgrade is not None:
             self._note_downgrade(call, resp)
-        usage = converse_usage(resp.get("usage"))
+        # The usual usage (plain non-negative ints, no cache writes) read here, without a call: Python calls
+        # cost most right after a Bedrock call, on cold caches; anything else is converse_usage's to read.
+        u = resp.get("usage")
+        usage: Usage | None = None
+        if type(u) is dict:
+            i, o, r = u.get("inputTokens"), u.get("outputTokens", 0), u.get("cacheReadInputTokens", 0)
+            # (i | o | r) >= 0: the bitwise or of ints is negative when one of them is.
+            plain = type(i) is int and type(o) is int and type(r) is int and not u.get("cacheWriteInputTokens")
+            if plain and (i | o | r) >= 0:
+                usage = _new_tuple(Usage, (i, o, r, 0, 0, "", False))
+        if usage is None:
+            usage = converse_usage(u)
         tier, performance = resp.get("serviceTier"), resp.get("performanceConfig")
         if tier is not None or performance is not None:
             usage = with_tier(usage, tier, (performance or {}).get("latency"))
@@ -348,7 +359,9 @@ class GuardedBedrockClient:
         windows = scope_set.windows
         if now >= windows.valid_until:
             windows = self._windows(scope_set)
-        views = self.flags.views(windows.keys, windows.cache_key)
+        flags = self.flags
+        hit = flags.entries.get(windows.cache_key)  # what flags.views() returns while fresh, without the call
+        views = hit[1] if hit is not None and flags.timer() < hit[0] else flags.views(windows.keys, windows.cache_key)
         verdict = scope_set.verdict
         if verdict is None or verdict.views is not views or not verdict.cacheable:
             verdict = scope_set.verdict = decide(scope_set, windows, views, dry_run=self._dry_run, now=now)
@@ -400,7 +413,7 @@ class GuardedBedrockClient:
                 downgrade["modelId"],
                 downgrade["requestedModelId"],
             )
-        return Call(operation, kwargs, scope_set, limits, admitted, metadata, model_id, downgrade, lease)
+        return _new_tuple(Call, (operation, kwargs, scope_set, limits, admitted, metadata, model_id, downgrade, lease))
 
     def _lease(self, windows: Windows, limits: tuple[int | None, ...], ticket: Ticket) -> LeaseCharge | None:
         """Take this call's estimated cost from the budget leases of its scopes, or refuse it."""
@@ -495,6 +508,9 @@ class GuardedBedrockClient:
     def _price_model(self, model_id: str) -> UnitRates:
         unit = self._unit_rates[model_id] = unit_rates(self.pricer.rates_for(model_id))
         return unit
+
+
+_new_tuple = tuple.__new__  # a NamedTuple built without the Python call of its __new__
 
 
 def _close_leases(ref: weakref.ref[Leases]) -> None:

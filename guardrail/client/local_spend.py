@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import NamedTuple
 
 from guardrail.client.units import limits_in_units, to_decimal, to_units
 from guardrail.client.yielding_lock import YieldingLock
@@ -85,19 +86,18 @@ class Refusal:
         return text + f" >= ${self.limit} (the flag follows once the ledger has counted it)"
 
 
-class Ticket:
-    """An admitted call: what it reserved (units), released when it finishes."""
+class Ticket(NamedTuple):
+    """An admitted call: what it reserved (units), released when it finishes. A tuple: built with
+    `tuple.__new__`, without a Python call."""
 
-    __slots__ = ("admitted_at", "books", "model_id", "names", "reserved")
+    books: tuple[_Book, ...]
+    names: tuple[str, ...]  # the books' names, as admitted
+    model_id: str
+    reserved: int
+    admitted_at: float  # clock() under the accounting lock
 
-    def __init__(
-        self, books: tuple[_Book, ...], names: tuple[str, ...], model_id: str, reserved: int, admitted_at: float
-    ) -> None:
-        self.books = books
-        self.names = names  # the books' names, as admitted
-        self.model_id = model_id
-        self.reserved = reserved
-        self.admitted_at = admitted_at  # clock() under the accounting lock
+
+_new_tuple = tuple.__new__
 
 
 Costs = Iterable[tuple[Sequence[str], int]]  # (books, cost in units) per report
@@ -154,7 +154,7 @@ class LocalSpend:
         if crossed:
             self.admitted_after_crossing += 1
         self.admitted += 1
-        return Ticket(found, books, model_id, estimate, self.clock())
+        return _new_tuple(Ticket, (found, books, model_id, estimate, self.clock()))
 
     def _refusal(
         self, names: tuple[str, ...], found: tuple[_Book, ...], book: _Book, limit: int, spent: int
