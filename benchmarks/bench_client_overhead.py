@@ -61,6 +61,7 @@ CASES = (
     ("canned+leases", 1),
     ("canned+leases", 8),
     ("stubber+leases", 1),
+    ("stubber+leases", 8),
 )
 BLOCK = 50  # Stubber calls per block: bare and guarded blocks alternate
 PACE = 0.01  # seconds between paced calls: 100 calls/s

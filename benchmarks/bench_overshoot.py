@@ -140,7 +140,7 @@ def run(processes: int, threads_per_process: int, report: str) -> dict[str, Any]
                 ledger=ledger_writer(settings, dynamodb=ddb) if report == "ledger" else None,  # type: ignore[arg-type]
             )
             seen: list[Ticket] = []
-            admit = client.spend.admit
+            admit = client.spend.admit_locked  # what the client calls, under local accounting's lock
 
             def recording_admit(*args: Any, _admit: Any = admit, _seen: list[Ticket] = seen) -> Any:
                 result = _admit(*args)
@@ -148,7 +148,7 @@ def run(processes: int, threads_per_process: int, report: str) -> dict[str, Any]
                     _seen.append(result)
                 return result
 
-            client.spend.admit = recording_admit  # type: ignore[method-assign]
+            client.spend.admit_locked = recording_admit  # type: ignore[method-assign]
             clients.append(client)
             tickets.append(seen)
 

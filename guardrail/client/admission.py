@@ -7,11 +7,12 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from guardrail.client.flag_cache import ScopeView
 from guardrail.client.leases import LeaseCharge
 from guardrail.client.local_spend import Ticket
+from guardrail.client.units import to_units
 from guardrail.core.models import Budget, CounterKey, Flag, Level
 
 # Converse requestMetadata: at most 16 pairs, this alphabet, 256 characters.
@@ -30,14 +31,16 @@ class Windows:
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """What one flag snapshot means for calls: evaluated once per snapshot, not once per call."""
+    """What one flag snapshot means for calls: evaluated once per snapshot, not once per call. `limits`:
+    each scope's shutdown limit in units (guardrail.client.units), None while it has none."""
 
     views: tuple[ScopeView, ...]
-    limits: tuple[Decimal | None, ...]
+    limits: tuple[int | None, ...]
     downgrades: dict[str, str] | None
     throttled_scope: str
     refuse: tuple[str, ScopeView] | None
     cacheable: bool
+    dollars: tuple[Decimal | None, ...] = ()  # the same limits in dollars, as configured (for messages)
 
 
 class ScopeSet:
@@ -51,14 +54,14 @@ class ScopeSet:
         self.verdict: Verdict | None = None
 
 
-@dataclass(slots=True)
-class Call:
-    """One guarded call between its admission and its usage report."""
+class Call(NamedTuple):
+    """One guarded call between its admission and its usage report (`limits` in units). A tuple: the hot
+    path builds it with `tuple.__new__`, without a Python call."""
 
     operation: str
     kwargs: dict[str, Any]
     scopes: ScopeSet
-    limits: tuple[Decimal | None, ...]
+    limits: tuple[int | None, ...]
     ticket: Ticket
     metadata: dict[str, str]
     model_id: str
@@ -71,7 +74,8 @@ def decide(
 ) -> Verdict:
     """What the flags of a scope set mean for calls: refuse, downgrade, and each scope's shutdown limit."""
     downgrades: dict[str, str] | None = None
-    limits: list[Decimal | None] = []
+    limits: list[int | None] = []
+    dollars: list[Decimal | None] = []
     refuse: tuple[str, ScopeView] | None = None
     throttled = ""
     cacheable = True
@@ -84,8 +88,10 @@ def decide(
             throttled = throttled or scope
         if flag.rearm is not None and flag.rearm.snooze_until is not None:
             cacheable = False  # a snooze ends on its own: re-evaluate on every call
-        limits.append(None if dry_run else shutdown_limit(budget, flag, window.key, now))
-    return Verdict(views, tuple(limits), downgrades, throttled, refuse, cacheable)
+        limit = None if dry_run else shutdown_limit(budget, flag, window.key, now)
+        limits.append(None if limit is None else to_units(limit))
+        dollars.append(limit)
+    return Verdict(views, tuple(limits), downgrades, throttled, refuse, cacheable, tuple(dollars))
 
 
 def shutdown_limit(budget: Budget, flag: Flag, window_key: str, now: float) -> Decimal | None:

@@ -85,19 +85,24 @@ class EventSink:
         # A new entry's bytes besides its details: the packed detail adds `{"reports":[]}`.
         entry_bytes = self._entry_bytes + (len('{"reports":[]}') if packing > 1 else 0)
         entry: _Entry | None = None  # the open entry
+        from guardrail.client.reporting import UsageReport  # (imports this module)
+
+        room = 0  # reports the open entry still takes
+        render = UsageReport.packed_json if packing > 1 else UsageReport.detail_json
         for report in batch:
             try:
-                detail = report.packed_json() if packing > 1 else report.detail_json()
+                detail = render(report)
             except Exception:  # one report that cannot be encoded must not hold back the others
                 logger.exception("guardrail: usage report %s could not be encoded", report.request_id)
                 failed.append(report)
                 continue
             size = len(detail) if detail.isascii() else _utf8_len(detail)
             # Joining the open entry adds the detail and a comma.
-            if entry is not None and len(entry[0]) < packing and put_bytes + size + 1 <= max_bytes:
+            if room and entry is not None and put_bytes + size + 1 <= max_bytes:
                 entry[0].append(report)
                 entry[1].append(detail)
                 put_bytes += size + 1
+                room -= 1
                 continue
             entries = puts[-1]
             if entries and (len(entries) >= MAX_ENTRIES_PER_PUT or put_bytes + entry_bytes + size > max_bytes):
@@ -105,6 +110,7 @@ class EventSink:
                 puts.append(entries)
                 put_bytes = 0
             entry = ([report], [detail])
+            room = packing - 1
             entries.append(entry)
             put_bytes += entry_bytes + size
         return [p for p in puts if p]
@@ -129,13 +135,16 @@ class EventSink:
             return
         sent_at = self.timer()
         results = resp.get("Entries", [])
-        ok: list[UsageReport] = []
+        # What was sent, summed per set of books here (hundreds of reports, mostly of one set of books).
+        costs: dict[tuple[str, ...], int] = {}
+        get = costs.get
         for i, (reports, _) in enumerate(entries):
             if i >= len(results) or results[i].get("ErrorCode"):
                 failed.extend(reports)
             else:
-                ok.extend(reports)
-        self.spend.sent([(r.books, r.cost) for r in ok], sent_at)
+                for r in reports:
+                    costs[r.books] = get(r.books, 0) + r.units
+        self.spend.sent(costs.items(), sent_at)
 
 
 _Entry = tuple[list["UsageReport"], list[str]]  # one EventBridge entry: its reports and their details

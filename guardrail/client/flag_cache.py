@@ -87,6 +87,7 @@ class FlagCache:
         # a tuple are atomic; writers replace whole entries under the lock). TTLCache cost a lock and about
         # 2 us per call.
         self._cache: dict[Hashable, tuple[float, tuple[ScopeView, ...]]] = {}
+        self.entries = self._cache  # the same dict, read by the guarded client's hot path as views() reads it
         self._known: dict[str, ScopeView] = {}  # last successful read per scope
         self._lock = threading.Lock()  # guards _cache, _known, _pending
         self._read_lock = threading.Lock()  # one reader at a time; the others wait for its result

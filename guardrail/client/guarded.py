@@ -33,8 +33,8 @@ import logging
 import time
 import weakref
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any, cast
 
 from guardrail.client.admission import Call, ScopeSet, Windows, decide, request_metadata
@@ -53,7 +53,8 @@ from guardrail.client.reporting import (
     reporter_events_client,
 )
 from guardrail.client.streams import GuardedStream, StreamTracker
-from guardrail.client.usage import CONVERSE, Usage, invoke_model_usage, read_usage, with_tier
+from guardrail.client.unit_pricing import UnitRates, unit_rates
+from guardrail.client.usage import Usage, converse_usage, invoke_model_usage, with_tier
 from guardrail.client.usage import request_id as response_id
 from guardrail.core.downgrade import downgrade_model_id
 from guardrail.core.errors import GuardrailShutdown
@@ -123,6 +124,7 @@ class GuardedBedrockClient:
         self.region = str(getattr(getattr(bedrock, "meta", None), "region_name", "") or "")
         self._timer = timer
         self._clock = clock or _wall_clock
+        self._wall = clock is None  # the hot path then reads time.time() itself (no call to _wall_clock)
         self._zone = self.settings.zone
         self._resolver = ScopeResolver(self.settings.budget_list())
         self._scope_cache: dict[tuple[tuple[str, str], ...], ScopeSet] = {}
@@ -163,6 +165,8 @@ class GuardedBedrockClient:
                 bedrock_factory=lambda: aws.client("bedrock"),
             )
         self.pricer = pricer
+        self._unit_rates: dict[str, UnitRates] = {}  # per model id, while the pricer's rates do not expire
+        self._dry_run = self.settings.dry_run
         sink: Callable[[list[UsageReport]], list[UsageReport]]
         if opts.report == "ledger":
             self.ledger = ledger or service_ledger(self.settings, dynamodb)
@@ -176,7 +180,7 @@ class GuardedBedrockClient:
         by_events = opts.report == "events"
         self._reporter = Reporter(
             sink,
-            lambda dropped: self.spend.dropped([(r.books, r.cost) for r in dropped]),
+            lambda dropped: self.spend.dropped([(r.books, r.units) for r in dropped]),
             background=opts.background,
             max_attempts=opts.max_report_attempts,
             max_batch=MAX_EVENTS_PER_PUT * opts.report_packing if by_events else 100,  # one full PutEvents
@@ -225,11 +229,26 @@ class GuardedBedrockClient:
             raise
         if call.downgrade is not None:
             self._note_downgrade(call, resp)
-        usage = read_usage(CONVERSE, resp.get("usage"))
+        # The usual usage (plain non-negative ints, no cache writes) read here, without a call: Python calls
+        # cost most right after a Bedrock call, on cold caches; anything else is converse_usage's to read.
+        u = resp.get("usage")
+        usage: Usage | None = None
+        if type(u) is dict:
+            i, o, r = u.get("inputTokens"), u.get("outputTokens", 0), u.get("cacheReadInputTokens", 0)
+            # (i | o | r) >= 0: the bitwise or of ints is negative when one of them is.
+            plain = type(i) is int and type(o) is int and type(r) is int and not u.get("cacheWriteInputTokens")
+            if plain and (i | o | r) >= 0:
+                usage = _new_tuple(Usage, (i, o, r, 0, 0, "", False))
+        if usage is None:
+            usage = converse_usage(u)
         tier, performance = resp.get("serviceTier"), resp.get("performanceConfig")
         if tier is not None or performance is not None:
             usage = with_tier(usage, tier, (performance or {}).get("latency"))
-        self._complete(call, response_id(resp), usage)
+        meta = resp.get("ResponseMetadata")
+        request_id = meta.get("RequestId") if type(meta) is dict else None
+        if type(request_id) is not str or not request_id:
+            request_id = response_id(resp)  # in the headers, or none
+        self._complete(call, request_id, usage)
         return resp  # type: ignore[return-value]
 
     def converse_stream(self, **kwargs: Unpack[ConverseStreamRequestTypeDef]) -> ConverseStreamResponseTypeDef:
@@ -336,22 +355,24 @@ class GuardedBedrockClient:
             elif self._tags:
                 kwargs = {**kwargs, "requestMetadata": self._tags}
         scope_set = self._default_scopes if metadata is self.metadata else self._scopes(metadata)
-        windows = self._windows(scope_set)
-        views = self.flags.views(windows.keys, windows.cache_key)
+        now = time.time() if self._wall else self._clock()
+        windows = scope_set.windows
+        if now >= windows.valid_until:
+            windows = self._windows(scope_set)
+        flags = self.flags
+        hit = flags.entries.get(windows.cache_key)  # what flags.views() returns while fresh, without the call
+        views = hit[1] if hit is not None and flags.timer() < hit[0] else flags.views(windows.keys, windows.cache_key)
         verdict = scope_set.verdict
         if verdict is None or verdict.views is not views or not verdict.cacheable:
-            verdict = scope_set.verdict = decide(
-                scope_set, windows, views, dry_run=self.settings.dry_run, now=self._clock()
-            )
+            verdict = scope_set.verdict = decide(scope_set, windows, views, dry_run=self._dry_run, now=now)
         if verdict.refuse is not None:
-            self._refuse(*verdict.refuse, self.settings.dry_run)
+            self._refuse(*verdict.refuse, self._dry_run)
         model_id = str(kwargs.get("modelId", ""))
         downgrade = None
         if verdict.downgrades:
-            dry_run = self.settings.dry_run
             target = self._downgrade_target(model_id, verdict.downgrades)
             if target is not None:
-                if dry_run:
+                if self._dry_run:
                     logger.warning("guardrail dry-run: would have called %s instead of %s", target, model_id)
                 else:
                     downgrade = {
@@ -362,23 +383,29 @@ class GuardedBedrockClient:
                     }
                     kwargs = {**kwargs, "modelId": target}
                     model_id = target
-        spend, leases = self.spend, self.leases
+        spend, leases, limits = self.spend, self.leases, verdict.limits
         lease = None
-        if leases is not None and leases.lock is spend.lock:  # one lock for local accounting and the leases
-            now = leases.clock()
-            with spend.lock:
-                admitted = spend.admit_locked(windows.books, verdict.limits, model_id)
-                if not isinstance(admitted, Refusal):
-                    estimate = admitted.reserved or spend.estimate(model_id)
-                    lease = leases.take_locked(windows.keys, windows.books, verdict.limits, estimate, now)
-        else:
-            admitted = spend.admit(windows.books, verdict.limits, model_id)
+        # One lock section for local accounting and the leases (they share the lock), taken without `with`.
+        lock = spend.lock
+        if not lock.raw.acquire(False):
+            lock.acquire_contended()
+        try:
+            admitted = spend.admit_locked(windows.books, limits, model_id)
+            if leases is not None and leases.lock is lock and type(admitted) is Ticket:
+                at = now if leases.clock is self._clock else leases.clock()
+                estimate = admitted.reserved or spend.estimate(model_id)
+                lease = leases.take_locked(windows.keys, windows.books, limits, estimate, at)
+        finally:
+            lock.raw.release()
         if isinstance(admitted, Refusal):
+            limit = verdict.dollars[windows.books.index(admitted.book)]
+            if limit is not None:
+                admitted = replace(admitted, limit=limit)  # the threshold as configured, e.g. 25.00
             raise GuardrailShutdown(
                 admitted.scope, Level.SHUTDOWN.label, admitted.reason, reset_command(admitted.scope)
             )
         if lease is None and leases is not None:  # a slice to lease first (or leases on their own lock)
-            lease = self._lease(windows, verdict.limits, admitted)
+            lease = self._lease(windows, limits, admitted)
         if downgrade is not None:
             logger.info(
                 "guardrail throttle on %s: calling %s instead of %s",
@@ -386,15 +413,15 @@ class GuardedBedrockClient:
                 downgrade["modelId"],
                 downgrade["requestedModelId"],
             )
-        return Call(operation, kwargs, scope_set, verdict.limits, admitted, metadata, model_id, downgrade, lease)
+        return _new_tuple(Call, (operation, kwargs, scope_set, limits, admitted, metadata, model_id, downgrade, lease))
 
-    def _lease(self, windows: Windows, limits: tuple[Decimal | None, ...], ticket: Ticket) -> LeaseCharge | None:
+    def _lease(self, windows: Windows, limits: tuple[int | None, ...], ticket: Ticket) -> LeaseCharge | None:
         """Take this call's estimated cost from the budget leases of its scopes, or refuse it."""
         leases = self.leases
         if leases is None:
             return None
         estimate = ticket.reserved or self.spend.estimate(ticket.model_id)
-        charge = leases.admit(windows.keys, windows.books, limits, estimate)
+        charge = leases.admit_units(windows.keys, windows.books, limits, estimate)
         if isinstance(charge, LeaseRefusal):
             self.spend.release(ticket)
             logger.warning("guardrail refused a Bedrock call: %s (%s)", charge.scope, charge.reason)
@@ -449,25 +476,41 @@ class GuardedBedrockClient:
             )
             return
         model_id = call.model_id
-        rates = self.pricer.rates_for(model_id)  # a dict hit after the first call per model
         if usage.service_tier or usage.latency_optimized:
-            rates = self.pricer.variant(rates, model_id, usage.service_tier, usage.latency_optimized)
-        # Rates.cost reads only the four token counts, which Usage has under the same names.
-        cost = rates.cost(usage)  # type: ignore[arg-type]
-        windows = call.scopes.windows
-        books = (windows if self._clock() < windows.valid_until else self._windows(call.scopes)).books
-        spend, leases, charge = self.spend, self.leases, call.lease
-        if charge is None or leases is None:
-            spend.complete(call.ticket, cost, books, call.limits, learn=not partial)
-        elif leases.lock is spend.lock:
-            with spend.lock:
-                spend.complete_locked(call.ticket, cost, books, call.limits, learn=not partial)
-                leases.complete_locked(charge, cost)
+            rates = self.pricer.rates_for(model_id)
+            unit = unit_rates(self.pricer.variant(rates, model_id, usage.service_tier, usage.latency_optimized))
         else:
-            spend.complete(call.ticket, cost, books, call.limits, learn=not partial)
-            leases.complete(charge, cost)
+            found = self._unit_rates.get(model_id)  # rates that never expire are asked for once per model
+            unit = found if found is not None and not found.rates.expires else self._price_model(model_id)
+        cost = unit.cost(usage)  # units: exact integers (guardrail.client.unit_pricing)
+        now = time.time() if self._wall else self._clock()
+        windows = call.scopes.windows
+        books = (windows if now < windows.valid_until else self._windows(call.scopes)).books
+        spend, leases, charge = self.spend, self.leases, call.lease
+        lock = spend.lock
+        if charge is not None and leases is not None and leases.lock is not lock:
+            with lock:
+                spend.complete_locked(call.ticket, cost, books, call.limits, learn=not partial)
+            with leases.lock:
+                leases.settle_locked(charge, cost)
+        else:
+            if not lock.raw.acquire(False):
+                lock.acquire_contended()
+            try:
+                spend.complete_locked(call.ticket, cost, books, call.limits, learn=not partial)
+                if charge is not None and leases is not None:
+                    leases.settle_locked(charge, cost)
+            finally:
+                lock.raw.release()
         fields = (request_id, model_id, usage, self.region, self.identity, call.metadata, partial)
-        self._reporter.submit(UsageReport(fields, self._clock(), books, cost))
+        self._reporter.submit(UsageReport(fields, now, books, cost))
+
+    def _price_model(self, model_id: str) -> UnitRates:
+        unit = self._unit_rates[model_id] = unit_rates(self.pricer.rates_for(model_id))
+        return unit
+
+
+_new_tuple = tuple.__new__  # a NamedTuple built without the Python call of its __new__
 
 
 def _close_leases(ref: weakref.ref[Leases]) -> None:

@@ -12,6 +12,9 @@ a slice (one conditional UpdateItem); if the headroom is gone it first returns t
 grants expired (crashed processes), then refuses the call, or waits up to `wait` seconds for returned
 slices. Store errors: the client's fail mode decides (open: admit without a lease for a second, logged at
 ERROR; closed: refuse).
+
+Amounts held per lease are integer units of 10^-18 dollars (guardrail.client.units), as in local
+accounting; the store and the methods named for dollars (`admit`, `complete`, `holding`) speak Decimal.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal, Protocol
 
+from guardrail.client.units import limits_in_units, to_decimal, to_units
 from guardrail.client.yielding_lock import YieldingLock
 from guardrail.core.leases import LeasePolicy, slice_for
 from guardrail.core.models import CounterKey
@@ -70,21 +74,34 @@ class LeaseRefusal:
 class _Lease:
     key: CounterKey
     item_expires: int
-    unspent: Decimal = ZERO
-    in_flight: Decimal = ZERO
-    synced: Decimal = ZERO
+    unspent_units: int = 0
+    in_flight_units: int = 0
+    synced_units: int = 0
     held: bool = False
     valid_until: float = float("-inf")
     claimed: Decimal = ZERO  # the item's claimed at this process's last call
     down_until: float = float("-inf")
 
+    # In dollars (for tests and logs): the hot path reads and writes the units.
+    @property
+    def unspent(self) -> Decimal:
+        return to_decimal(self.unspent_units)
+
+    @property
+    def in_flight(self) -> Decimal:
+        return to_decimal(self.in_flight_units)
+
+    @property
+    def synced(self) -> Decimal:
+        return to_decimal(self.synced_units)
+
 
 class LeaseCharge:
-    """What an admitted call took from the leases of its scopes."""
+    """What an admitted call took from the leases of its scopes (`estimate` in units)."""
 
     __slots__ = ("estimate", "leases")
 
-    def __init__(self, leases: tuple[_Lease, ...], estimate: Decimal) -> None:
+    def __init__(self, leases: tuple[_Lease, ...], estimate: int) -> None:
         self.leases = leases
         self.estimate = estimate
 
@@ -118,7 +135,7 @@ class Leases:
         self._resolved: dict[tuple[str, ...], tuple[_Lease, ...]] = {}
         self.lock = self._lock = lock or YieldingLock()  # taken twice per call by every calling thread
         # The last charge per set of books (with the limits it was taken under), reused while they hold.
-        self._charges: dict[tuple[str, ...], tuple[Sequence[Decimal | None], LeaseCharge]] = {}
+        self._charges: dict[tuple[str, ...], tuple[Sequence[int | None], LeaseCharge]] = {}
         self._acquiring = threading.Lock()
         self._logged_at = float("-inf")
 
@@ -131,7 +148,18 @@ class Leases:
         limits: Sequence[Decimal | None],
         estimate: Decimal,
     ) -> LeaseCharge | LeaseRefusal:
-        """Take `estimate` from the lease of every scope with a limit, leasing more where needed."""
+        """Take `estimate` dollars from the lease of every scope with a limit (dollars), leasing more where
+        needed."""
+        return self.admit_units(keys, books, limits_in_units(tuple(limits)), to_units(estimate))
+
+    def admit_units(
+        self,
+        keys: Sequence[CounterKey],
+        books: tuple[str, ...],
+        limits: Sequence[int | None],
+        estimate: int,
+    ) -> LeaseCharge | LeaseRefusal:
+        """`admit` with the limits and the estimate in units."""
         now = self.clock()
         with self._lock:  # the common case: every slice is valid and covers the request
             charge = self.take_locked(keys, books, limits, estimate, now)
@@ -141,31 +169,31 @@ class Leases:
         self,
         keys: Sequence[CounterKey],
         books: tuple[str, ...],
-        limits: Sequence[Decimal | None],
-        estimate: Decimal,
+        limits: Sequence[int | None],
+        estimate: int,
         now: float,
     ) -> LeaseCharge | None:
-        """The hot path of `admit`, for a caller that holds `lock`: None when a slice must be leased first."""
+        """The hot path of `admit` (units), for a caller that holds `lock`: None when a slice must be leased
+        first."""
         leases = self._resolved.get(books)
         if leases is None:
             leases = self._resolved[books] = tuple(self._lease(k, b) for k, b in zip(keys, books, strict=True))
         every = True
+        need = estimate or 1  # (integers) what is left covers the estimate, and is positive
         for lease, limit in zip(leases, limits):  # noqa: B905 (same length: one per scope)
             if limit is None:
                 every = False
-                continue
-            available = lease.unspent - lease.in_flight
-            if not (now < lease.valid_until and available > ZERO and available >= estimate):
+            elif now >= lease.valid_until or lease.unspent_units - lease.in_flight_units < need:
                 return None
         cached = self._charges.get(books)  # the same limits and estimate as the last call: the same charge
-        if cached is not None and cached[0] is limits and cached[1].estimate == estimate:
+        if cached is not None and cached[1].estimate == estimate and (cached[0] is limits or cached[0] == limits):
             charge = cached[1]
         else:
             taken = leases if every else tuple(x for x, limit in zip(leases, limits) if limit is not None)  # noqa: B905
             charge = LeaseCharge(taken, estimate)
             self._charges[books] = (limits, charge)
         for lease in charge.leases:
-            lease.in_flight += estimate
+            lease.in_flight_units += estimate
         return charge
 
     def _lease(self, key: CounterKey, book: str) -> _Lease:
@@ -178,19 +206,19 @@ class Leases:
         self,
         keys: Sequence[CounterKey],
         books: Sequence[str],
-        limits: Sequence[Decimal | None],
-        estimate: Decimal,
+        limits: Sequence[int | None],
+        estimate: int,
     ) -> LeaseCharge | LeaseRefusal:
         for _ in range(MAX_ATTEMPTS):
             now = self.clock()
-            short: tuple[_Lease, Decimal] | None = None
+            short: tuple[_Lease, int] | None = None
             with self._lock:
                 taken = []
                 for i, limit in enumerate(limits):
                     if limit is None:
                         continue
                     lease = self._lease(keys[i], books[i])
-                    available = lease.unspent - lease.in_flight
+                    available = lease.unspent_units - lease.in_flight_units
                     if now < lease.valid_until and available > 0 and available >= estimate:
                         taken.append(lease)
                     elif now < lease.down_until:
@@ -202,7 +230,7 @@ class Leases:
                         break
                 if short is None:
                     for lease in taken:
-                        lease.in_flight += estimate
+                        lease.in_flight_units += estimate
                     return LeaseCharge(tuple(taken), estimate)
             refusal = self._acquire(short[0], short[1], estimate)
             if refusal is not None:
@@ -210,25 +238,31 @@ class Leases:
         return LeaseRefusal(short[0].key[0] if short else "-", "budget lease: no slice after repeated attempts")
 
     def complete(self, charge: LeaseCharge, cost: Decimal) -> None:
+        """The call finished and cost `cost` dollars."""
+        units = to_units(cost)
         with self._lock:
-            self.complete_locked(charge, cost)
+            self.settle_locked(charge, units)
 
     def complete_locked(self, charge: LeaseCharge, cost: Decimal) -> None:
         """`complete`, for a caller that holds `lock`."""
+        self.settle_locked(charge, to_units(cost))
+
+    def settle_locked(self, charge: LeaseCharge, cost: int) -> None:
+        """`complete` with the cost in units, for a caller that holds `lock`."""
         estimate = charge.estimate
         for lease in charge.leases:
-            lease.in_flight -= estimate
-            lease.unspent -= cost
+            lease.in_flight_units -= estimate
+            lease.unspent_units -= cost
 
     def release(self, charge: LeaseCharge) -> None:
         """The call cost nothing (it failed before Bedrock charged)."""
         with self._lock:
             for lease in charge.leases:
-                lease.in_flight -= charge.estimate
+                lease.in_flight_units -= charge.estimate
 
     # -- leasing --------------------------------------------------------------------------------
 
-    def _acquire(self, lease: _Lease, limit: Decimal, estimate: Decimal) -> LeaseRefusal | None:
+    def _acquire(self, lease: _Lease, limit: int, estimate: int) -> LeaseRefusal | None:
         """Lease enough for one more request (None), or say why not. One thread at a time per process."""
         with self._acquiring:
             deadline = self.clock() + self.wait
@@ -246,16 +280,18 @@ class Leases:
                 self.sleep(min(pause, deadline - now))
                 pause = min(pause * 2, 1.0)
 
-    def _try_acquire(self, lease: _Lease, limit: Decimal, estimate: Decimal) -> LeaseRefusal | None:
+    def _try_acquire(self, lease: _Lease, limit_units: int, estimate: int) -> LeaseRefusal | None:
+        """(Limit and estimate in units; the store and the slice policy speak dollars.)"""
+        limit = to_decimal(limit_units)
         seen: LeaseItem | None = None
         for _ in range(MAX_ATTEMPTS):
             now = self.clock()
             with self._lock:
-                available = lease.unspent - lease.in_flight
+                available = lease.unspent_units - lease.in_flight_units
                 if now < lease.valid_until and available > 0 and available >= estimate:
                     return None  # another thread of this process leased meanwhile
-                unspent, held = lease.unspent, lease.held
-                need = max(ZERO, estimate - available)
+                unspent, held = lease.unspent_units, lease.held
+                need = to_decimal(max(0, estimate - available))
             add = slice_for(limit - lease.claimed, need, self.policy)
             if add == 0 and need == 0 and held:
                 pass  # what this process holds covers the request: only renew its expiry
@@ -267,21 +303,22 @@ class Leases:
                     return self._exhausted(lease, limit, estimate)
                 add = max(need, self.policy.min_slice)  # learn the item (ALL_OLD) if this fails
             expires = now + self.policy.ttl
+            added = to_units(add)
             ok, item = self.store.grant(
                 lease.key,
                 self.holder,
                 add,
                 limit=limit,
                 held=held,
-                unspent=unspent + add,
+                unspent=to_decimal(unspent + added),
                 expires=expires,
                 item_expires=lease.item_expires,
             )
             with self._lock:
                 lease.claimed = item.claimed
                 if ok:
-                    lease.unspent += add
-                    lease.synced = unspent + add
+                    lease.unspent_units += added
+                    lease.synced_units = unspent + added
                     lease.held = True
                     lease.valid_until = expires - self.policy.margin
                     return None
@@ -290,12 +327,11 @@ class Leases:
                 if held and entry is None:
                     # Our expired entry was returned in full by someone else; what we spent since our last
                     # write is a debt that the next grant pays.
-                    lease.unspent -= lease.synced
-                    lease.synced = ZERO
+                    lease.unspent_units -= lease.synced_units
+                    lease.synced_units = 0
                     lease.held = False
                 elif not held and entry is not None:  # a grant whose answer we lost did land: adopt it
-                    lease.unspent = entry[0]
-                    lease.synced = entry[0]
+                    lease.unspent_units = lease.synced_units = to_units(entry[0])
                     lease.held = True
         return self._exhausted(lease, limit, estimate)
 
@@ -314,7 +350,8 @@ class Leases:
                 returned = True
         return returned
 
-    def _exhausted(self, lease: _Lease, limit: Decimal, estimate: Decimal) -> LeaseRefusal:
+    def _exhausted(self, lease: _Lease, limit: Decimal, estimate_units: int) -> LeaseRefusal:
+        estimate = to_decimal(estimate_units)
         headroom = max(ZERO, limit - lease.claimed)
         text = (
             f"budget lease: ${headroom} of the ${limit} shutdown limit is left unleased across all processes"
@@ -366,16 +403,16 @@ class Leases:
 
     def _return(self, lease: _Lease) -> None:
         if lease.held:
-            if self.store.release(lease.key, self.holder, lease.unspent):
+            if self.store.release(lease.key, self.holder, to_decimal(lease.unspent_units)):
                 return
-            debt = lease.synced - lease.unspent  # returned in full by someone else after it expired
+            debt = lease.synced_units - lease.unspent_units  # returned in full by someone else after it expired
         else:
-            debt = -lease.unspent
+            debt = -lease.unspent_units
         if debt > 0:
-            self.store.repay(lease.key, debt)
+            self.store.repay(lease.key, to_decimal(debt))
 
     @property
     def holding(self) -> dict[str, Decimal]:
-        """Unspent amount leased per book (for tests and the benchmark)."""
+        """Unspent dollars leased per book (for tests and the benchmark)."""
         with self._lock:
-            return {book: lease.unspent for book, lease in self._leases.items()}
+            return {book: to_decimal(lease.unspent_units) for book, lease in self._leases.items()}

@@ -14,7 +14,8 @@ Per scope and window the process keeps:
 A call is admitted only while known + unreported + sent + in_flight is below the scope's shutdown
 threshold (re-armed from the reset baseline, ignored while snoozed), so one process overshoots by less
 than one request's cost. Admission and accounting share one lock: no request starts after the process
-has seen the crossing. Money is Decimal.
+has seen the crossing. Amounts are kept in integer units of 10^-18 dollars (guardrail.client.units: exact,
+cheaper than Decimal on the hot path); the methods taking or giving dollars say so and take Decimal.
 """
 
 from __future__ import annotations
@@ -24,25 +25,28 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import NamedTuple
 
+from guardrail.client.units import limits_in_units, to_decimal, to_units
 from guardrail.client.yielding_lock import YieldingLock
 from guardrail.core.models import CounterKey, ScopeTotals
 
-ZERO = Decimal(0)
-EWMA_WEIGHT = Decimal("0.25")
+EWMA_SHIFT = 2  # a model's estimate moves a quarter of the way to each new cost
 
 
 @dataclass(slots=True)
 class _Book:
-    known: Decimal = ZERO
+    """One scope-window's amounts, in units."""
+
+    known: int = 0
     known_read_at: float = float("-inf")
-    unreported: Decimal = ZERO
-    sent: deque[tuple[float, Decimal]] = field(default_factory=deque)
-    sent_total: Decimal = ZERO
-    in_flight: Decimal = ZERO
+    unreported: int = 0
+    sent: deque[tuple[float, int]] = field(default_factory=deque)
+    sent_total: int = 0
+    in_flight: int = 0
     crossed_at: float | None = None  # when this process first knew spend >= limit (monotonic)
 
-    def spend(self) -> Decimal:
+    def spend(self) -> int:
         """What this process knows has been spent (excluding in-flight estimates)."""
         return self.known + self.unreported + self.sent_total
 
@@ -59,6 +63,8 @@ def book_id(key: CounterKey) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
+    """Why local accounting refused a call (dollars)."""
+
     book: str
     limit: Decimal
     known: Decimal
@@ -80,19 +86,21 @@ class Refusal:
         return text + f" >= ${self.limit} (the flag follows once the ledger has counted it)"
 
 
-class Ticket:
-    """An admitted call: what it reserved, released when it finishes."""
+class Ticket(NamedTuple):
+    """An admitted call: what it reserved (units), released when it finishes. A tuple: built with
+    `tuple.__new__`, without a Python call."""
 
-    __slots__ = ("admitted_at", "books", "model_id", "reserved")
-
-    def __init__(self, books: tuple[_Book, ...], model_id: str, reserved: Decimal, admitted_at: float) -> None:
-        self.books = books
-        self.model_id = model_id
-        self.reserved = reserved
-        self.admitted_at = admitted_at  # clock() under the accounting lock
+    books: tuple[_Book, ...]
+    names: tuple[str, ...]  # the books' names, as admitted
+    model_id: str
+    reserved: int
+    admitted_at: float  # clock() under the accounting lock
 
 
-Costs = Iterable[tuple[Sequence[str], Decimal]]
+_new_tuple = tuple.__new__
+
+
+Costs = Iterable[tuple[Sequence[str], int]]  # (books, cost in units) per report
 
 
 class LocalSpend:
@@ -103,7 +111,7 @@ class LocalSpend:
         self.clock = clock
         self._books: dict[str, _Book] = {}
         self._resolved: dict[tuple[str, ...], tuple[_Book, ...]] = {}
-        self._estimates: dict[str, Decimal] = {}
+        self._estimates: dict[str, int] = {}  # units
         # Many calling threads take it twice per call (see yielding_lock); budget leases share it (one lock
         # per admission and per settlement, not two).
         self.lock = self._lock = YieldingLock()
@@ -123,36 +131,45 @@ class LocalSpend:
         return found
 
     def admit(self, books: tuple[str, ...], limits: Sequence[Decimal | None], model_id: str) -> Ticket | Refusal:
-        """Reserve a call against every scope, or say which scope refuses it."""
+        """Reserve a call against every scope (limits in dollars), or say which scope refuses it."""
+        units = limits_in_units(tuple(limits))
         with self._lock:
-            return self.admit_locked(books, limits, model_id)
+            return self.admit_locked(books, units, model_id)
 
-    def admit_locked(self, books: tuple[str, ...], limits: Sequence[Decimal | None], model_id: str) -> Ticket | Refusal:
-        """`admit`, for a caller that holds `lock`."""
+    def admit_locked(self, books: tuple[str, ...], limits: Sequence[int | None], model_id: str) -> Ticket | Refusal:
+        """`admit` with limits in units, for a caller that holds `lock`."""
         found = self._resolved.get(books) or self._resolve(books)
         crossed = False
-        for i, book in enumerate(found):
-            limit = limits[i]
-            if limit is None:
-                continue
-            spent = book.known + book.unreported + book.sent_total
-            if spent + book.in_flight >= limit:
-                if spent >= limit and book.crossed_at is None:
-                    book.crossed_at = self.clock()
-                return Refusal(books[i], limit, book.known, book.unreported + book.sent_total, book.in_flight)
-            crossed = crossed or book.crossed_at is not None
-        estimate = self._estimates.get(model_id, ZERO) if self.reserve_in_flight else ZERO
+        for book, limit in zip(found, limits):  # noqa: B905 (one limit per book)
+            if limit is not None:
+                spent = book.known + book.unreported + book.sent_total
+                if spent + book.in_flight >= limit:
+                    return self._refusal(books, found, book, limit, spent)
+                if book.crossed_at is not None:
+                    crossed = True
+        estimate = self._estimates.get(model_id, 0) if self.reserve_in_flight else 0
         if estimate:
             for book in found:
                 book.in_flight += estimate
         if crossed:
             self.admitted_after_crossing += 1
         self.admitted += 1
-        return Ticket(found, model_id, estimate, self.clock())
+        return _new_tuple(Ticket, (found, books, model_id, estimate, self.clock()))
 
-    def estimate(self, model_id: str) -> Decimal:
-        """This process's recent mean cost of one request to `model_id` (0 before its first)."""
-        return self._estimates.get(model_id, ZERO)
+    def _refusal(
+        self, names: tuple[str, ...], found: tuple[_Book, ...], book: _Book, limit: int, spent: int
+    ) -> Refusal:
+        name = next(n for n, b in zip(names, found, strict=True) if b is book)
+        if spent >= limit and book.crossed_at is None:
+            book.crossed_at = self.clock()
+        unreported = book.unreported + book.sent_total
+        return Refusal(
+            name, to_decimal(limit), to_decimal(book.known), to_decimal(unreported), to_decimal(book.in_flight)
+        )
+
+    def estimate(self, model_id: str) -> int:
+        """This process's recent mean cost of one request to `model_id`, in units (0 before its first)."""
+        return self._estimates.get(model_id, 0)
 
     def release(self, ticket: Ticket) -> None:
         """The call failed before Bedrock charged anything (e.g. ThrottlingException)."""
@@ -170,45 +187,51 @@ class LocalSpend:
         *,
         learn: bool = True,
     ) -> None:
-        """The call finished and cost `cost` (counted in `books`, the windows at completion time)."""
+        """The call finished and cost `cost` dollars (counted in `books`, the windows at completion time)."""
+        units, unit_limits = to_units(cost), limits_in_units(tuple(limits))
         with self._lock:
-            self.complete_locked(ticket, cost, books, limits, learn=learn)
+            self.complete_locked(ticket, units, books, unit_limits, learn=learn)
 
     def complete_locked(
         self,
         ticket: Ticket,
-        cost: Decimal,
+        cost: int,
         books: Sequence[str],
-        limits: Sequence[Decimal | None] = (),
+        limits: Sequence[int | None] = (),
         *,
         learn: bool = True,
     ) -> None:
-        """`complete`, for a caller that holds `lock`."""
-        if ticket.reserved:
+        """`complete` with the cost and limits in units, for a caller that holds `lock`."""
+        reserved = ticket.reserved
+        if reserved:
             for book in ticket.books:
-                book.in_flight -= ticket.reserved
+                book.in_flight -= reserved
         # The ticket's books, unless a window ended while the call ran.
-        found = self._resolved.get(books) if type(books) is tuple else None
-        if found is not ticket.books:
-            found = None
-        for i, name in enumerate(books):
-            book = found[i] if found is not None else self._book(name)
+        found = ticket.books if books is ticket.names else self._resolve(tuple(books))
+        if len(limits) != len(found):
+            limits = (*limits, *(None,) * len(found))
+        for book, limit in zip(found, limits):  # noqa: B905 (limits may be longer: padded)
             book.unreported += cost
-            limit = limits[i] if i < len(limits) else None
-            if limit is not None and book.crossed_at is None and book.spend() >= limit:
+            if (
+                limit is not None
+                and book.crossed_at is None
+                and book.known + book.unreported + book.sent_total >= limit
+            ):
                 book.crossed_at = self.clock()
         if learn:
-            old = self._estimates.get(ticket.model_id)
+            model_id = ticket.model_id
+            old = self._estimates.get(model_id)
             if old != cost:
-                self._estimates[ticket.model_id] = cost if old is None else old + (cost - old) * EWMA_WEIGHT
+                # Rounded up (a unit at most): an estimate never falls short of a run of equal costs.
+                self._estimates[model_id] = cost if old is None else old - ((old - cost) >> EWMA_SHIFT)
 
     def sent(self, costs: Costs, sent_at: float) -> None:
         """Usage events accepted by EventBridge at `sent_at` (not yet necessarily counted)."""
         # Summed per set of books first (a PutEvents carries hundreds of reports, mostly of the same books):
         # the same totals, with the lock held and a book touched once per set instead of once per report.
-        by_books: dict[Sequence[str], Decimal] = {}
+        by_books: dict[Sequence[str], int] = {}
         for books, cost in costs:
-            by_books[books] = by_books.get(books, ZERO) + cost
+            by_books[books] = by_books.get(books, 0) + cost
         with self._lock:
             for books, cost in by_books.items():
                 for name in books:
@@ -242,13 +265,14 @@ class LocalSpend:
         for key, scope_totals in totals.items():
             book = self._book(book_id(key))
             if read_at >= book.known_read_at:
-                book.known = scope_totals.spend
+                book.known = to_units(scope_totals.spend)
                 book.known_read_at = read_at
                 book.trim_sent()
 
     def spend(self, key: CounterKey) -> Decimal:
+        """What this process knows has been spent in a scope-window, in dollars."""
         with self._lock:
-            return self._book(book_id(key)).spend()
+            return to_decimal(self._book(book_id(key)).spend())
 
     def crossed_at(self, key: CounterKey) -> float | None:
         with self._lock:

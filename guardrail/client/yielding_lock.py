@@ -19,15 +19,21 @@ YIELDS_BEFORE_BLOCKING = 100
 
 
 class YieldingLock:
-    __slots__ = ("_lock",)
+    """`with lock:`; or, on the guarded call's hot path without the two Python calls a `with` costs:
+    `if not lock.raw.acquire(False): lock.acquire_contended()`, then `lock.raw.release()`."""
+
+    __slots__ = ("_lock", "raw")
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = self.raw = threading.Lock()
 
     def __enter__(self) -> None:
+        if not self._lock.acquire(False):
+            self.acquire_contended()
+
+    def acquire_contended(self) -> None:
+        """Acquire a lock that was held a moment ago: yield the GIL to its holder first."""
         lock = self._lock
-        if lock.acquire(False):
-            return
         for _ in range(YIELDS_BEFORE_BLOCKING):
             time.sleep(0)  # releases the GIL: the holder (or another caller) runs
             if lock.acquire(False):
