@@ -35,7 +35,7 @@ from guardrail.store import prebuilt
 from guardrail.store.chunks import CounterDelta, LedgerEntry, num, sum_counts
 from guardrail.store.copies import HeldCopy, supersedes, tokens
 from guardrail.store.ledger_items import counter_updates, counter_updates_text, request_put, request_put_text
-from guardrail.store.table import batch_get, batch_key, item_key, open_batch_key, request_key
+from guardrail.store.table import all_items, batch_get, batch_key, item_key, open_batch_key, request_key
 from guardrail.store.transact import CONDITION_FAILED, send
 
 if TYPE_CHECKING:
@@ -333,40 +333,28 @@ class Batches:
 
     def _claimed_ids(self, batch: str) -> list[str]:
         pk, _ = batch_key(batch, STATE)
-        kwargs: dict[str, Any] = {
-            "TableName": self.table,
-            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :claim)",
-            "ExpressionAttributeValues": {":pk": {"S": pk}, ":claim": {"S": "CLAIM#"}},
-            "ConsistentRead": True,
-        }
-        ids: set[str] = set()
-        while True:
-            resp = self.client.query(**kwargs)
-            for item in resp.get("Items", []):
-                ids.update(item["ids"]["SS"])
-            if "LastEvaluatedKey" not in resp:
-                return sorted(ids)
-            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        claims = all_items(
+            self.client.query,
+            TableName=self.table,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :claim)",
+            ExpressionAttributeValues={":pk": {"S": pk}, ":claim": {"S": "CLAIM#"}},
+            ConsistentRead=True,
+        )
+        return sorted({i for item in claims for i in item["ids"]["SS"]})
 
     def open_batches(self) -> list[tuple[str, datetime]]:
         """Every batch opened and not yet applied, oldest first: (id, when it was opened). Their requests are
         recorded but not yet in the counters (a writer still at work, or one that stopped: `sweep`)."""
         pk, _ = open_batch_key("")
-        kwargs: dict[str, Any] = {
-            "TableName": self.table,
-            "KeyConditionExpression": "pk = :pk",
-            "ExpressionAttributeValues": {":pk": {"S": pk}},
-            "ConsistentRead": True,
-        }
-        found: list[tuple[str, datetime]] = []
-        while True:
-            resp = self.client.query(**kwargs)
-            found += [
-                (item["sk"]["S"], datetime.fromisoformat(item["opened_at"]["S"])) for item in resp.get("Items", [])
-            ]
-            if "LastEvaluatedKey" not in resp:
-                return sorted(found, key=lambda batch: batch[1])
-            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        entries = all_items(
+            self.client.query,
+            TableName=self.table,
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": {"S": pk}},
+            ConsistentRead=True,
+        )
+        found = [(item["sk"]["S"], datetime.fromisoformat(item["opened_at"]["S"])) for item in entries]
+        return sorted(found, key=lambda batch: batch[1])
 
     def sweep(self, older_than: timedelta) -> tuple[list[str], set[CounterKey]]:
         """Complete every batch opened before `older_than` ago and not closed (its writer died). Returns

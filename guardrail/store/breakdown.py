@@ -10,10 +10,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from guardrail.core.models import UsageRecord, WindowRef
-from guardrail.store.table import breakdown_pk
+from guardrail.store.table import all_items, breakdown_pk
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -61,21 +61,16 @@ def top_spenders(
     out: dict[str, Leaders] = {}
     for dimension in dimensions:
         spend: dict[str, Decimal] = {}
-        kwargs: dict[str, Any] = {
-            "TableName": table,
-            "KeyConditionExpression": "pk = :pk",
-            "ExpressionAttributeValues": {":pk": {"S": breakdown_pk(scope, window, dimension)}},
-            "ProjectionExpression": "by_key, spend_usd",
-            "ConsistentRead": True,
-        }
-        while True:
-            resp = client.query(**kwargs)
-            for item in resp.get("Items", []):
-                key = item["by_key"]["S"].partition(":")[2]
-                spend[key] = spend.get(key, ZERO) + Decimal(item["spend_usd"]["N"])
-            if "LastEvaluatedKey" not in resp:
-                break
-            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        for item in all_items(
+            client.query,
+            TableName=table,
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": {"S": breakdown_pk(scope, window, dimension)}},
+            ProjectionExpression="by_key, spend_usd",
+            ConsistentRead=True,
+        ):
+            key = item["by_key"]["S"].partition(":")[2]
+            spend[key] = spend.get(key, ZERO) + Decimal(item["spend_usd"]["N"])
         top = heapq.nlargest(n, spend.items(), key=lambda kv: kv[1])
         other = sum(spend.values(), ZERO) - sum((v for _, v in top), ZERO)
         out[dimension] = Leaders(top=top, distinct=len(spend), other=other)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from guardrail.core.errors import FlagConflict
 from guardrail.core.models import AuditEntry, Flag, Level, Rearm, TargetState, Transition
-from guardrail.store.table import AUDIT_PK, audit_key, flag_key, flag_prefix, item_key, new_id
+from guardrail.store.table import AUDIT_PK, all_items, audit_key, flag_key, flag_prefix, item_key, new_id
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -152,19 +152,14 @@ class FlagStore:
 
     def list_all(self) -> list[Flag]:
         """Every flag in the table (status). Flags are few; a filtered scan is fine."""
-        flags: list[Flag] = []
-        kwargs: dict[str, Any] = {
-            "TableName": self.table,
-            "FilterExpression": "begins_with(pk, :p)",
-            "ExpressionAttributeValues": {":p": {"S": self.prefix}},
-            "ConsistentRead": True,
-        }
-        while True:
-            resp = self.client.scan(**kwargs)
-            flags.extend(flag_from_item(i) for i in resp.get("Items", []))
-            if "LastEvaluatedKey" not in resp:
-                return sorted(flags, key=lambda f: (f.scope != "global", f.scope))
-            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        items = all_items(
+            self.client.scan,
+            TableName=self.table,
+            FilterExpression="begins_with(pk, :p)",
+            ExpressionAttributeValues={":p": {"S": self.prefix}},
+            ConsistentRead=True,
+        )
+        return sorted(map(flag_from_item, items), key=lambda f: (f.scope != "global", f.scope))
 
     def commit(
         self,
@@ -247,22 +242,21 @@ class FlagStore:
     def history(self, scope: str | None = None, limit: int = 50) -> list[AuditEntry]:
         """The audit trail, newest first, optionally for one scope."""
         entries: list[AuditEntry] = []
-        kwargs: dict[str, Any] = {
-            "TableName": self.table,
-            "KeyConditionExpression": "pk = :pk",
-            "ExpressionAttributeValues": {":pk": {"S": AUDIT_PK}},
-            "ScanIndexForward": False,
-        }
-        while len(entries) < limit:
-            resp = self.client.query(**kwargs)
-            for item in resp.get("Items", []):
-                entry = audit_from_item(item)
-                if scope is None or entry.scope == scope:
-                    entries.append(entry)
-            if "LastEvaluatedKey" not in resp:
-                break
-            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
-        return entries[:limit]
+        if limit <= 0:
+            return entries
+        for item in all_items(
+            self.client.query,
+            TableName=self.table,
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": {"S": AUDIT_PK}},
+            ScanIndexForward=False,
+        ):
+            entry = audit_from_item(item)
+            if scope is None or entry.scope == scope:
+                entries.append(entry)
+                if len(entries) == limit:  # no further page is read
+                    break
+        return entries
 
 
 def audit_item(entry: AuditEntry) -> dict[str, Any]:

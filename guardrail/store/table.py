@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -201,6 +201,17 @@ def batch_get(
                 out[(item["pk"]["S"], item["sk"]["S"])] = item
             request = dict(resp.get("UnprocessedKeys") or {})
     return out
+
+
+def all_items(read: Callable[..., Any], **request: Any) -> Iterator[dict[str, Any]]:
+    """Every item a Query or Scan returns (`read`: the client's `query` or `scan`), page after page, each page
+    fetched only when the caller iterates that far."""
+    while True:
+        resp = read(**request)
+        yield from resp.get("Items", [])
+        if "LastEvaluatedKey" not in resp:
+            return
+        request = {**request, "ExclusiveStartKey": resp["LastEvaluatedKey"]}
 
 
 def new_id() -> str:

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from guardrail.core.models import Observed, TargetHold
-from guardrail.store.table import TARGET_PREFIX, batch_get, item_key, target_key
+from guardrail.store.table import TARGET_PREFIX, all_items, batch_get, item_key, target_key
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -79,19 +79,14 @@ class TargetStore:
 
     def list_all(self) -> list[TargetHold]:
         """Every target item (few: one per function ever stopped and not yet forgotten)."""
-        out: list[TargetHold] = []
-        kwargs: dict[str, Any] = {
-            "TableName": self.table,
-            "FilterExpression": "begins_with(pk, :p)",
-            "ExpressionAttributeValues": {":p": {"S": TARGET_PREFIX}},
-            "ConsistentRead": True,
-        }
-        while True:
-            resp = self.client.scan(**kwargs)
-            out.extend(hold_from_item(i) for i in resp.get("Items", []))
-            if "LastEvaluatedKey" not in resp:
-                return sorted(out, key=lambda h: h.function)
-            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        items = all_items(
+            self.client.scan,
+            TableName=self.table,
+            FilterExpression="begins_with(pk, :p)",
+            ExpressionAttributeValues={":p": {"S": TARGET_PREFIX}},
+            ConsistentRead=True,
+        )
+        return sorted(map(hold_from_item, items), key=lambda h: h.function)
 
     def _update(self, function: str, **kwargs: Any) -> TargetHold | None:
         """One conditional update; None when its condition failed."""
