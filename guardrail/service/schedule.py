@@ -11,7 +11,7 @@ from guardrail.core.models import Budget, Flag, Level, UsageRecord
 from guardrail.core.scopes import GLOBAL
 from guardrail.service.confirmations import overdue
 from guardrail.service.effects import UNTOUCHED, EffectReport, Effects
-from guardrail.service.engine import Engine
+from guardrail.service.engine import Committed, Engine
 from guardrail.service.holds import Outcome
 from guardrail.service.messages import alert_message
 from guardrail.service.targets import aws_error
@@ -44,22 +44,23 @@ class ScheduleReport:
 OPEN_BATCH_GRACE = timedelta(minutes=10)
 
 
+def _transition_line(committed: Committed) -> str:
+    t = committed.transition
+    return f"{t.scope}: {t.from_level.label} -> {t.to_level.label} ({t.trigger})"
+
+
 def run(engine: Engine, effects: Effects, cloudwatch: CloudWatchClient | None) -> ScheduleReport:
     report = ScheduleReport()
     # 0. Spend claimed but not yet added to the counters, first: every later step reads the counters.
     done, applied = engine.complete_open_batches(OPEN_BATCH_GRACE)
     report.repaired.extend(f"ledger: applied batch {batch}, left open by its writer" for batch in done)
-    for change in applied:
-        t = change.transition
-        report.transitions.append(f"{t.scope}: {t.from_level.label} -> {t.to_level.label} ({t.trigger})")
+    report.transitions.extend(map(_transition_line, applied))
     for flag in engine.flags.list_all():
         budget = engine.resolver.budget_for(flag.scope)
         if budget is None:
             continue
         # 1. Rollover and snooze expiry: the same policy path as new spend.
-        for committed in engine.evaluate_scope(flag.scope):
-            t = committed.transition
-            report.transitions.append(f"{t.scope}: {t.from_level.label} -> {t.to_level.label} ({t.trigger})")
+        report.transitions.extend(map(_transition_line, engine.evaluate_scope(flag.scope)))
         current = engine.flags.get(flag.scope)
         effect = EffectReport(scope=current.scope, level=current.level)
         # 2. Drift repair: a shutdown whose targets are not all at 0, or a half-applied transition.

@@ -182,7 +182,7 @@ def sum_counts(
         )
         keys = breakdown_keys(record)
         for counter in entry.counters:
-            group = (counter, keys if counter[1].kind != RATE_WINDOW else ())
+            group = (counter, keys if counter[1].kind != RATE_WINDOW else ())  # `_by_keys`, inlined: per record
             members = groups.get(group)
             if members is None:
                 groups[group] = [contribution]

@@ -175,7 +175,7 @@ class Ledger:
 
     def _open_batches(self, chunk: Chunk, reasons: list[dict[str, Any]]) -> list[str]:
         """The held copies' batches whose closed check failed (the checks are the chunk's last items)."""
-        batches = sorted({h.batch for h in chunk.held.values() if h.batch})
+        batches = _held_batches(chunk.held)
         checks = reasons[len(reasons) - len(batches) :] if batches else []
         return [b for b, r in zip(batches, checks, strict=True) if r.get("Code") == CONDITION_FAILED]
 
@@ -188,8 +188,7 @@ class Ledger:
         items.extend(counter_updates(self.table, chunk.counters))
         # A copy counted by a batch still open may not be replaced until that batch is applied
         # (guardrail.store.batches): its counters are summed from the request items it claimed.
-        open_batches = sorted({h.batch for h in chunk.held.values() if h.batch})
-        items.extend({"ConditionCheck": self.batches.closed_check(b)} for b in open_batches)
+        items.extend({"ConditionCheck": self.batches.closed_check(b)} for b in _held_batches(chunk.held))
         return items
 
     # -- reading ---------------------------------------------------------------------------------
@@ -261,6 +260,12 @@ class Ledger:
         return list(resp.get("Items", []))
 
 
+def _held_batches(held: dict[str, HeldCopy]) -> list[str]:
+    """The ledger batches that count these held copies, in the order of their closed checks (the
+    transaction's last items)."""
+    return sorted({h.batch for h in held.values() if h.batch})
+
+
 def _limit(held: dict[str, HeldCopy] | None) -> int:
     """Room for request items and counters once each held copy's batch has its closed check."""
-    return MAX_TRANSACTION_ITEMS - len({h.batch for h in (held or {}).values() if h.batch})
+    return MAX_TRANSACTION_ITEMS - len(_held_batches(held or {}))

@@ -220,22 +220,21 @@ def render_scope(entry: dict[str, Any]) -> list[str]:
     return lines
 
 
-def render_ledger(entry: dict[str, Any]) -> list[str]:
-    if not entry.get("open_batches"):
-        return []
-    return [
+def render_ledger(entry: dict[str, Any]) -> str:
+    return (
         f"ledger: {entry['open_batches']} batch(es) of requests recorded but not yet in the totals above "
         f"(oldest opened {_when(entry['oldest_opened_at'])}); the schedule run applies a batch still open "
         f"{OPEN_BATCH_GRACE.total_seconds() / 60:g} min after it opened"
-    ]
+    )
 
 
 def render_status(document: dict[str, Any]) -> str:
-    ledger = render_ledger(document.get("ledger") or {})
-    if not document["scopes"]:
-        return "\n".join([*ledger, "no scopes: no budget is configured and no flag is stored"])
     blocks = ["\n".join(render_scope(e)) for e in document["scopes"]]
-    return "\n\n".join(["\n".join(ledger), *blocks] if ledger else blocks)
+    if not blocks:
+        blocks = ["no scopes: no budget is configured and no flag is stored"]
+    if "ledger" in document:  # present only while some batch is open
+        blocks.insert(0, render_ledger(document["ledger"]))
+    return "\n\n".join(blocks)
 
 
 # -- history -----------------------------------------------------------------------------------------
