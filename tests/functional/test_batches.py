@@ -24,7 +24,7 @@ from guardrail.store.batches import batch_digest
 from guardrail.store.chunks import LedgerEntry, plan_chunks, sum_counts
 from guardrail.store.table import create_table
 from tests.support.common import TABLE, Clock
-from tests.support.crash import Crash, CrashAt, count_transactions
+from tests.support.crash import count_transactions, dies
 from tests.support.factories import record
 
 NOW = datetime(2026, 11, 22, 10, 45, tzinfo=UTC)
@@ -162,12 +162,8 @@ def _crash_points(ledgers: Ledgers, records: list[UsageRecord]) -> int:
 
 def _crashed(ledgers: Ledgers, records: list[UsageRecord], call: int, after: bool) -> Engine:
     engine = ledgers.fresh()
-    crash = CrashAt(ledgers.ddb, call, after=after)
-    try:
-        with pytest.raises(Crash):
-            engine.ingest(records)
-    finally:
-        crash.remove()
+    with dies(ledgers.ddb, call, after=after):
+        engine.ingest(records)
     return engine
 
 
@@ -229,12 +225,8 @@ def test_a_batch_whose_last_requests_are_all_held_elsewhere_is_sealed_alone_and_
         for after in (False, True):
             engine = ledgers.fresh()
             engine.ingest(earlier)
-            crash = CrashAt(ledgers.ddb, call, after=after)
-            try:
-                with pytest.raises(Crash):
-                    engine.ingest(records)
-            finally:
-                crash.remove()
+            with dies(ledgers.ddb, call, after=after):
+                engine.ingest(records)
             retry = ledgers.engine().ingest(records)  # the Lambda retry, at once: no schedule run
             assert len(retry.recorded) + len(retry.duplicates) == len(records)
             assert_exact(ledgers, records)
@@ -256,12 +248,8 @@ def test_a_better_copy_waits_for_the_open_batch_of_the_copy_it_replaces(ledgers:
 
 def _die_after_claims(ledgers: Ledgers, engine: Engine, records: list[UsageRecord]) -> None:
     """Let the claims through (3 transactions for 200 records), die before the first part."""
-    crash = CrashAt(ledgers.ddb, 4, after=False)
-    try:
-        with pytest.raises(Crash):
-            engine.ingest(records)
-    finally:
-        crash.remove()
+    with dies(ledgers.ddb, 4, after=False):
+        engine.ingest(records)
 
 
 @pytest.mark.usefixtures("serialised_dynamodb")

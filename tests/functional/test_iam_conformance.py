@@ -40,7 +40,7 @@ from guardrail.service.slack_reset import SlackReset, default_slack_reset
 from guardrail.store.flags import FlagStore
 from guardrail.tools.embedded_aws import create_function
 from tests.support.common import TABLE, FakeLambdaContext, load_event
-from tests.support.crash import Crash, CrashAt
+from tests.support.crash import dies
 from tests.support.factories import SONNET_45_US, record
 from tests.support.iam import (
     assume_function_role,
@@ -290,10 +290,8 @@ def schedule_applies_a_ledger_batch_its_writer_left_open(d: Deployment) -> None:
     at = datetime.now(UTC) - timedelta(minutes=11)
     runtime = build(now=lambda: at)
     records = [record(f"open-{i}", at=at - timedelta(minutes=i)) for i in range(150)]
-    crash = CrashAt(runtime.client("dynamodb"), 3, after=False)  # 2 claim transactions, then the first part
-    with pytest.raises(Crash):
+    with dies(runtime.client("dynamodb"), 3, after=False):  # 2 claim transactions, then the first part
         runtime.engine.ingest(records)
-    crash.remove()
     assert FlagStore(boto3.client("dynamodb", region_name=REGION), TABLE).get("global").level == Level.NORMAL
     d.become("schedule")
     result = d.run(handlers.schedule.handler, SCHEDULED)

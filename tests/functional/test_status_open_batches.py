@@ -9,11 +9,9 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-import pytest
-
 from guardrail.service.runtime import default_runtime
 from guardrail.tools.cli import main
-from tests.support.crash import Crash, CrashAt
+from tests.support.crash import dies
 from tests.support.world import World, batch
 
 
@@ -28,13 +26,8 @@ def test_a_batch_left_open_shows_until_it_is_applied(world: World) -> None:
     doc, text = status()
     assert list(doc) == ["scopes"] and "ledger:" not in text  # nothing open: the contract as it is
     # 150 records: two claim transactions, then the parts; the writer dies once both claims committed.
-    client = default_runtime().client("dynamodb")
-    crash = CrashAt(client, 2, after=True)
-    try:
-        with pytest.raises(Crash):
-            world.usage(batch("open", 150))
-    finally:
-        crash.remove()
+    with dies(default_runtime().client("dynamodb"), 2, after=True):
+        world.usage(batch("open", 150))
     doc, text = status()
     assert doc["ledger"]["open_batches"] == 1 and doc["ledger"]["oldest_opened_at"]
     assert "ledger: 1 batch(es) of requests recorded but not yet in the totals above" in text

@@ -3,7 +3,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
+
+import pytest
 
 
 class Crash(Exception):
@@ -29,6 +33,18 @@ class CrashAt:
 
     def remove(self) -> None:
         self.client.meta.events.unregister(self._event, unique_id="tests-crash-at")
+
+
+@contextmanager
+def dies(client: Any, call: int, *, after: bool) -> Iterator[CrashAt]:
+    """The writer on `client` dies at its `call`-th TransactWriteItems inside the block, which must end with
+    that `Crash`; the hook is gone afterwards either way."""
+    crash = CrashAt(client, call, after=after)
+    try:
+        with pytest.raises(Crash):
+            yield crash
+    finally:
+        crash.remove()
 
 
 def count_transactions(client: Any) -> list[int]:
