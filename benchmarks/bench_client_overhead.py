@@ -112,6 +112,10 @@ class PutEventsOk:
         self.reports = 0
         self.bytes = 0
 
+    def counts(self) -> tuple[int, int, int, int]:
+        """Reports, entries, calls and bytes so far (a run subtracts what its warm-up sent)."""
+        return self.reports, self.entries, self.calls, self.bytes
+
     def __call__(self, request: Any, **_: Any) -> Any:
         from botocore.awsrequest import AWSResponse
 
@@ -269,12 +273,7 @@ def one_run(case: str, threads: int) -> dict[str, float]:
         in_threads(lambda: bare.converse(**tagged), warm, 1)
         in_threads(lambda: client.converse(**REQUEST), warm, 1)
         assert client.flush(60)
-        sent_before, entries_before, puts_before, bytes_before = (
-            backend.reports,
-            backend.entries,
-            backend.calls,
-            backend.bytes,
-        )
+        before = backend.counts()
         t0 = time.process_time()
         in_bare, in_guarded = interleaved(bare, client, calls, threads)
         assert client.flush(RUN_TIMEOUT)
@@ -284,7 +283,7 @@ def one_run(case: str, threads: int) -> dict[str, float]:
         out["bare_us"] = in_bare / calls * 1e6
         out["guarded_us"] = (total - in_bare) / calls * 1e6
         out["callers_us"] = in_guarded / calls * 1e6
-        return _reports(out, backend, calls, sent_before, entries_before, puts_before, bytes_before)
+        return _reports(out, backend, calls, before)
     bedrock = Canned()
     if case == "paced":
 
@@ -298,12 +297,7 @@ def one_run(case: str, threads: int) -> dict[str, float]:
     client, backend = guarded(bedrock, leases=extra == "leases")
     in_threads(lambda: client.converse(**REQUEST), warm, 1)  # warm flags, rates, caches, reporter thread
     assert client.flush(60)
-    sent_before, entries_before, puts_before, bytes_before = (
-        backend.reports,
-        backend.entries,
-        backend.calls,
-        backend.bytes,
-    )
+    before = backend.counts()
     t0 = time.process_time()
     if case == "paced":
 
@@ -317,10 +311,12 @@ def one_run(case: str, threads: int) -> dict[str, float]:
     assert client.flush(RUN_TIMEOUT)
     out["guarded_us"] = (time.process_time() - t0) / calls * 1e6
     out["callers_us"] = callers / calls * 1e6  # the rest: the reporter thread (and thread switches)
-    return _reports(out, backend, calls, sent_before, entries_before, puts_before, bytes_before)
+    return _reports(out, backend, calls, before)
 
 
-def _reports(out: dict[str, float], backend: PutEventsOk, calls: int, *before: int) -> dict[str, float]:
+def _reports(
+    out: dict[str, float], backend: PutEventsOk, calls: int, before: tuple[int, int, int, int]
+) -> dict[str, float]:
     sent_before, entries_before, puts_before, bytes_before = before
     assert backend.reports - sent_before == calls, "every report sent"
     out["reports_per_put"] = (backend.reports - sent_before) / (backend.calls - puts_before)
