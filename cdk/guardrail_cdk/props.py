@@ -44,8 +44,9 @@ METRICS_NAMESPACE = "BedrockGuardrail"
 FUNCTION_ROLES = ("usage", "alarm", "reset", "schedule", "slack")  # slack: deployed only with `slackApp`
 HANDLERS = {role: f"handlers.{role}.handler" for role in FUNCTION_ROLES}
 USAGE_EVENT_SOURCE = "guardrail.client"
-# One report per event (clients before issue 19, or `report_packing=1`), and several packed in one event.
-USAGE_EVENT_DETAIL_TYPES = ("Bedrock Usage", "Bedrock Usage Batch")
+# One report per event (clients before issue 19, or `report_packing=1`), several packed (issue 19's clients),
+# and several as rows (clients now): guardrail.core.usage_event.USAGE_DETAIL_TYPES.
+USAGE_EVENT_DETAIL_TYPES = ("Bedrock Usage", "Bedrock Usage Batch", "Bedrock Usage Rows")
 
 # Lambda limits the whole environment to 4 KB.
 LAMBDA_ENV_LIMIT = 4096

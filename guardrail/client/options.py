@@ -30,10 +30,10 @@ class ClientOptions:
         PutEvents (up to 10 per call; each call costs the process far more CPU than a report); a flush,
         close or exit sends at once.
     report_packing: report="events": usage reports packed into one EventBridge entry (a `Bedrock Usage
-        Batch` event, up to 10 entries and 256 KB per PutEvents). 1 sends one `Bedrock Usage` event per
-        report, as clients before issue 19 did: use it while the stack is older than the client (an older
-        stack's rule does not hear the batch event, and those reports would reach the ledger only through
-        the invocation log).
+        Rows` event, up to 10 entries and 256 KB per PutEvents). 1 sends one `Bedrock Usage` event per
+        report, which every stack hears: use it while the stack is older than the client (an older stack's
+        rule does not hear `Bedrock Usage Rows`, and those reports would reach the ledger only through the
+        invocation log).
     exit_flush_seconds: at process exit, the longest the client waits to send what is unsent (open
         streams are reported first, partial); what still cannot be sent is logged with its request ids.
     tag_requests: add the client's metadata to Converse `requestMetadata`, so the invocation log of the

@@ -1,14 +1,14 @@
 """Usage reports: priced on the caller's thread, sent on a background one (or inline).
 
 A sink takes a batch of reports and returns the ones to retry: EventSink puts usage events on EventBridge
-(`Bedrock Usage Batch` events of up to `packing` reports each, or one `Bedrock Usage` event per report with
+(`Bedrock Usage Rows` events of up to `packing` reports each, or one `Bedrock Usage` event per report with
 packing 1; 10 entries and 256 KB per PutEvents); LedgerSink writes through an injected LedgerWriter (ledger
 mode).
 
 The reporter's CPU is paid by the caller's process: a PutEvents costs about 0.5 ms of botocore CPU, far more
 than a report, so reports are packed several to an entry and linger briefly so that a PutEvents is full
-even at low traffic. Each report's detail is built as plain JSON, byte for byte what
-`UsageEventDetail.model_dump_json()` gives (the tests prove it), without pydantic.
+even at low traffic. A single report's detail is built as plain JSON, byte for byte what
+`UsageEventDetail.model_dump_json()` gives (the tests prove it), without the model.
 """
 
 from __future__ import annotations
@@ -133,28 +133,6 @@ class UsageReport:
             f'"latencyOptimized":{_JSON_BOOL[usage.latency_optimized]},'
             f'{_tail(region, caller.arn(), metadata)},"partial":{_JSON_BOOL[partial]}}}'
         )
-
-    def packed_json(self) -> str:
-        """The same detail as packed in a `Bedrock Usage Batch`: fields at their defaults (0, "", false) left
-        out, which `UsageEventDetail` reads back as the same values (a quarter fewer bytes to send, escape
-        and sign on a usual report)."""
-        inp, out, read, write, one_hour, tier, latency = self.usage
-        text = (
-            f'{{"requestId":{_quote(self.request_id)},"timestamp":"{_stamp(self.at)}",'
-            f'"modelId":{_quote(self.model_id)},"inputTokens":{inp},"outputTokens":{out}'
-        )
-        if read:
-            text += f',"cacheReadInputTokens":{read}'
-        if write:
-            text += f',"cacheWriteInputTokens":{write}'
-        if one_hour:
-            text += f',"cacheWrite1hInputTokens":{one_hour}'
-        if tier:
-            text += f',"serviceTier":{_quote(tier)}'
-        if latency:
-            text += ',"latencyOptimized":true'
-        text += f",{_tail(self.region, self.caller.arn(), self.metadata)}"
-        return text + (',"partial":true}' if self.partial else "}")
 
 
 _second: list[tuple[int, str]] = [(-1, "")]  # the last whole second formatted, and its text

@@ -1,23 +1,50 @@
 """The `Bedrock Usage` EventBridge events: the contract between the guarded client (which puts them) and
 the usage function (which ingests them).
 
-Two shapes: `Bedrock Usage`, one report per event (what clients before issue 19 send), and `Bedrock Usage
-Batch`, whose detail packs several reports (`{"reports": [<a Bedrock Usage detail>, ...]}`): a PutEvents
-costs the caller's process far more CPU than a report, and takes at most 10 entries.
+Three shapes, all heard by the usage function:
+- `Bedrock Usage`: one report per event (what clients before issue 19 send, and `report_packing=1`);
+- `Bedrock Usage Batch`: several reports, `{"reports": [<a Bedrock Usage detail>, ...]}` (issue 19's clients);
+- `Bedrock Usage Rows`: several reports as rows (what the client sends now). What the reports of an event
+  share (model, region, caller, metadata) is written once, as a context; each report is a row of values:
+
+      {"columns": ["context", "requestId", "timestamp", ...], "contexts": [{"modelId": ..., ...}],
+       "rows": [[0, "<request id>", 1795504255.9751248, ...], ...]}
+
+  A row is the detail `{**contexts[row.context], **dict(zip(columns, row))}` minus `context`, its
+  `timestamp` in epoch seconds (the client's float, read back to the same microsecond). A PutEvents costs
+  the caller's process CPU per byte and per report it renders: rows are a quarter of the bytes of
+  packed details, and rendered for a whole entry by one call (guardrail.client.event_sink).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from datetime import datetime
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from guardrail.core.models import Source, UsageRecord
 
 USAGE_DETAIL_TYPE = "Bedrock Usage"
 USAGE_BATCH_DETAIL_TYPE = "Bedrock Usage Batch"
+USAGE_ROWS_DETAIL_TYPE = "Bedrock Usage Rows"
+USAGE_DETAIL_TYPES = (USAGE_DETAIL_TYPE, USAGE_BATCH_DETAIL_TYPE, USAGE_ROWS_DETAIL_TYPE)  # what the stack hears
+# A row's values, as the client writes them: the context's index, then a report's own fields (the Usage tuple's
+# order: guardrail.client.usage). `context` and `requestId` are required in any `columns`.
+ROW_COLUMNS = (
+    "context",
+    "requestId",
+    "timestamp",
+    "inputTokens",
+    "outputTokens",
+    "cacheReadInputTokens",
+    "cacheWriteInputTokens",
+    "cacheWrite1hInputTokens",
+    "serviceTier",
+    "latencyOptimized",
+    "partial",
+)
 USAGE_EVENT_SOURCE = "guardrail.client"
 # EventBridge: at most 10 entries and 256 KB per PutEvents (an entry counts its Time as 14 bytes, its
 # Source, DetailType and Detail as UTF-8 bytes).
@@ -73,6 +100,50 @@ class UsageBatchDetail(BaseModel):
 
     model_config = ConfigDict(extra="ignore", defer_build=True)
     reports: list[Any]
+
+
+class UsageRowsDetail(BaseModel):
+    """`detail` of a `Bedrock Usage Rows` event. Only the frame is checked here; each row is turned into a
+    detail (`row_details`) and validated on its own, so one bad row is quarantined alone."""
+
+    model_config = ConfigDict(extra="ignore", defer_build=True)
+    columns: list[str]
+    contexts: list[Any]
+    rows: list[Any]
+
+    @field_validator("columns")
+    @classmethod
+    def _named_once(cls, columns: list[str]) -> list[str]:
+        missing = [c for c in ("context", "requestId") if c not in columns]
+        if missing:
+            raise ValueError(f"no {' or '.join(missing)} column")
+        if len(set(columns)) != len(columns):
+            raise ValueError("a column is named twice")
+        return columns
+
+
+def row_details(rows: UsageRowsDetail) -> Iterator[tuple[int, Any, dict[str, Any] | str]]:
+    """Each row: its index, the row as sent, and the `Bedrock Usage` detail it stands for (its context's
+    fields, then its own; an epoch-seconds timestamp as the datetime the client meant), or why it is none."""
+    columns, contexts = rows.columns, rows.contexts
+    for i, row in enumerate(rows.rows):
+        if not isinstance(row, list) or len(row) != len(columns):
+            yield i, row, f"not a row of {len(columns)} values"
+            continue
+        fields = dict(zip(columns, row, strict=True))
+        at = fields.pop("context")
+        if type(at) is not int or not 0 <= at < len(contexts) or not isinstance(contexts[at], Mapping):
+            yield i, row, f"context {at!r} is not one of the event's {len(contexts)} context objects"
+            continue
+        detail = {**contexts[at], **fields}
+        when = detail.get("timestamp")
+        if type(when) is int or type(when) is float:
+            try:
+                detail["timestamp"] = datetime.fromtimestamp(when, UTC)  # as the client's record has it
+            except (OverflowError, OSError, ValueError):
+                yield i, row, f"timestamp {when!r} is not a time (epoch seconds)"
+                continue
+        yield i, row, detail
 
 
 def record_from_detail(usage: UsageEventDetail, source: Source) -> UsageRecord:

@@ -23,10 +23,13 @@ from guardrail.core.pricing import resource_of
 from guardrail.core.usage_event import (
     USAGE_BATCH_DETAIL_TYPE,
     USAGE_DETAIL_TYPE,
+    USAGE_ROWS_DETAIL_TYPE,
     UsageBatchDetail,
     UsageEventDetail,
+    UsageRowsDetail,
     one_hour_cache_writes,
     record_from_detail,
+    row_details,
     tier_name,
 )
 from guardrail.store.table import MAX_KEY_TEXT_BYTES
@@ -228,6 +231,31 @@ class RecordParser:
             self._accept(result, record_from_detail(usage, "event"), report, "client")
         return result
 
+    def usage_rows_event(self, event: Mapping[str, Any]) -> ParseResult:
+        """An EventBridge `Bedrock Usage Rows` event: each row is checked exactly like the detail of a
+        `Bedrock Usage` event (the detail it stands for); a bad one is quarantined alone (with its index, and
+        its context's fields, so that what is kept says everything the row did), the others count."""
+        result = ParseResult()
+        detail = event.get("detail") if isinstance(event, Mapping) else None
+        try:
+            rows = UsageRowsDetail.model_validate(detail)
+        except ValidationError as exc:
+            result.quarantined.append(self.quarantine(f"usage rows: {_describe(exc)}", event, "client"))
+            return result
+        for i, row, usage_detail in row_details(rows):
+            if isinstance(usage_detail, str):
+                kept = {"context": _context_of(rows, row), "row": row}
+                result.quarantined.append(self.quarantine(f"usage rows rows[{i}]: {usage_detail}", kept, "client"))
+                continue
+            try:
+                usage = UsageEventDetail.model_validate(usage_detail)
+            except ValidationError as exc:
+                reason = f"usage rows rows[{i}]: {_describe(exc)}"
+                result.quarantined.append(self.quarantine(reason, usage_detail, "client"))
+                continue
+            self._accept(result, record_from_detail(usage, "event"), usage_detail, "client")
+        return result
+
     def events(self, events: Iterable[Mapping[str, Any]]) -> ParseResult:
         """Any mix of the two shapes (what the usage handler and the demo receive)."""
         result = ParseResult()
@@ -238,9 +266,17 @@ class RecordParser:
                 result.extend(self.usage_event(event))
             elif isinstance(event, Mapping) and event.get("detail-type") == USAGE_BATCH_DETAIL_TYPE:
                 result.extend(self.usage_batch_event(event))
+            elif isinstance(event, Mapping) and event.get("detail-type") == USAGE_ROWS_DETAIL_TYPE:
+                result.extend(self.usage_rows_event(event))
             else:
                 result.quarantined.append(self.quarantine("not a log subscription or usage event", event, "unknown"))
         return result
+
+
+def _context_of(rows: UsageRowsDetail, row: Any) -> Any:
+    """The context a bad row names, if it names one (kept with the row in quarantine)."""
+    at = row[rows.columns.index("context")] if isinstance(row, list) and len(row) == len(rows.columns) else None
+    return rows.contexts[at] if type(at) is int and 0 <= at < len(rows.contexts) else None
 
 
 def _decode_subscription(event: Mapping[str, Any]) -> dict[str, Any]:

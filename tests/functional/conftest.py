@@ -12,6 +12,7 @@ from botocore.stub import Stubber
 
 from guardrail.client import ClientOptions, GuardedBedrockClient
 from guardrail.core.config import load_settings
+from guardrail.core.usage_event import USAGE_DETAIL_TYPES
 from guardrail.service.runtime import default_runtime
 from tests.support.bedrock import Bedrock
 from tests.support.common import TABLE
@@ -33,8 +34,8 @@ def bedrock(aws: None) -> Iterator[Bedrock]:
 
 @pytest.fixture
 def usage_events(aws: None) -> Callable[[], list[dict[str, Any]]]:
-    """Every usage event (`Bedrock Usage`, `Bedrock Usage Batch`) put on the guardrail's usage bus (an
-    EventBridge rule -> SQS, as in AWS)."""
+    """Every usage event (`Bedrock Usage`, `Bedrock Usage Batch`, `Bedrock Usage Rows`) put on the guardrail's
+    usage bus (an EventBridge rule -> SQS, as in AWS)."""
     sqs = boto3.client("sqs", region_name="us-east-1")
     events = boto3.client("events", region_name="us-east-1")
     url = sqs.create_queue(QueueName="usage")["QueueUrl"]
@@ -44,9 +45,7 @@ def usage_events(aws: None) -> Callable[[], list[dict[str, Any]]]:
     events.put_rule(
         Name="usage",
         EventBusName=bus,
-        EventPattern=json.dumps(
-            {"source": ["guardrail.client"], "detail-type": ["Bedrock Usage", "Bedrock Usage Batch"]}
-        ),
+        EventPattern=json.dumps({"source": ["guardrail.client"], "detail-type": list(USAGE_DETAIL_TYPES)}),
     )
     events.put_targets(Rule="usage", EventBusName=bus, Targets=[{"Id": "q", "Arn": arn}])
 

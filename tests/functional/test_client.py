@@ -6,7 +6,6 @@ stream events validated one by one against the event shapes). DynamoDB, EventBri
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -39,6 +38,7 @@ from tests.support.bedrock import (
 )
 from tests.support.common import TABLE
 from tests.support.factories import log_line, logs_event
+from tests.support.usage_events import entry_details, event_details
 
 # -- helpers -----------------------------------------------------------------------------------------
 
@@ -153,11 +153,11 @@ def test_usage_with_cache_tokens_is_priced_exactly_and_reported(
         assert resp["text"] == "Spend doubled at 10:41."
     else:
         assert len(resp["events"]) in (6, 7)
-    # One usage event (a `Bedrock Usage Batch` of one report: it went alone), in the schema the usage
+    # One usage event (`Bedrock Usage Rows` of one report: it went alone), in the schema the usage
     # handler ingests, with the cache tokens
     (event,) = usage_events()
-    assert (event["source"], event["detail-type"]) == ("guardrail.client", "Bedrock Usage Batch")
-    assert len(event["detail"]["reports"]) == 1
+    assert (event["source"], event["detail-type"]) == ("guardrail.client", "Bedrock Usage Rows")
+    assert len(event_details(event)) == 1
     (record,) = parse_usage([event])
     assert record.request_id == f"req-{operation}"  # Bedrock's request id: dedupes with the invocation log
     assert (record.input_tokens, record.output_tokens) == (3, 400)
@@ -323,7 +323,7 @@ class CountingEvents:
 
     def put_events(self, Entries: list[dict[str, Any]]) -> dict[str, Any]:
         self.entries.extend(Entries)
-        self.reports += [r for e in Entries for r in json.loads(e["Detail"])["reports"]]
+        self.reports += [r for e in Entries for r in entry_details(e)]
         return {"FailedEntryCount": 0, "Entries": [{"EventId": str(i)} for i in range(len(Entries))]}
 
 

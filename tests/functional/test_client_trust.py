@@ -86,6 +86,7 @@ EXIT_SCRIPT = textwrap.dedent(
     from guardrail.core.config import load_settings
     from guardrail.store.table import create_table
     from tests.support.bedrock import SONNET, Bedrock, expected_request, request, response
+    from tests.support.usage_events import event_details
 
     delay, flush = float(sys.argv[1]), float(sys.argv[2])
     sqs = boto3.client("sqs", region_name="us-east-1")
@@ -93,12 +94,12 @@ EXIT_SCRIPT = textwrap.dedent(
     url = sqs.create_queue(QueueName="usage")["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     bus = events.create_event_bus(Name="bedrock-guardrail-usage")["EventBusArn"]
-    events.put_rule(Name="usage", EventBusName=bus, EventPattern=json.dumps({"detail-type": ["Bedrock Usage Batch"]}))
+    events.put_rule(Name="usage", EventBusName=bus, EventPattern=json.dumps({"detail-type": ["Bedrock Usage Rows"]}))
     events.put_targets(Rule="usage", EventBusName=bus, Targets=[{"Id": "q", "Arn": arn}])
 
     def received():  # registered before the client: runs after its exit hook
         msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
-        details = [d for m in msgs for d in json.loads(m["Body"])["detail"]["reports"]]
+        details = [d for m in msgs for d in event_details(json.loads(m["Body"]))]
         print(json.dumps(sorted((d["requestId"], d.get("partial", False), d["outputTokens"]) for d in details)))
 
     atexit.register(received)

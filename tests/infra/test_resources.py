@@ -144,7 +144,10 @@ def test_rules_match_usage_events_mapped_alarms_and_the_schedule(synth: Synth) -
         props = rule["Properties"]
         key = props.get("ScheduleExpression") or json.dumps(props["EventPattern"], sort_keys=True)
         patterns[key] = props["Targets"][0]["Arn"]["Fn::GetAtt"][0]
-    usage = {"detail-type": ["Bedrock Usage", "Bedrock Usage Batch"], "source": ["guardrail.client"]}
+    usage = {
+        "detail-type": ["Bedrock Usage", "Bedrock Usage Batch", "Bedrock Usage Rows"],
+        "source": ["guardrail.client"],
+    }
     alarms = {
         "detail": {"alarmName": ["bedrock-errors", "runaway-agent"]},
         "detail-type": ["CloudWatch Alarm State Change"],
@@ -159,9 +162,15 @@ def test_rules_match_usage_events_mapped_alarms_and_the_schedule(synth: Synth) -
 
 def test_the_usage_rule_hears_what_clients_send_packed_or_one_report_per_event() -> None:
     # The stack's copy of the contract (CDK cannot import the client) is the client's: old clients send
-    # `Bedrock Usage`, new ones `Bedrock Usage Batch`; a rule missing either loses those reports.
+    # `Bedrock Usage`, issue 19's `Bedrock Usage Batch`, new ones `Bedrock Usage Rows`; a rule missing one
+    # loses those reports.
     assert USAGE_EVENT_SOURCE == usage_event.USAGE_EVENT_SOURCE
-    assert set(USAGE_EVENT_DETAIL_TYPES) == {usage_event.USAGE_DETAIL_TYPE, usage_event.USAGE_BATCH_DETAIL_TYPE}
+    assert USAGE_EVENT_DETAIL_TYPES == usage_event.USAGE_DETAIL_TYPES
+    assert set(USAGE_EVENT_DETAIL_TYPES) == {
+        usage_event.USAGE_DETAIL_TYPE,
+        usage_event.USAGE_BATCH_DETAIL_TYPE,
+        usage_event.USAGE_ROWS_DETAIL_TYPE,
+    }
 
 
 def test_invocation_logging_custom_resource_targets_the_created_log_group(synth: Synth) -> None:

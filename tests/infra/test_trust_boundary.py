@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from guardrail_cdk.props import USAGE_EVENT_DETAIL_TYPES  # type: ignore[import-not-found, unused-ignore]
 
 from tests.support.synth import ACCOUNT, GUARDRAIL, PREFIX, REGION, Synth, resolve, synthesize
 
@@ -32,7 +33,7 @@ def usage_rule(synth: Synth) -> dict[str, Any]:
     (rule,) = [
         r["Properties"]
         for r in synth.of_type("AWS::Events::Rule").values()
-        if r["Properties"].get("EventPattern", {}).get("detail-type") == ["Bedrock Usage", "Bedrock Usage Batch"]
+        if r["Properties"].get("EventPattern", {}).get("detail-type") == list(USAGE_EVENT_DETAIL_TYPES)
     ]
     return rule
 

@@ -14,6 +14,7 @@ from guardrail.core.usage_event import (
     USAGE_BATCH_DETAIL_TYPE,
     USAGE_DETAIL_TYPE,
     USAGE_EVENT_SOURCE,
+    USAGE_ROWS_DETAIL_TYPE,
     UsageEventDetail,
 )
 
@@ -121,4 +122,56 @@ def packed_usage_event(reports: list[UsageRecord | Any]) -> dict[str, Any]:
         "region": "us-east-1",
         "resources": [],
         "detail": {"reports": details},
+    }
+
+
+ROWS = (
+    "context",
+    "requestId",
+    "timestamp",
+    "inputTokens",
+    "outputTokens",
+    "cacheReadInputTokens",
+    "cacheWriteInputTokens",
+    "cacheWrite1hInputTokens",
+    "serviceTier",
+    "latencyOptimized",
+    "partial",
+)
+
+
+def rows_usage_event(records: list[UsageRecord], columns: tuple[str, ...] = ROWS) -> dict[str, Any]:
+    """The `Bedrock Usage Rows` EventBridge event a guarded client puts for several reports: what they share
+    (model, region, caller, metadata) once per context, each report a row of `columns` (any order; a column
+    the records do not have is sent as "extra")."""
+    contexts: list[dict[str, Any]] = []
+    rows = []
+    for r in records:
+        context = {"modelId": r.model_id, "region": r.region, "caller": r.caller, "metadata": r.metadata}
+        if context not in contexts:
+            contexts.append(context)
+        values = {
+            "context": contexts.index(context),
+            "requestId": r.request_id,
+            "timestamp": r.timestamp.timestamp(),
+            "inputTokens": r.input_tokens,
+            "outputTokens": r.output_tokens,
+            "cacheReadInputTokens": r.cache_read_tokens,
+            "cacheWriteInputTokens": r.cache_write_tokens,
+            "cacheWrite1hInputTokens": r.cache_write_1h_tokens,
+            "serviceTier": r.service_tier,
+            "latencyOptimized": r.latency_optimized,
+            "partial": r.partial,
+        }
+        rows.append([values.get(c, "extra") for c in columns])
+    return {
+        "version": "0",
+        "id": "evt-rows",
+        "detail-type": USAGE_ROWS_DETAIL_TYPE,
+        "source": USAGE_EVENT_SOURCE,
+        "account": "123456789012",
+        "time": "2026-11-22T10:41:00Z",
+        "region": "us-east-1",
+        "resources": [],
+        "detail": {"columns": list(columns), "contexts": contexts, "rows": rows},
     }

@@ -16,17 +16,20 @@ from botocore.stub import Stubber
 from hypothesis import given
 from hypothesis import strategies as st
 
+from guardrail.client.event_sink import rows_detail
 from guardrail.client.identity import CallerIdentity
 from guardrail.client.local_spend import LocalSpend
 from guardrail.client.reporting import EventSink, Reporter, UsageReport
 from guardrail.client.usage import Usage
 from guardrail.core.usage_event import (
-    USAGE_BATCH_DETAIL_TYPE,
     USAGE_DETAIL_TYPE,
-    UsageBatchDetail,
+    USAGE_ROWS_DETAIL_TYPE,
     UsageEventDetail,
+    UsageRowsDetail,
     record_from_detail,
+    row_details,
 )
+from tests.support.usage_events import entry_details
 
 CALLER = "arn:aws:sts::123456789012:assumed-role/chat-api-role/chat-api"
 WAIT = 30.0  # seconds a test waits for the reporter thread before failing (never a bound on speed)
@@ -90,8 +93,6 @@ def test_the_detail_is_byte_for_byte_what_the_pydantic_contract_gives(
     )
     detail = r.detail_json()
     assert detail == UsageEventDetail.from_record(r.record).model_dump_json()
-    # Packed (defaults left out), it reads back as the same detail.
-    assert UsageEventDetail.model_validate_json(r.packed_json()) == UsageEventDetail.model_validate_json(detail)
     # ... and the usage handler's parser reads back the record the client priced.
     parsed = record_from_detail(UsageEventDetail.model_validate_json(detail), "event")
     assert parsed == r.record.__class__(**{**_fields(r.record), "source": "event", "service_tier": tier})
@@ -281,21 +282,76 @@ class PackedEvents(RecordingEvents):
 
     def reports(self) -> list[list[list[str]]]:
         """Request ids, per PutEvents, per entry."""
-        return [[[r["requestId"] for r in json.loads(e["Detail"])["reports"]] for e in c] for c in self.calls]
+        return [[[d["requestId"] for d in entry_details(e)] for e in c] for c in self.calls]
 
 
-def test_reports_are_packed_into_batch_events_whose_reports_are_the_single_details() -> None:
+def read_back(detail: str) -> list[Any]:
+    """A rows detail as the usage function reads it: the records its rows stand for."""
+    rows = UsageRowsDetail.model_validate(json.loads(detail))
+    out = []
+    for i, _, usage in row_details(rows):
+        assert not isinstance(usage, str), f"rows[{i}]: {usage}"
+        out.append(record_from_detail(UsageEventDetail.model_validate(usage), "event"))
+    return out
+
+
+@given(
+    st.lists(
+        st.tuples(
+            text.filter(bool),  # request id
+            st.sampled_from(["us.anthropic.claude-sonnet-4-5-20250929-v1:0", "amazon.nova-pro-v1:0", "m\u00e9"]),
+            st.tuples(*[st.integers(0, 2**40)] * 5),
+            st.sampled_from(["", "priority", "flex"]),
+            st.booleans(),  # latency optimized
+            st.sampled_from([{"app": "chat-api"}, {}, {"app": "x", "tenant": 't"1'}, {"app": "\u00e9\u4e2d"}]),
+            st.booleans(),  # a metadata dict of its own (requestMetadata) or the client's
+            st.booleans(),  # partial
+            st.sampled_from([CALLER, "", "arn:aws:iam::123456789012:user/\u00e9"]),
+            st.floats(0, 4_000_000_000),
+        ),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_a_rows_detail_reads_back_as_the_records_the_client_priced(cases: list[Any]) -> None:
+    reports = []
+    for request_id, model_id, counts, tier, latency, metadata, own, partial, caller, at in cases:
+        usage = Usage(*counts[:4], min(counts[4], counts[3]), service_tier=tier, latency_optimized=latency)
+        md = dict(metadata) if own else metadata
+        r = report(at=at, usage=usage, metadata=md, partial=partial, request_id=request_id, model_id=model_id)
+        r.caller = CallerIdentity(caller, None, time.monotonic)
+        reports.append(r)
+    detail, size = rows_detail(reports)
+    assert size == len(detail.encode())
+    expected = [r.record.__class__(**{**_fields(r.record), "source": "event"}) for r in reports]
+    assert read_back(detail) == expected  # the timestamp to the microsecond, as datetime.fromtimestamp has it
+    # What the reports share is written once: a context per (model, region, caller, metadata) in use.
+    shared = {(r.model_id, r.caller.arn(), tuple(r.metadata.items())) for r in reports}
+    assert len(json.loads(detail)["contexts"]) == len(shared)
+
+
+def test_a_lone_surrogate_is_sent_escaped_and_reaches_the_handler_to_be_quarantined() -> None:
+    # pydantic-core cannot write it as UTF-8; the entry is written by json instead, escaped as botocore would
+    reports = [report(0), report(1, metadata={"app": "bad\ud800"})]
+    detail, size = rows_detail(reports)
+    assert detail.isascii() and size == len(detail) and "\\ud800" in detail
+    rows = UsageRowsDetail.model_validate(json.loads(detail))
+    assert [d["metadata"] for _, _, d in row_details(rows)] == [{"app": "chat-api"}, {"app": "bad\ud800"}]  # type: ignore[index]
+
+
+def test_reports_are_packed_into_rows_events_that_read_back_as_the_single_details() -> None:
     events = PackedEvents()
     batch = [report(i) for i in range(60)]
     assert packed_sink(events)(batch) == []
     (put,) = events.calls  # 60 reports: one PutEvents of 25 + 25 + 10
     assert [len(ids) for ids in events.reports()[0]] == [25, 25, 10]
-    assert {(e["Source"], e["DetailType"]) for e in put} == {("guardrail.client", USAGE_BATCH_DETAIL_TYPE)}
-    details = [d for e in put for d in json.loads(e["Detail"])["reports"]]
-    as_sent = [UsageEventDetail.model_validate(d) for d in details]
+    assert {(e["Source"], e["DetailType"]) for e in put} == {("guardrail.client", USAGE_ROWS_DETAIL_TYPE)}
+    as_sent = [UsageEventDetail.model_validate(d) for e in put for d in entry_details(e)]
     assert as_sent == [UsageEventDetail.model_validate_json(r.detail_json()) for r in batch]
-    assert UsageBatchDetail.model_validate_json(put[0]["Detail"]).reports == details[:25]  # the handler's model
-    assert "partial" not in details[0] and "cacheReadInputTokens" in details[0]  # defaults left out, the rest kept
+    # The reports share their model, region, caller and metadata: one context per entry, and a quarter of
+    # the bytes their single details take.
+    assert [len(json.loads(e["Detail"])["contexts"]) for e in put] == [1, 1, 1]
+    assert sum(len(e["Detail"]) for e in put) * 4 < sum(len(r.detail_json()) for r in batch)
 
 
 def test_packed_entries_pass_botocore_validation_of_put_events() -> None:
@@ -322,8 +378,7 @@ def test_packing_never_passes_eventbridges_limits_and_sends_every_report_once_in
         assert 1 <= len(put) <= 10
         per_entry = []
         for entry in put:
-            detail = json.loads(entry["Detail"])
-            ids = [r["requestId"] for r in detail["reports"]] if packing > 1 else [detail["requestId"]]
+            ids = [d["requestId"] for d in entry_details(entry)]
             assert 1 <= len(ids) <= packing
             per_entry.append(ids)
             sent += ids
@@ -343,11 +398,12 @@ def test_a_report_too_big_to_share_goes_alone_and_the_others_are_not_held_back()
 
 def test_a_put_events_of_many_large_reports_stays_under_256_kb() -> None:
     events = PackedEvents()
-    batch = [report(i, metadata={"app": "é" * 2_000}) for i in range(250)]  # about 4.3 KB each in UTF-8
+    # Metadata of its own per report (about 4.3 KB in UTF-8): nothing to share, a context per row.
+    batch = [report(i, metadata={"app": f"{i}" + "\u00e9" * 2_000}) for i in range(250)]
     packed_sink(events)(batch)
     assert all(sum(entry_bytes(e) for e in put) <= 256 * 1024 for put in events.calls)
-    assert sum(len(ids) for put in events.reports() for ids in put) == 250
-    assert len(events.calls) == 5  # 59 reports per PutEvents: as full as the limit allows
+    assert [i for put in events.reports() for ids in put for i in ids] == [f"req-{i}" for i in range(250)]
+    assert len(events.calls) == 250 // 50  # two entries of 25 (about 108 KB each) per PutEvents
 
 
 def test_a_failed_packed_entry_retries_every_report_it_carried() -> None:

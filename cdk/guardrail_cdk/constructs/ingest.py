@@ -3,7 +3,8 @@
 - Bedrock invocation logs: an existing log group, or one created here with invocation logging turned on
   by a custom resource; a subscription filter sends every record to the usage function.
 - Client usage events: an EventBridge rule for `source=guardrail.client`, `detail-type` `Bedrock Usage`
-  (one report) or `Bedrock Usage Batch` (several packed), on the guardrail's own usage bus.
+  (one report), `Bedrock Usage Batch` (several packed) or `Bedrock Usage Rows` (several as rows: what clients
+  send now), on the guardrail's own usage bus.
 Both paths invoke asynchronously; failures land in the usage function's queue (on-failure destination
 and EventBridge dead-letter queue), which the monitoring construct alarms on.
 """
