@@ -5,7 +5,7 @@ from the first call until the reporter has sent every report (`flush()`), divide
 reporter's EventBridge client is the one `guard()` builds, botocore's full request pipeline included
 (serialisation, signing, the user agent, response parsing); only the HTTP send is replaced, by a
 `before-send` hook answering every PutEvents with a canned 200. Flags are warm (an in-memory store).
-The client's defaults: reports linger up to 0.2 s and are packed 50 to an entry (`Bedrock Usage Rows`
+The client's defaults: reports linger up to 0.2 s and are packed 200 to an entry (`Bedrock Usage Rows`
 events), up to 10 entries and 256 KB per PutEvents; the output says how many reports a PutEvents and an
 entry carried, and the PutEvents body size.
 

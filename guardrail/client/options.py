@@ -55,7 +55,7 @@ class ClientOptions:
     reserve_in_flight: bool = True
     background: bool = True
     report_linger: float = 0.2
-    report_packing: int = 50
+    report_packing: int = 200
     tag_requests: bool = True
     known_models: tuple[str, ...] = KNOWN_MODELS
     max_report_attempts: int = 5

@@ -50,10 +50,11 @@ _JSON_BOOL = ("false", "true")
 
 class UsageReport:
     """One call's usage, priced; the UsageRecord is built on the reporter thread, off the hot path. `cost`:
-    in units (guardrail.client.units; a Decimal is taken as dollars), what local accounting settles."""
+    in units (guardrail.client.units; a Decimal is taken as dollars), what local accounting settles.
 
-    # One object per report (the fields unpacked, not a tuple beside it): reports wait for the reporter long
-    # enough to be promoted by the garbage collector, and every promoted object brings a full collection closer.
+    The guarded call does not build it: it queues the constructor's arguments as one tuple (`Reporter.enqueue`),
+    and the reporter thread builds the report (one object, fields unpacked) in a tight loop, where it is cheap."""
+
     __slots__ = (
         "_record",
         "at",
@@ -71,13 +72,24 @@ class UsageReport:
 
     def __init__(
         self,
-        fields: tuple[str, str, Usage, str, CallerIdentity, dict[str, str], bool],
+        request_id: str,
+        model_id: str,
+        usage: Usage,
+        region: str,
+        caller: CallerIdentity,
+        metadata: dict[str, str],
+        partial: bool,
         at: float,
         books: tuple[str, ...],
         cost: int | Decimal,
     ) -> None:
-        # request id, model id, usage, region, caller, metadata, partial
-        self.request_id, self.model_id, self.usage, self.region, self.caller, self.metadata, self.partial = fields
+        self.request_id = request_id
+        self.model_id = model_id
+        self.usage = usage
+        self.region = region
+        self.caller = caller
+        self.metadata = metadata
+        self.partial = partial
         self.at = at
         self.books = books
         self.units = cost if type(cost) is int else to_units(cost)
@@ -178,11 +190,22 @@ def _tail(region: str, caller_arn: str, metadata: dict[str, str]) -> str:
     return text
 
 
+# A report as the guarded call queues it: UsageReport's arguments, in order (built on the reporter thread).
+ReportArgs = tuple[str, str, Usage, str, CallerIdentity, dict[str, str], bool, float, tuple[str, ...], int]
+_Item = UsageReport | ReportArgs | threading.Event | None
+FULL_CHECK_SECONDS = 0.02  # how often a lingering batch looks whether it is full (callers do not signal it)
+
+
 class Reporter:
     """Runs a sink over reports: on one background thread or inline. In the background a batch is what
     queued meanwhile, up to `max_batch`; with `linger` > 0 the thread waits up to that many seconds after
-    a batch's first report for it to fill (a flush or close sends at once). A sink returns the reports to
-    retry; each gets `max_attempts` tries, then is dropped (logged: the invocation log still counts it)."""
+    a batch's first report for it to fill (a full batch goes within FULL_CHECK_SECONDS, a flush or close at
+    once). A sink returns the reports to retry; each gets `max_attempts` tries, then is dropped (logged: the
+    invocation log still counts it).
+
+    The calling threads' whole part is `enqueue(args)`: once the thread runs, the queue's own `put` (a C
+    call, no Python frame, no event to set); the reporter thread builds each UsageReport and keeps track of
+    what it holds."""
 
     def __init__(
         self,
@@ -203,34 +226,35 @@ class Reporter:
         self.linger = linger
         self.exit_timeout = exit_timeout
         self.before_exit: list[Callable[[], None]] = []  # e.g. report streams still open, marked partial
-        self._queue: queue.SimpleQueue[UsageReport | threading.Event | None] = queue.SimpleQueue()
-        self._wake = threading.Event()  # a lingering batch can go: it is full, or a flush asked
-        self._wanted = max_batch  # reports the lingering batch still wants (read by submit, racy but benign)
+        self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
+        self._wake = threading.Event()  # a lingering batch goes now: a flush or close asked
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
-        # Submitted, neither sent nor given up. No lock: each use is one set operation, atomic in CPython
-        # (and in free-threaded builds, where built-in containers lock themselves); a lock here was one more
-        # for 8 calling threads to queue on.
-        self._pending: set[UsageReport] = set()
+        self._holding: list[UsageReport] = []  # what the reporter thread is sending, or will retry
         self._closing = False
+        # A report (its arguments, or a UsageReport): until the thread runs, a method that starts it (or, not
+        # in the background, reports inline); then the queue's put.
+        self.enqueue: Callable[[UsageReport | ReportArgs], None] = (
+            self._enqueue_first if background else self._report_inline
+        )
         # Registered now, not at the first report: at exit it must also catch reports made at exit (an
         # abandoned stream's finalizer), whatever order the exit hooks run in. A weak reference: a
         # discarded client is not kept alive by its hook.
         atexit.register(_at_exit, weakref.ref(self))
 
     def submit(self, report: UsageReport) -> None:
-        self._pending.add(report)
-        if not self.background:
-            retry = self._process([report])
-            while retry:
-                time.sleep(_backoff(retry[0].attempts))
-                retry = self._process(retry)
-            return
+        self.enqueue(report)
+
+    def _enqueue_first(self, item: UsageReport | ReportArgs) -> None:
         if self._thread is None and not self._closing:
             self._start()
-        self._queue.put(report)
-        if self._queue.qsize() >= self._wanted and not self._wake.is_set():
-            self._wake.set()  # a lingering batch is full
+        self._queue.put(item)
+
+    def _report_inline(self, item: UsageReport | ReportArgs) -> None:
+        retry = self._process([item if type(item) is UsageReport else UsageReport(*item)])  # type: ignore[misc]
+        while retry:
+            time.sleep(_backoff(retry[0].attempts))
+            retry = self._process(retry)
 
     def _start(self) -> None:
         with self._start_lock:
@@ -238,6 +262,7 @@ class Reporter:
                 thread = threading.Thread(target=self._loop, name="guardrail-usage-reporter", daemon=True)
                 thread.start()
                 self._thread = thread
+                self.enqueue = self._queue.put
 
     def close(self, timeout: float | None = None) -> list[UsageReport]:
         """At exit: report what is still open, send everything within a bounded wait, and log (with
@@ -256,13 +281,13 @@ class Reporter:
                 self._start()
         if self._thread is not None and self._thread.is_alive():
             self.flush(max(0.0, deadline - time.monotonic()))
+            unsent = list(self._holding) + self._drain()  # what the thread still holds, and what it never took
         else:
-            batch = self._drain()
-            while batch and time.monotonic() < deadline:
-                batch = self._process(batch)
-                if batch:
-                    time.sleep(min(_backoff(batch[0].attempts), max(0.0, deadline - time.monotonic())))
-        unsent = list(self._pending)
+            unsent = self._drain()
+            while unsent and time.monotonic() < deadline:
+                unsent = self._process(unsent)
+                if unsent:
+                    time.sleep(min(_backoff(unsent[0].attempts), max(0.0, deadline - time.monotonic())))
         if unsent:
             logger.error(
                 "guardrail: %d usage reports not sent at exit (request ids %s); the invocation log still counts "
@@ -273,16 +298,17 @@ class Reporter:
         return unsent
 
     def _drain(self) -> list[UsageReport]:
-        out: list[UsageReport] = []
+        reports: list[UsageReport] = []
+        waiters: list[threading.Event] = []
         while True:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
-                return out
-            if isinstance(item, UsageReport):
-                out.append(item)
-            elif isinstance(item, threading.Event):
-                item.set()
+                break
+            self._take(item, reports, waiters)
+        for waiter in waiters:
+            waiter.set()
+        return reports
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything submitted so far has been reported (or dropped)."""
@@ -306,46 +332,44 @@ class Reporter:
                 self._take(first, reports, waiters)
                 # Linger only for a new batch: a retry goes out when its backoff ends.
                 self._gather(reports, waiters, linger=self.linger if not retry else 0.0)
-            batch = retry + reports
-            retry = self._process(batch) if batch else []
+            batch = self._holding = retry + reports
+            retry = self._holding = self._process(batch) if batch else []
             if waiters:
                 # Everything queued before a flush is in this batch (gathering stops at the flush); it waits
                 # for the retries to succeed or be given up.
                 while retry:
                     time.sleep(_backoff(retry[0].attempts))
-                    retry = self._process(retry)
+                    retry = self._holding = self._process(retry)
                 for waiter in waiters:
                     waiter.set()
 
     def _gather(self, reports: list[UsageReport], waiters: list[threading.Event], linger: float) -> None:
         """Fill a batch from the queue, waiting up to `linger` for it to fill. The thread sleeps through the
-        linger: a submit wakes it only once the batch is full, a flush at once (not once per report)."""
+        linger, looking every FULL_CHECK_SECONDS whether the batch is full; a flush wakes it at once."""
         deadline = time.monotonic() + linger
-        get, max_batch = self._queue.get_nowait, self.max_batch
+        get, max_batch, make = self._queue.get_nowait, self.max_batch, UsageReport
         while True:
+            # Cleared before the queue is read: a flush's event is then either read below, or sets it after.
+            self._wake.clear()
             while len(reports) < max_batch and not waiters:
                 try:
                     item = get()
                 except queue.Empty:
                     break
-                if type(item) is UsageReport:  # the usual item, taken without a call (hundreds per batch)
-                    reports.append(item)
+                if type(item) is tuple:  # the usual item, built without a call to _take (hundreds per batch)
+                    reports.append(make(*item))
                 else:
                     self._take(item, reports, waiters)
             left = deadline - time.monotonic()
-            if waiters or len(reports) >= self.max_batch or left <= 0:
-                self._wanted = self.max_batch
+            if waiters or len(reports) >= max_batch or left <= 0:
                 return
-            self._wanted = self.max_batch - len(reports)
-            self._wake.clear()
-            if self._queue.qsize() == 0:  # else something came between the drain and clear(): take it first
-                self._wake.wait(left)
+            self._wake.wait(min(left, FULL_CHECK_SECONDS))
 
     @staticmethod
-    def _take(
-        item: UsageReport | threading.Event | None, reports: list[UsageReport], waiters: list[threading.Event]
-    ) -> None:
-        if isinstance(item, UsageReport):
+    def _take(item: _Item, reports: list[UsageReport], waiters: list[threading.Event]) -> None:
+        if type(item) is tuple:
+            reports.append(UsageReport(*item))
+        elif isinstance(item, UsageReport):
             reports.append(item)
         elif isinstance(item, threading.Event):
             waiters.append(item)
@@ -358,13 +382,10 @@ class Reporter:
             logger.exception("guardrail usage reporting failed; will retry")
             failed = batch
         if not failed:  # the usual batch: all sent
-            self._pending.difference_update(batch)
             return failed
         for r in failed:
             r.attempts += 1
         give_up = [r for r in failed if r.attempts >= self.max_attempts]
-        settled = set(batch).difference(failed).union(give_up)
-        self._pending.difference_update(settled)
         if give_up:
             logger.error(
                 "guardrail gave up reporting %d usage records after %d attempts (request ids %s); "

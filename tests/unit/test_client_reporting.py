@@ -46,17 +46,18 @@ def report(
     model_id: str = "us.anthropic.claude-sonnet-4-5-20250929-v1:0",
     caller: str = CALLER,
 ) -> UsageReport:
-    identity = CallerIdentity(caller, None, time.monotonic)
-    fields = (
+    return UsageReport(
         request_id or f"req-{n}",
         model_id,
         usage or Usage(3, 12, cache_read_tokens=25_037),
         "us-east-1",
-        identity,
+        CallerIdentity(caller, None, time.monotonic),
         metadata if metadata is not None else {"app": "chat-api"},
         partial,
+        at,
+        ("book",),
+        Decimal("0.01"),
     )
-    return UsageReport(fields, at, ("book",), Decimal("0.01"))
 
 
 # -- the wire format ------------------------------------------------------------------------------------
@@ -225,6 +226,28 @@ def test_a_report_that_keeps_failing_is_dropped_and_accounted() -> None:
     assert [d.request_id for d in dropped] == ["req-1"]
     assert events.sizes() == [2, 1, 1]  # three attempts, then given up
     assert r.close(timeout=WAIT) == []
+
+
+def test_close_names_what_the_thread_holds_and_what_it_never_took() -> None:
+    taken, release = threading.Event(), threading.Event()
+    sent: list[str] = []
+
+    def stuck(batch: list[UsageReport]) -> list[UsageReport]:
+        taken.set()
+        release.wait(WAIT)  # a PutEvents that hangs past the exit flush
+        sent.extend(r.request_id for r in batch)
+        return []
+
+    r = Reporter(stuck, lambda _: None, background=True, max_attempts=3, max_batch=10, linger=0.0)
+    r.enqueue(("req-held", "m", Usage(1, 1), "", CallerIdentity("", None, time.monotonic), {}, False, 0.0, (), 1))
+    assert taken.wait(WAIT)
+    r.submit(report(1))
+    r.submit(report(2))
+
+    unsent = r.close(timeout=0.2)
+
+    assert sorted(u.request_id for u in unsent) == ["req-1", "req-2", "req-held"]
+    release.set()
 
 
 def test_an_inline_reporter_sends_before_the_call_returns() -> None:
