@@ -502,9 +502,8 @@ class GuardedBedrockClient:
                     leases.settle_locked(charge, cost)
             finally:
                 lock.raw.release()
-        # UsageReport's arguments: the reporter thread builds the report (guardrail.client.reporting).
         report = (request_id, model_id, usage, self.region, self.identity, call.metadata, partial, now, books, cost)
-        self._reporter.enqueue(report)
+        self._reporter.enqueue(_new_tuple(UsageReport, report))
 
     def _price_model(self, model_id: str) -> UnitRates:
         unit = self._unit_rates[model_id] = unit_rates(self.pricer.rates_for(model_id))

@@ -25,6 +25,7 @@ import weakref
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import NamedTuple
 
 # The events sink (guardrail/client/event_sink.py) is also named here, where the client has always found it.
 from guardrail.client.event_sink import EventSink, reporter_events_client
@@ -48,53 +49,35 @@ _quote = json.encoder.encode_basestring  # a JSON string, UTF-8 kept (C)
 _JSON_BOOL = ("false", "true")
 
 
-class UsageReport:
-    """One call's usage, priced; the UsageRecord is built on the reporter thread, off the hot path. `cost`:
-    in units (guardrail.client.units; a Decimal is taken as dollars), what local accounting settles.
+class UsageReport(NamedTuple):
+    """One call's usage, priced; the UsageRecord is built on the reporter thread, off the hot path. `units`:
+    the cost in units (guardrail.client.units), what local accounting settles.
 
-    The guarded call does not build it: it queues the constructor's arguments as one tuple (`Reporter.enqueue`),
-    and the reporter thread builds the report (one object, fields unpacked) in a tight loop, where it is cheap."""
+    A tuple: the guarded call builds it with `tuple.__new__` (no Python call) and hands it to the queue's own
+    put (`Reporter.enqueue`); how often the reporter tried to send it is the reporter's to count."""
 
-    __slots__ = (
-        "_record",
-        "at",
-        "attempts",
-        "books",
-        "caller",
-        "metadata",
-        "model_id",
-        "partial",
-        "region",
-        "request_id",
-        "units",
-        "usage",
-    )
+    request_id: str
+    model_id: str
+    usage: Usage
+    region: str
+    caller: CallerIdentity
+    metadata: dict[str, str]
+    partial: bool
+    at: float
+    books: tuple[str, ...]
+    units: int
 
-    def __init__(
-        self,
-        request_id: str,
-        model_id: str,
-        usage: Usage,
-        region: str,
-        caller: CallerIdentity,
-        metadata: dict[str, str],
-        partial: bool,
+    @classmethod
+    def of(
+        cls,
+        fields: tuple[str, str, Usage, str, CallerIdentity, dict[str, str], bool],
         at: float,
         books: tuple[str, ...],
         cost: int | Decimal,
-    ) -> None:
-        self.request_id = request_id
-        self.model_id = model_id
-        self.usage = usage
-        self.region = region
-        self.caller = caller
-        self.metadata = metadata
-        self.partial = partial
-        self.at = at
-        self.books = books
-        self.units = cost if type(cost) is int else to_units(cost)
-        self.attempts = 0
-        self._record: UsageRecord | None = None
+    ) -> UsageReport:
+        """A report from its fields (request id, model id, usage, region, caller, metadata, partial), with its
+        cost in units or (a Decimal) in dollars."""
+        return cls(*fields, at, books, cost if type(cost) is int else to_units(cost))
 
     @property
     def cost(self) -> Decimal:
@@ -103,34 +86,32 @@ class UsageReport:
 
     @property
     def record(self) -> UsageRecord:
-        if self._record is None:
-            request_id, model_id, usage, region, caller, metadata, partial = self.fields
-            self._record = UsageRecord(
-                request_id=request_id,
-                timestamp=datetime.fromtimestamp(self.at, UTC),
-                model_id=model_id,
-                input_tokens=usage.input_tokens,
-                output_tokens=usage.output_tokens,
-                cache_read_tokens=usage.cache_read_tokens,
-                cache_write_tokens=usage.cache_write_tokens,
-                cache_write_1h_tokens=usage.cache_write_1h_tokens,
-                service_tier=usage.service_tier,
-                latency_optimized=usage.latency_optimized,
-                region=region,
-                caller=caller.arn(),  # resolved here, on the reporting thread, at most once per process
-                metadata=metadata,
-                source="client",
-                partial=partial,
-            )
-        return self._record
+        request_id, model_id, usage, region, caller, metadata, partial = self.fields
+        return UsageRecord(
+            request_id=request_id,
+            timestamp=datetime.fromtimestamp(self.at, UTC),
+            model_id=model_id,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cache_read_tokens=usage.cache_read_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
+            cache_write_1h_tokens=usage.cache_write_1h_tokens,
+            service_tier=usage.service_tier,
+            latency_optimized=usage.latency_optimized,
+            region=region,
+            caller=caller.arn(),  # resolved here, on the reporting thread, at most once per process
+            metadata=metadata,
+            source="client",
+            partial=partial,
+        )
 
     @property
     def fields(self) -> tuple[str, str, Usage, str, CallerIdentity, dict[str, str], bool]:
         """request id, model id, usage, region, caller, metadata, partial"""
-        return (self.request_id, self.model_id, self.usage, self.region, self.caller, self.metadata, self.partial)
+        return self[:7]
 
     def timestamp(self) -> datetime:
-        return self._record.timestamp if self._record is not None else datetime.fromtimestamp(self.at, UTC)
+        return datetime.fromtimestamp(self.at, UTC)
 
     def detail_json(self) -> str:
         """The `Bedrock Usage` event detail: `UsageEventDetail.from_record(self.record).model_dump_json()`,
@@ -190,22 +171,21 @@ def _tail(region: str, caller_arn: str, metadata: dict[str, str]) -> str:
     return text
 
 
-# A report as the guarded call queues it: UsageReport's arguments, in order (built on the reporter thread).
-ReportArgs = tuple[str, str, Usage, str, CallerIdentity, dict[str, str], bool, float, tuple[str, ...], int]
-_Item = UsageReport | ReportArgs | threading.Event | None
-FULL_CHECK_SECONDS = 0.02  # how often a lingering batch looks whether it is full (callers do not signal it)
+_Item = UsageReport | threading.Event | None
 
 
 class Reporter:
     """Runs a sink over reports: on one background thread or inline. In the background a batch is what
-    queued meanwhile, up to `max_batch`; with `linger` > 0 the thread waits up to that many seconds after
-    a batch's first report for it to fill (a full batch goes within FULL_CHECK_SECONDS, a flush or close at
-    once). A sink returns the reports to retry; each gets `max_attempts` tries, then is dropped (logged: the
-    invocation log still counts it).
+    queued meanwhile, up to `max_batch`; with `linger` > 0 the thread waits that many seconds after a batch's
+    first report for others (a flush or close ends the wait at once), and what queued beyond `max_batch`
+    goes in the next batches, at once. A sink returns the reports to retry; each gets `max_attempts` tries,
+    then is dropped (logged: the invocation log still counts it).
 
-    The calling threads' whole part is `enqueue(args)`: once the thread runs, the queue's own `put` (a C
-    call, no Python frame, no event to set); the reporter thread builds each UsageReport and keeps track of
-    what it holds."""
+    The calling threads' whole part is `enqueue(report)`: once the thread runs, the queue's own `put` (a C
+    call, no Python frame, no event to set). The thread wakes as seldom as it can, since a wake-up costs the
+    process far more CPU than a report when the callers keep the GIL busy (about 150 us on the development
+    VM): once for a batch's first report (none while reports keep coming) and once when its linger ends. It
+    keeps track of what it holds and how often it tried each report."""
 
     def __init__(
         self,
@@ -231,12 +211,11 @@ class Reporter:
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._holding: list[UsageReport] = []  # what the reporter thread is sending, or will retry
+        self._attempts: dict[int, int] = {}  # id(report) -> failed attempts, for a report held for a retry
         self._closing = False
-        # A report (its arguments, or a UsageReport): until the thread runs, a method that starts it (or, not
-        # in the background, reports inline); then the queue's put.
-        self.enqueue: Callable[[UsageReport | ReportArgs], None] = (
-            self._enqueue_first if background else self._report_inline
-        )
+        # Until the thread runs, a method that starts it (or, not in the background, reports inline); then the
+        # queue's put.
+        self.enqueue: Callable[[UsageReport], None] = self._enqueue_first if background else self._report_inline
         # Registered now, not at the first report: at exit it must also catch reports made at exit (an
         # abandoned stream's finalizer), whatever order the exit hooks run in. A weak reference: a
         # discarded client is not kept alive by its hook.
@@ -245,15 +224,15 @@ class Reporter:
     def submit(self, report: UsageReport) -> None:
         self.enqueue(report)
 
-    def _enqueue_first(self, item: UsageReport | ReportArgs) -> None:
+    def _enqueue_first(self, item: UsageReport) -> None:
         if self._thread is None and not self._closing:
             self._start()
         self._queue.put(item)
 
-    def _report_inline(self, item: UsageReport | ReportArgs) -> None:
-        retry = self._process([item if type(item) is UsageReport else UsageReport(*item)])  # type: ignore[misc]
+    def _report_inline(self, report: UsageReport) -> None:
+        retry = self._process([report])
         while retry:
-            time.sleep(_backoff(retry[0].attempts))
+            time.sleep(self._backoff(retry[0]))
             retry = self._process(retry)
 
     def _start(self) -> None:
@@ -287,7 +266,7 @@ class Reporter:
             while unsent and time.monotonic() < deadline:
                 unsent = self._process(unsent)
                 if unsent:
-                    time.sleep(min(_backoff(unsent[0].attempts), max(0.0, deadline - time.monotonic())))
+                    time.sleep(min(self._backoff(unsent[0]), max(0.0, deadline - time.monotonic())))
         if unsent:
             logger.error(
                 "guardrail: %d usage reports not sent at exit (request ids %s); the invocation log still counts "
@@ -325,7 +304,7 @@ class Reporter:
             reports: list[UsageReport] = []
             waiters: list[threading.Event] = []
             try:
-                first = self._queue.get(timeout=_backoff(retry[0].attempts) if retry else None)
+                first = self._queue.get(timeout=self._backoff(retry[0]) if retry else None)
             except queue.Empty:
                 pass
             else:
@@ -338,16 +317,16 @@ class Reporter:
                 # Everything queued before a flush is in this batch (gathering stops at the flush); it waits
                 # for the retries to succeed or be given up.
                 while retry:
-                    time.sleep(_backoff(retry[0].attempts))
+                    time.sleep(self._backoff(retry[0]))
                     retry = self._holding = self._process(retry)
                 for waiter in waiters:
                     waiter.set()
 
     def _gather(self, reports: list[UsageReport], waiters: list[threading.Event], linger: float) -> None:
-        """Fill a batch from the queue, waiting up to `linger` for it to fill. The thread sleeps through the
-        linger, looking every FULL_CHECK_SECONDS whether the batch is full; a flush wakes it at once."""
+        """Fill a batch from the queue: what is there, up to `max_batch`; if that is not full, what came
+        during `linger` seconds (asleep: only a flush or close wakes the thread sooner)."""
         deadline = time.monotonic() + linger
-        get, max_batch, make = self._queue.get_nowait, self.max_batch, UsageReport
+        get, max_batch = self._queue.get_nowait, self.max_batch
         while True:
             # Cleared before the queue is read: a flush's event is then either read below, or sets it after.
             self._wake.clear()
@@ -356,20 +335,18 @@ class Reporter:
                     item = get()
                 except queue.Empty:
                     break
-                if type(item) is tuple:  # the usual item, built without a call to _take (hundreds per batch)
-                    reports.append(make(*item))
+                if type(item) is UsageReport:  # the usual item, taken without a call (hundreds per batch)
+                    reports.append(item)
                 else:
                     self._take(item, reports, waiters)
             left = deadline - time.monotonic()
             if waiters or len(reports) >= max_batch or left <= 0:
                 return
-            self._wake.wait(min(left, FULL_CHECK_SECONDS))
+            self._wake.wait(left)
 
     @staticmethod
     def _take(item: _Item, reports: list[UsageReport], waiters: list[threading.Event]) -> None:
-        if type(item) is tuple:
-            reports.append(UsageReport(*item))
-        elif isinstance(item, UsageReport):
+        if isinstance(item, UsageReport):
             reports.append(item)
         elif isinstance(item, threading.Event):
             waiters.append(item)
@@ -381,11 +358,25 @@ class Reporter:
         except Exception:
             logger.exception("guardrail usage reporting failed; will retry")
             failed = batch
+        attempts = self._attempts
         if not failed:  # the usual batch: all sent
+            if attempts:
+                for r in batch:
+                    attempts.pop(id(r), None)
             return failed
+        failed_ids = {id(r) for r in failed}
+        for r in batch:
+            if id(r) not in failed_ids:
+                attempts.pop(id(r), None)
+        retry, give_up = [], []
         for r in failed:
-            r.attempts += 1
-        give_up = [r for r in failed if r.attempts >= self.max_attempts]
+            n = attempts.get(id(r), 0) + 1
+            if n >= self.max_attempts:
+                attempts.pop(id(r), None)
+                give_up.append(r)
+            else:
+                attempts[id(r)] = n  # the retry list holds the report: its id stays its own meanwhile
+                retry.append(r)
         if give_up:
             logger.error(
                 "guardrail gave up reporting %d usage records after %d attempts (request ids %s); "
@@ -395,7 +386,10 @@ class Reporter:
                 ", ".join(r.request_id for r in give_up[:5]),
             )
             self.on_drop(give_up)
-        return [r for r in failed if r.attempts < self.max_attempts]
+        return retry
+
+    def _backoff(self, report: UsageReport) -> float:
+        return _backoff(self._attempts.get(id(report), 0))
 
 
 _exit_deadline: list[float] = []  # one bounded wait per process, however many clients it made

@@ -46,7 +46,7 @@ def report(
     model_id: str = "us.anthropic.claude-sonnet-4-5-20250929-v1:0",
     caller: str = CALLER,
 ) -> UsageReport:
-    return UsageReport(
+    fields = (
         request_id or f"req-{n}",
         model_id,
         usage or Usage(3, 12, cache_read_tokens=25_037),
@@ -54,10 +54,8 @@ def report(
         CallerIdentity(caller, None, time.monotonic),
         metadata if metadata is not None else {"app": "chat-api"},
         partial,
-        at,
-        ("book",),
-        Decimal("0.01"),
     )
+    return UsageReport.of(fields, at, ("book",), Decimal("0.01"))
 
 
 # -- the wire format ------------------------------------------------------------------------------------
@@ -164,11 +162,9 @@ def reporter(events: RecordingEvents, *, linger: float, dropped: list[UsageRepor
 
 def test_reports_share_put_events_ten_at_a_time_and_close_sends_the_rest() -> None:
     events = RecordingEvents()
-    r = reporter(events, linger=3600)  # only a full batch, a flush or close sends
+    r = reporter(events, linger=3600)  # only a flush or close ends the linger
     for i in range(25):
         r.submit(report(i))
-    events.wait_for(2)
-    assert events.sizes() == [10, 10]
     assert r.close(timeout=WAIT) == []
     assert events.sizes() == [10, 10, 5]
     assert events.request_ids() == [f"req-{i}" for i in range(25)]
@@ -239,7 +235,7 @@ def test_close_names_what_the_thread_holds_and_what_it_never_took() -> None:
         return []
 
     r = Reporter(stuck, lambda _: None, background=True, max_attempts=3, max_batch=10, linger=0.0)
-    r.enqueue(("req-held", "m", Usage(1, 1), "", CallerIdentity("", None, time.monotonic), {}, False, 0.0, (), 1))
+    r.enqueue(report(0, request_id="req-held"))
     assert taken.wait(WAIT)
     r.submit(report(1))
     r.submit(report(2))
@@ -342,8 +338,7 @@ def test_a_rows_detail_reads_back_as_the_records_the_client_priced(cases: list[A
         usage = Usage(*counts[:4], min(counts[4], counts[3]), service_tier=tier, latency_optimized=latency)
         md = dict(metadata) if own else metadata
         r = report(at=at, usage=usage, metadata=md, partial=partial, request_id=request_id, model_id=model_id)
-        r.caller = CallerIdentity(caller, None, time.monotonic)
-        reports.append(r)
+        reports.append(r._replace(caller=CallerIdentity(caller, None, time.monotonic)))
     detail, size = rows_detail(reports)
     assert size == len(detail.encode())
     expected = [r.record.__class__(**{**_fields(r.record), "source": "event"}) for r in reports]
