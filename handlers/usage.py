@@ -1,5 +1,5 @@
-"""Usage ingest: CloudWatch Logs subscription events (Bedrock invocation logs) and `Bedrock Usage`
-EventBridge events from the guarded client."""
+"""Usage ingest: CloudWatch Logs subscription events (Bedrock invocation logs) and the guarded client's
+EventBridge usage events (`Bedrock Usage`, `Bedrock Usage Batch`, `Bedrock Usage Rows`)."""
 
 from __future__ import annotations
 

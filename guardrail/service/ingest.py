@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 
 def ingest_events(runtime: Runtime, events: Iterable[Mapping[str, Any]]) -> IngestResult:
-    """Raw events (log subscriptions, `Bedrock Usage` events) through the whole usage path."""
+    """Raw events (log subscriptions, the client's usage events of any shape) through the whole usage path."""
     return _after(runtime, runtime.engine.ingest_events(events))
 
 
