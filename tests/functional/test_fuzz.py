@@ -175,7 +175,9 @@ def usage_event(draw: st.DrawFn) -> Any:
         detail = draw(JSON)
     else:
         detail[key] = draw(st.one_of(JSON, NUMBER, TEXT, TIMESTAMP))
-    packing = draw(st.integers(0, 2))
+    packing = draw(st.integers(0, 3))
+    if packing == 3:
+        return {"source": "guardrail.client", "detail-type": "Bedrock Usage Rows", "detail": draw(rows_detail())}
     if packing == 0:
         return {"source": "guardrail.client", "detail-type": "Bedrock Usage", "detail": detail}
     # A packed event: the fuzzed report beside a good one, or a fuzzed `reports` itself.
@@ -191,6 +193,25 @@ def usage_event(draw: st.DrawFn) -> Any:
     else:
         packed = {"reports": draw(JSON)} if draw(st.booleans()) else draw(JSON)
     return {"source": "guardrail.client", "detail-type": "Bedrock Usage Batch", "detail": packed}
+
+
+@st.composite
+def rows_detail(draw: st.DrawFn) -> Any:
+    """A `Bedrock Usage Rows` detail: a good row beside a fuzzed one, under a context that may be fuzzed too, or
+    a fuzzed frame."""
+    columns: Any = ["context", "requestId", "timestamp", "inputTokens", "outputTokens", "partial"]
+    good = [0, f"ev-row-{draw(st.integers(0, 10**6))}", datetime.now(UTC).timestamp(), 1, 1, False]
+    value = st.one_of(JSON, NUMBER, TEXT, TIMESTAMP)
+    bad = draw(st.one_of(st.lists(value, min_size=6, max_size=6).map(lambda row: [0, *row[1:]]), JSON))
+    context: Any = {"modelId": "anthropic.claude-3-haiku-20240307-v1:0", "metadata": {"app": "<b>x</b>"}}
+    if draw(st.booleans()):
+        context[draw(st.sampled_from(["modelId", "metadata", "caller", "region"]))] = draw(value)
+    rows = [good, bad] if draw(st.booleans()) else [bad, good]
+    frame: Any = {"columns": columns, "contexts": [context], "rows": rows}
+    key = draw(st.sampled_from([None, None, "columns", "contexts", "rows"]))
+    if key is not None:
+        frame[key] = draw(JSON)
+    return frame if draw(st.integers(0, 9)) else draw(JSON)
 
 
 @st.composite
@@ -300,12 +321,26 @@ def test_usage_handler_never_raises_and_quarantines_what_it_cannot_count(world: 
 
 
 def _packed(event: Any) -> int | None:
-    """Reports in a well-formed `Bedrock Usage Batch` event (None if it is not one)."""
-    if not isinstance(event, dict) or event.get("detail-type") != "Bedrock Usage Batch":
+    """Reports in a well-formed `Bedrock Usage Batch` or `Bedrock Usage Rows` event (None if it is not one)."""
+    kind = event.get("detail-type") if isinstance(event, dict) else None
+    detail = event.get("detail") if isinstance(event, dict) else None
+    if not isinstance(detail, dict):
         return None
-    detail = event.get("detail")
-    reports = detail.get("reports") if isinstance(detail, dict) else None
-    return len(reports) if isinstance(reports, list) else None
+    if kind == "Bedrock Usage Batch":
+        reports = detail.get("reports")
+        return len(reports) if isinstance(reports, list) else None
+    if kind == "Bedrock Usage Rows":
+        columns, rows = detail.get("columns"), detail.get("rows")
+        framed = (
+            isinstance(columns, list)
+            and all(isinstance(c, str) for c in columns)
+            and {"context", "requestId"} <= set(columns)
+            and len(set(columns)) == len(columns)
+            and isinstance(detail.get("contexts"), list)
+            and isinstance(rows, list)
+        )
+        return len(rows) if framed else None
+    return None
 
 
 def _lines(event: Any) -> int | None:
