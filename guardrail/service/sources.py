@@ -222,13 +222,7 @@ class RecordParser:
                 reason = f"usage batch reports[{i}]: not a usage report object"
                 result.quarantined.append(self.quarantine(reason, report, "client"))
                 continue
-            try:
-                usage = UsageEventDetail.model_validate(report)
-            except ValidationError as exc:
-                reason = f"usage batch reports[{i}]: {_describe(exc)}"
-                result.quarantined.append(self.quarantine(reason, report, "client"))
-                continue
-            self._accept(result, record_from_detail(usage, "event"), report, "client")
+            self._packed_report(result, f"usage batch reports[{i}]", report)
         return result
 
     def usage_rows_event(self, event: Mapping[str, Any]) -> ParseResult:
@@ -247,17 +241,21 @@ class RecordParser:
                 kept = {"context": _context_of(rows, row), "row": row}
                 result.quarantined.append(self.quarantine(f"usage rows rows[{i}]: {usage_detail}", kept, "client"))
                 continue
-            try:
-                usage = UsageEventDetail.model_validate(usage_detail)
-            except ValidationError as exc:
-                reason = f"usage rows rows[{i}]: {_describe(exc)}"
-                result.quarantined.append(self.quarantine(reason, usage_detail, "client"))
-                continue
-            self._accept(result, record_from_detail(usage, "event"), usage_detail, "client")
+            self._packed_report(result, f"usage rows rows[{i}]", usage_detail)
         return result
 
+    def _packed_report(self, result: ParseResult, where: str, detail: Mapping[str, Any]) -> None:
+        """One report of a packed event, checked like a `Bedrock Usage` detail; quarantined alone, `where` in
+        its reason."""
+        try:
+            usage = UsageEventDetail.model_validate(detail)
+        except ValidationError as exc:
+            result.quarantined.append(self.quarantine(f"{where}: {_describe(exc)}", detail, "client"))
+            return
+        self._accept(result, record_from_detail(usage, "event"), detail, "client")
+
     def events(self, events: Iterable[Mapping[str, Any]]) -> ParseResult:
-        """Any mix of the two shapes (what the usage handler and the demo receive)."""
+        """Any mix of the shapes (what the usage handler and the demo receive)."""
         result = ParseResult()
         for event in events:
             if isinstance(event, Mapping) and "awslogs" in event:

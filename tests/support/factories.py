@@ -11,6 +11,7 @@ from typing import Any
 
 from guardrail.core.models import UsageRecord
 from guardrail.core.usage_event import (
+    ROW_COLUMNS,
     USAGE_BATCH_DETAIL_TYPE,
     USAGE_DETAIL_TYPE,
     USAGE_EVENT_SOURCE,
@@ -125,19 +126,7 @@ def packed_usage_event(reports: list[UsageRecord | Any]) -> dict[str, Any]:
     }
 
 
-ROWS = (
-    "context",
-    "requestId",
-    "timestamp",
-    "inputTokens",
-    "outputTokens",
-    "cacheReadInputTokens",
-    "cacheWriteInputTokens",
-    "cacheWrite1hInputTokens",
-    "serviceTier",
-    "latencyOptimized",
-    "partial",
-)
+ROWS = ROW_COLUMNS  # the contract's columns, in the client's order
 
 
 def rows_usage_event(records: list[UsageRecord], columns: tuple[str, ...] = ROWS) -> dict[str, Any]:
