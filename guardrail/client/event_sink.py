@@ -87,7 +87,7 @@ class EventSink:
         """The batch as EventBridge entries: its reports, their detail and its UTF-8 size."""
         packing = self.packing
         if packing > 1:
-            return [e for i in range(0, len(batch), packing) for e in self._rows(batch[i : i + packing])]
+            return [e for i in range(0, len(batch), packing) for e in self._rows(batch[i : i + packing], failed)]
         entries: list[_Entry] = []
         for report in batch:
             try:
@@ -99,13 +99,21 @@ class EventSink:
             entries.append(([report], detail, _utf8_len(detail)))
         return entries
 
-    def _rows(self, reports: list[UsageReport]) -> list[_Entry]:
-        """One `Bedrock Usage Rows` entry, or (when it would not fit in a PutEvents) two halves' entries."""
-        detail, size = rows_detail(reports)
-        if len(reports) == 1 or self._entry_bytes + size <= self.max_bytes:
-            return [(reports, detail, size)]
+    def _rows(self, reports: list[UsageReport], failed: list[UsageReport]) -> list[_Entry]:
+        """One `Bedrock Usage Rows` entry, or (when it would not fit in a PutEvents, or cannot be encoded) two
+        halves' entries: a report that cannot be encoded fails alone and holds back none of the others."""
+        try:
+            detail, size = rows_detail(reports)
+        except Exception:
+            if len(reports) == 1:
+                logger.exception("guardrail: usage report %s could not be encoded", reports[0].request_id)
+                failed.extend(reports)
+                return []
+        else:
+            if len(reports) == 1 or self._entry_bytes + size <= self.max_bytes:
+                return [(reports, detail, size)]
         half = len(reports) // 2
-        return self._rows(reports[:half]) + self._rows(reports[half:])
+        return self._rows(reports[:half], failed) + self._rows(reports[half:], failed)
 
     def _puts(self, entries: list[_Entry]) -> list[list[_Entry]]:
         """Entries in order, as PutEvents requests of at most 10 entries and `max_bytes`."""

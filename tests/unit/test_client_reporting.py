@@ -357,6 +357,19 @@ def test_a_lone_surrogate_is_sent_escaped_and_reaches_the_handler_to_be_quaranti
     assert [d["metadata"] for _, _, d in row_details(rows)] == [{"app": "chat-api"}, {"app": "bad\ud800"}]  # type: ignore[index]
 
 
+def test_a_report_that_cannot_be_encoded_fails_alone_and_the_others_are_sent() -> None:
+    class Unreadable(CallerIdentity):
+        def arn(self) -> str:
+            raise RuntimeError("boom")
+
+    events = PackedEvents()
+    batch = [report(i) for i in range(7)]
+    batch[4] = batch[4]._replace(caller=Unreadable("", None, time.monotonic))
+    failed = packed_sink(events)(batch)
+    assert [r.request_id for r in failed] == ["req-4"]
+    assert [i for put in events.reports() for ids in put for i in ids] == [f"req-{i}" for i in range(7) if i != 4]
+
+
 def test_reports_are_packed_into_rows_events_that_read_back_as_the_single_details() -> None:
     events = PackedEvents()
     batch = [report(i) for i in range(60)]
