@@ -30,7 +30,7 @@ from guardrail.core.usage_event import (
 if TYPE_CHECKING:
     from mypy_boto3_events import EventBridgeClient
 
-    from guardrail.client.reporting import UsageReport
+    from guardrail.client.usage_report import UsageReport
 
 logger = logging.getLogger("guardrail.client")
 

@@ -49,13 +49,13 @@ from guardrail.client.reporting import (
     EventSink,
     LedgerSink,
     Reporter,
-    UsageReport,
     reporter_events_client,
 )
 from guardrail.client.streams import GuardedStream, StreamTracker
 from guardrail.client.unit_pricing import UnitRates, unit_rates
 from guardrail.client.usage import Usage, converse_usage, invoke_model_usage, with_tier
 from guardrail.client.usage import request_id as response_id
+from guardrail.client.usage_report import UsageReport
 from guardrail.core.downgrade import downgrade_model_id
 from guardrail.core.errors import GuardrailShutdown
 from guardrail.core.models import Level, UsageRecord, reset_command

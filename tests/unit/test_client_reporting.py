@@ -19,8 +19,9 @@ from hypothesis import strategies as st
 from guardrail.client.event_sink import rows_detail
 from guardrail.client.identity import CallerIdentity
 from guardrail.client.local_spend import LocalSpend
-from guardrail.client.reporting import EventSink, Reporter, UsageReport
+from guardrail.client.reporting import EventSink, Reporter
 from guardrail.client.usage import Usage
+from guardrail.client.usage_report import UsageReport
 from guardrail.core.usage_event import (
     USAGE_DETAIL_TYPE,
     USAGE_ROWS_DETAIL_TYPE,
@@ -453,7 +454,7 @@ def test_a_failed_packed_entry_retries_every_report_it_carried() -> None:
 def test_the_timestamp_rounds_and_rolls_over_as_datetime_does() -> None:
     from pydantic import TypeAdapter
 
-    from guardrail.client.reporting import _stamp
+    from guardrail.client.usage_report import _stamp
 
     as_pydantic = TypeAdapter(datetime).dump_json
     for at in (0.0, 0.0000005, 0.0000015, 1.9999995, 1.9999996, 59.9999999, 1_795_000_000.25, 3_999_999_999.9999997):
