@@ -122,28 +122,34 @@ class UsageRowsDetail(BaseModel):
         return columns
 
 
-def row_details(rows: UsageRowsDetail) -> Iterator[tuple[int, Any, dict[str, Any] | str]]:
-    """Each row: its index, the row as sent, and the `Bedrock Usage` detail it stands for (its context's
-    fields, then its own; an epoch-seconds timestamp as the datetime the client meant), or why it is none."""
+def row_details(rows: UsageRowsDetail) -> Iterator[tuple[int, dict[str, Any], dict[str, Any] | str]]:
+    """Each row: its index, what to keep of it if it is bad (`{"context": <the context it names, or None>,
+    "row": <the row as sent>}`: everything the row said), and the `Bedrock Usage` detail it stands for (its
+    context's fields, then its own; an epoch-seconds timestamp as the datetime the client meant), or why it
+    is none."""
     columns, contexts = rows.columns, rows.contexts
+    where = columns.index("context")
     for i, row in enumerate(rows.rows):
         if not isinstance(row, list) or len(row) != len(columns):
-            yield i, row, f"not a row of {len(columns)} values"
+            yield i, {"context": None, "row": row}, f"not a row of {len(columns)} values"
+            continue
+        at = row[where]
+        context = contexts[at] if type(at) is int and 0 <= at < len(contexts) else None
+        kept = {"context": context, "row": row}
+        if not isinstance(context, Mapping):
+            yield i, kept, f"context {at!r} is not one of the event's {len(contexts)} context objects"
             continue
         fields = dict(zip(columns, row, strict=True))
-        at = fields.pop("context")
-        if type(at) is not int or not 0 <= at < len(contexts) or not isinstance(contexts[at], Mapping):
-            yield i, row, f"context {at!r} is not one of the event's {len(contexts)} context objects"
-            continue
-        detail = {**contexts[at], **fields}
+        del fields["context"]
+        detail = {**context, **fields}
         when = detail.get("timestamp")
         if type(when) is int or type(when) is float:
             try:
                 detail["timestamp"] = datetime.fromtimestamp(when, UTC)  # as the client's record has it
             except (OverflowError, OSError, ValueError):
-                yield i, row, f"timestamp {when!r} is not a time (epoch seconds)"
+                yield i, kept, f"timestamp {when!r} is not a time (epoch seconds)"
                 continue
-        yield i, row, detail
+        yield i, kept, detail
 
 
 def record_from_detail(usage: UsageEventDetail, source: Source) -> UsageRecord:

@@ -236,9 +236,8 @@ class RecordParser:
         except ValidationError as exc:
             result.quarantined.append(self.quarantine(f"usage rows: {_describe(exc)}", event, "client"))
             return result
-        for i, row, usage_detail in row_details(rows):
+        for i, kept, usage_detail in row_details(rows):
             if isinstance(usage_detail, str):
-                kept = {"context": _context_of(rows, row), "row": row}
                 result.quarantined.append(self.quarantine(f"usage rows rows[{i}]: {usage_detail}", kept, "client"))
                 continue
             self._packed_report(result, f"usage rows rows[{i}]", usage_detail)
@@ -269,12 +268,6 @@ class RecordParser:
             else:
                 result.quarantined.append(self.quarantine("not a log subscription or usage event", event, "unknown"))
         return result
-
-
-def _context_of(rows: UsageRowsDetail, row: Any) -> Any:
-    """The context a bad row names, if it names one (kept with the row in quarantine)."""
-    at = row[rows.columns.index("context")] if isinstance(row, list) and len(row) == len(rows.columns) else None
-    return rows.contexts[at] if type(at) is int and 0 <= at < len(rows.contexts) else None
 
 
 def _decode_subscription(event: Mapping[str, Any]) -> dict[str, Any]:
