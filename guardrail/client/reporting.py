@@ -34,7 +34,7 @@ logger = logging.getLogger("guardrail.client")
 __all__ = ["MAX_EVENTS_PER_PUT", "EventSink", "LedgerSink", "Reporter", "reporter_events_client"]
 
 MAX_EVENTS_PER_PUT = MAX_ENTRIES_PER_PUT  # EventBridge PutEvents limit
-_Item = UsageReport | threading.Event | None
+_Item = UsageReport | threading.Event
 
 
 class Reporter:
@@ -84,9 +84,6 @@ class Reporter:
         # discarded client is not kept alive by its hook.
         atexit.register(_at_exit, weakref.ref(self))
 
-    def submit(self, report: UsageReport) -> None:
-        self.enqueue(report)
-
     def _enqueue_first(self, item: UsageReport) -> None:
         if self._thread is None and not self._closing:
             self._start()
@@ -95,7 +92,7 @@ class Reporter:
     def _report_inline(self, report: UsageReport) -> None:
         retry = self._process([report])
         while retry:
-            time.sleep(self._backoff(retry[0]))
+            time.sleep(self._backoff_of(retry[0]))
             retry = self._process(retry)
 
     def _start(self) -> None:
@@ -129,7 +126,7 @@ class Reporter:
             while unsent and time.monotonic() < deadline:
                 unsent = self._process(unsent)
                 if unsent:
-                    time.sleep(min(self._backoff(unsent[0]), max(0.0, deadline - time.monotonic())))
+                    time.sleep(min(self._backoff_of(unsent[0]), max(0.0, deadline - time.monotonic())))
         if unsent:
             logger.error(
                 "guardrail: %d usage reports not sent at exit (request ids %s); the invocation log still counts "
@@ -167,7 +164,7 @@ class Reporter:
             reports: list[UsageReport] = []
             waiters: list[threading.Event] = []
             try:
-                first = self._queue.get(timeout=self._backoff(retry[0]) if retry else None)
+                first = self._queue.get(timeout=self._backoff_of(retry[0]) if retry else None)
             except queue.Empty:
                 pass
             else:
@@ -180,7 +177,7 @@ class Reporter:
                 # Everything queued before a flush is in this batch (gathering stops at the flush); it waits
                 # for the retries to succeed or be given up.
                 while retry:
-                    time.sleep(self._backoff(retry[0]))
+                    time.sleep(self._backoff_of(retry[0]))
                     retry = self._holding = self._process(retry)
                 for waiter in waiters:
                     waiter.set()
@@ -222,20 +219,13 @@ class Reporter:
             logger.exception("guardrail usage reporting failed; will retry")
             failed = batch
         attempts = self._attempts
-        if not failed:  # the usual batch: all sent
-            if attempts:
-                for r in batch:
-                    attempts.pop(id(r), None)
-            return failed
-        failed_ids = {id(r) for r in failed}
-        for r in batch:
-            if id(r) not in failed_ids:
-                attempts.pop(id(r), None)
+        # What this batch had tried before (only retries have an entry); a report leaves the count here,
+        # and a failed one comes back with one more.
+        tried = {id(r): attempts.pop(id(r)) for r in batch if id(r) in attempts} if attempts else {}
         retry, give_up = [], []
         for r in failed:
-            n = attempts.get(id(r), 0) + 1
+            n = tried.get(id(r), 0) + 1
             if n >= self.max_attempts:
-                attempts.pop(id(r), None)
                 give_up.append(r)
             else:
                 attempts[id(r)] = n  # the retry list holds the report: its id stays its own meanwhile
@@ -251,7 +241,7 @@ class Reporter:
             self.on_drop(give_up)
         return retry
 
-    def _backoff(self, report: UsageReport) -> float:
+    def _backoff_of(self, report: UsageReport) -> float:
         return _backoff(self._attempts.get(id(report), 0))
 
 

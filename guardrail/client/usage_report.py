@@ -12,7 +12,7 @@ from decimal import Decimal
 from typing import NamedTuple
 
 from guardrail.client.identity import CallerIdentity
-from guardrail.client.units import to_decimal, to_units
+from guardrail.client.units import to_decimal
 from guardrail.client.usage import Usage
 from guardrail.core.models import UsageRecord
 
@@ -39,18 +39,6 @@ class UsageReport(NamedTuple):
     at: float
     books: tuple[str, ...]
     units: int
-
-    @classmethod
-    def of(
-        cls,
-        fields: tuple[str, str, Usage, str, CallerIdentity, dict[str, str], bool],
-        at: float,
-        books: tuple[str, ...],
-        cost: int | Decimal,
-    ) -> UsageReport:
-        """A report from its fields (request id, model id, usage, region, caller, metadata, partial), with its
-        cost in units or (a Decimal) in dollars."""
-        return cls(*fields, at, books, cost if type(cost) is int else to_units(cost))
 
     @property
     def cost(self) -> Decimal:

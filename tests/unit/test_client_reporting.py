@@ -20,6 +20,7 @@ from guardrail.client.event_sink import rows_detail
 from guardrail.client.identity import CallerIdentity
 from guardrail.client.local_spend import LocalSpend
 from guardrail.client.reporting import EventSink, Reporter
+from guardrail.client.units import to_units
 from guardrail.client.usage import Usage
 from guardrail.client.usage_report import UsageReport
 from guardrail.core.usage_event import (
@@ -56,7 +57,7 @@ def report(
         metadata if metadata is not None else {"app": "chat-api"},
         partial,
     )
-    return UsageReport.of(fields, at, ("book",), Decimal("0.01"))
+    return UsageReport(*fields, at, ("book",), to_units(Decimal("0.01")))
 
 
 # -- the wire format ------------------------------------------------------------------------------------
@@ -165,7 +166,7 @@ def test_reports_share_put_events_ten_at_a_time_and_close_sends_the_rest() -> No
     events = RecordingEvents()
     r = reporter(events, linger=3600)  # only a flush or close ends the linger
     for i in range(25):
-        r.submit(report(i))
+        r.enqueue(report(i))
     assert r.close(timeout=WAIT) == []
     assert events.sizes() == [10, 10, 5]
     assert events.request_ids() == [f"req-{i}" for i in range(25)]
@@ -182,7 +183,7 @@ def test_a_flush_sends_what_lingers_in_one_put_events() -> None:
     events = RecordingEvents()
     r = reporter(events, linger=3600)
     for i in range(3):
-        r.submit(report(i))
+        r.enqueue(report(i))
     assert r.flush(WAIT)
     assert events.sizes() == [3]
 
@@ -190,7 +191,7 @@ def test_a_flush_sends_what_lingers_in_one_put_events() -> None:
 def test_a_lone_report_goes_out_when_the_linger_ends() -> None:
     events = RecordingEvents()
     r = reporter(events, linger=0.01)
-    r.submit(report(1))
+    r.enqueue(report(1))
     events.wait_for(1)  # no flush, no close: the linger ended
     assert events.sizes() == [1]
 
@@ -200,7 +201,7 @@ def test_a_partially_failed_put_events_retries_only_the_failed_entries() -> None
     dropped: list[UsageReport] = []
     r = reporter(events, linger=3600, dropped=dropped)
     for i in range(10):
-        r.submit(report(i))
+        r.enqueue(report(i))
     assert r.flush(WAIT)
     assert events.sizes() == [10, 2]
     assert sorted(events.request_ids()) == sorted([f"req-{i}" for i in range(10)] + ["req-2", "req-7"])
@@ -217,8 +218,8 @@ def test_a_report_that_keeps_failing_is_dropped_and_accounted() -> None:
     events = Failing()
     dropped: list[UsageReport] = []
     r = reporter(events, linger=3600, dropped=dropped)
-    r.submit(report(0))
-    r.submit(report(1))
+    r.enqueue(report(0))
+    r.enqueue(report(1))
     assert r.flush(WAIT)
     assert [d.request_id for d in dropped] == ["req-1"]
     assert events.sizes() == [2, 1, 1]  # three attempts, then given up
@@ -238,8 +239,8 @@ def test_close_names_what_the_thread_holds_and_what_it_never_took() -> None:
     r = Reporter(stuck, lambda _: None, background=True, max_attempts=3, max_batch=10, linger=0.0)
     r.enqueue(report(0, request_id="req-held"))
     assert taken.wait(WAIT)
-    r.submit(report(1))
-    r.submit(report(2))
+    r.enqueue(report(1))
+    r.enqueue(report(2))
 
     unsent = r.close(timeout=0.2)
 
@@ -251,7 +252,7 @@ def test_an_inline_reporter_sends_before_the_call_returns() -> None:
     events = RecordingEvents()
     sink = EventSink(events, "guardrail-usage", LocalSpend(), time.monotonic)  # type: ignore[arg-type]
     r = Reporter(sink, lambda _: None, background=False, max_attempts=3, max_batch=10, linger=3600)
-    r.submit(report(1))
+    r.enqueue(report(1))
     assert events.sizes() == [1]
 
 
