@@ -185,7 +185,7 @@ def guarded(bedrock: Any, *, leases: bool = False) -> tuple[Any, PutEventsOk]:
         from guardrail.core.leases import LeasePolicy
 
         client.leases = Leases(
-            MemoryLeaseStore(), LeasePolicy(), clock=time.time, item_expires=lambda _: 0, lock=client.spend.lock
+            MemoryLeaseStore(), LeasePolicy(), clock=client._clock, item_expires=lambda _: 0, lock=client.spend.lock
         )
     backend = PutEventsOk()
     events = client._reporter.sink.events  # type: ignore[attr-defined]  # the client guard() built

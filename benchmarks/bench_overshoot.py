@@ -41,7 +41,6 @@ from overshoot_processes import MODEL, THRESHOLD, StubBedrock
 
 from guardrail import GuardrailShutdown
 from guardrail.client import ClientOptions, GuardedBedrockClient
-from guardrail.client.local_spend import Ticket
 from guardrail.core.config import Settings, load_settings
 from guardrail.service.client_sink import ledger_writer
 from guardrail.service.engine import Engine
@@ -129,7 +128,6 @@ def run(processes: int, threads_per_process: int, report: str) -> dict[str, Any]
         handler = DelayedUsageHandler(ingest_engine, lag=0.5)
         bedrock = StubBedrock()
         clients = []
-        tickets: list[list[Ticket]] = []
         for _ in range(processes):
             client = GuardedBedrockClient(
                 bedrock,  # type: ignore[arg-type]
@@ -139,18 +137,7 @@ def run(processes: int, threads_per_process: int, report: str) -> dict[str, Any]
                 events=handler,  # type: ignore[arg-type]
                 ledger=ledger_writer(settings, dynamodb=ddb) if report == "ledger" else None,  # type: ignore[arg-type]
             )
-            seen: list[Ticket] = []
-            admit = client.spend.admit_locked  # what the client calls, under local accounting's lock
-
-            def recording_admit(*args: Any, _admit: Any = admit, _seen: list[Ticket] = seen) -> Any:
-                result = _admit(*args)
-                if isinstance(result, Ticket):
-                    _seen.append(result)
-                return result
-
-            client.spend.admit_locked = recording_admit  # type: ignore[method-assign]
             clients.append(client)
-            tickets.append(seen)
 
         refused = [0]
         done_lock = threading.Lock()
@@ -179,12 +166,9 @@ def run(processes: int, threads_per_process: int, report: str) -> dict[str, Any]
         handler.drain()
         spend = ingest_engine.scope_totals("global").spend
 
-        after_crossing = 0
-        for client, seen in zip(clients, tickets, strict=True):
-            key = client._windows(client._default_scopes).keys[0]
-            crossed = client.spend.crossed_at(key)
-            if crossed is not None:
-                after_crossing += sum(1 for t in seen if t.admitted_at > crossed)
+        # Counted under each client's accounting lock: a request admitted while one of its scopes' books
+        # already held the crossing (GuardedBedrockClient admits only through LocalSpend.admit_locked then).
+        after_crossing = sum(client.spend.admitted_after_crossing for client in clients)
         return {
             "requests": bedrock.calls,
             "spend": spend,

@@ -10,7 +10,6 @@ from decimal import Decimal
 from typing import Any, NamedTuple
 
 from guardrail.client.flag_cache import ScopeView
-from guardrail.client.leases import LeaseCharge
 from guardrail.client.local_spend import Ticket
 from guardrail.client.units import to_units
 from guardrail.core.models import Budget, CounterKey, Flag, Level
@@ -66,7 +65,6 @@ class Call(NamedTuple):
     metadata: dict[str, str]
     model_id: str
     downgrade: dict[str, str] | None = None
-    lease: LeaseCharge | None = None
 
 
 def decide(

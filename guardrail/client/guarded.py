@@ -37,12 +37,13 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
-from guardrail.client.admission import Call, ScopeSet, Windows, decide, request_metadata
+from guardrail.client.admission import Call, ScopeSet, Verdict, Windows, decide, request_metadata
 from guardrail.client.flag_cache import FlagCache, ScopeView
 from guardrail.client.identity import CallerIdentity
+from guardrail.client.lanes import NO_ENTRY, Lane, closed_lane
 from guardrail.client.leases import LeaseCharge, LeaseRefusal, Leases
 from guardrail.client.ledger_mode import service_ledger
-from guardrail.client.local_spend import LocalSpend, Refusal, Ticket, book_id
+from guardrail.client.local_spend import EWMA_SHIFT, LocalSpend, Refusal, Ticket, book_id
 from guardrail.client.options import ClientOptions
 from guardrail.client.reporting import (
     MAX_EVENTS_PER_PUT,
@@ -129,6 +130,7 @@ class GuardedBedrockClient:
         self._resolver = ScopeResolver(self.settings.budget_list())
         self._scope_cache: dict[tuple[tuple[str, str], ...], ScopeSet] = {}
         self._default_scopes = self._scopes(self.metadata)
+        self._lane = closed_lane()  # the first call builds the fast lane of the default scopes
         self._downgrades: dict[tuple[str, tuple[tuple[str, str], ...]], str | None] = {}
         self._tags = request_metadata(self.metadata) if self.options.tag_requests else {}
         self.spend = LocalSpend(reserve_in_flight=self.options.reserve_in_flight, clock=timer)
@@ -220,8 +222,119 @@ class GuardedBedrockClient:
     # -- the four guarded operations --------------------------------------------------------------
 
     def converse(self, **kwargs: Unpack[ConverseRequestTypeDef]) -> ConverseResponseTypeDef:
-        # The hottest path: no typing.cast here (a call, and a generic alias built, per use per call).
-        call = self._admit("converse", kwargs)  # type: ignore[arg-type]
+        # The fast lane (guardrail.client.lanes): the client's own metadata, fresh flags with nothing to refuse
+        # or downgrade, a slice at hand, plain usage; inline, without a typing.cast (a call, and a generic alias
+        # built, per use). Everything else goes the general path, `_converse`.
+        now = time.time() if self._wall else self._clock()
+        lane, flags = self._lane, self.flags
+        entry = flags.entries.get(lane.cache_key)
+        if entry is not lane.entry or flags.timer() >= entry[0] or now >= lane.valid_until:
+            lane = self._new_lane(now)
+        model_id = kwargs.get("modelId")
+        if not lane.fast or "requestMetadata" in kwargs or type(model_id) is not str:
+            return self._converse(kwargs)  # type: ignore[arg-type]
+        spend = self.spend
+        estimate = spend.estimates.get(model_id, 0)
+        reserved = estimate if spend.reserve_in_flight else 0
+        need = estimate or 1  # (integers) a slice's free part covers the estimate, and is positive
+        admitted = True
+        lock = spend.lock
+        if not lock.raw.acquire(False):
+            lock.acquire_contended()
+        try:  # LocalSpend.admit_locked, then Leases.take_locked, for a call both admit without a word
+            for book, lease, limit in lane.checks:
+                spent = book.known + book.unreported + book.sent_total + book.in_flight
+                if spent >= limit or book.crossed_at is not None:
+                    admitted = False  # refused, or admitted after a crossing (counted): theirs to say
+                    break
+                if lease is not None and (
+                    now >= lease.valid_until or lease.unspent_units - lease.in_flight_units < need
+                ):
+                    admitted = False  # a slice to lease first
+                    break
+            else:
+                if reserved:
+                    for book in lane.books:
+                        book.in_flight += reserved
+                for lease in lane.leases:
+                    lease.in_flight_units += estimate
+        finally:
+            lock.raw.release()
+        if not admitted:
+            return self._converse(kwargs)  # type: ignore[arg-type]
+        tags = self._tags
+        try:
+            resp: dict[str, Any] = self._bedrock.converse(  # type: ignore[assignment]
+                **({**kwargs, "requestMetadata": tags} if tags else kwargs)
+            )
+        except BaseException:
+            spend.release(self._lane_ticket(lane, model_id, reserved, estimate))
+            raise
+        # The usual usage (plain non-negative ints, no cache writes) read here, without a call: Python calls
+        # cost most right after a Bedrock call, on cold caches; anything else is converse_usage's to read.
+        u = resp.get("usage")
+        usage: Usage | None = None
+        if type(u) is dict:
+            i, o, r = u.get("inputTokens"), u.get("outputTokens", 0), u.get("cacheReadInputTokens", 0)
+            # (i | o | r) >= 0: the bitwise or of ints is negative when one of them is.
+            plain = type(i) is int and type(o) is int and type(r) is int and not u.get("cacheWriteInputTokens")
+            if plain and (i | o | r) >= 0:
+                usage = _new_tuple(Usage, (i, o, r, 0, 0, "", False))
+        meta = resp.get("ResponseMetadata")
+        request_id = meta.get("RequestId") if type(meta) is dict else None
+        now = time.time() if self._wall else self._clock()
+        if (
+            usage is None
+            or type(request_id) is not str
+            or not request_id
+            or now >= lane.valid_until  # a window ended: the general path counts it in the new one
+            or resp.get("serviceTier") is not None
+            or resp.get("performanceConfig") is not None
+        ):
+            ticket = self._lane_ticket(lane, model_id, reserved, estimate)
+            call = (
+                "converse",
+                kwargs,
+                self._default_scopes,
+                lane.limits,
+                ticket,
+                self.metadata,
+                model_id,
+                None,
+            )
+            self._complete(_new_tuple(Call, call), *self._converse_usage(resp, usage))
+            return resp  # type: ignore[return-value]
+        found = self._unit_rates.get(model_id)  # rates that never expire are asked for once per model
+        cost = (found if found is not None and not found.rates.expires else self._price_model(model_id)).cost(usage)
+        if not lock.raw.acquire(False):
+            lock.acquire_contended()
+        try:  # LocalSpend.complete_locked with the ticket's lease charge, for the books it was admitted in
+            for book, cap in lane.settle:
+                book.in_flight -= reserved
+                book.unreported += cost
+                if (
+                    cap is not None
+                    and book.crossed_at is None
+                    and book.known + book.unreported + book.sent_total >= cap
+                ):
+                    book.crossed_at = spend.clock()
+            for lease in lane.leases:
+                lease.in_flight_units -= estimate
+                lease.unspent_units -= cost
+            estimates = spend.estimates
+            old = estimates.get(model_id)
+            if old != cost:
+                # Rounded up (a unit at most): an estimate never falls short of a run of equal costs.
+                estimates[model_id] = cost if old is None else old - ((old - cost) >> EWMA_SHIFT)
+        finally:
+            lock.raw.release()
+        report = (request_id, model_id, usage, self.region, self.identity, self.metadata, False, now, lane.names, cost)
+        self._reporter.enqueue(_new_tuple(UsageReport, report))
+        return resp  # type: ignore[return-value]
+
+    def _converse(self, kwargs: dict[str, Any]) -> ConverseResponseTypeDef:
+        """`converse` by the general path."""
+        call = self._admit("converse", kwargs)
         try:
             resp: dict[str, Any] = self._bedrock.converse(**call.kwargs)  # type: ignore[assignment]
         except BaseException:
@@ -239,8 +352,13 @@ class GuardedBedrockClient:
             plain = type(i) is int and type(o) is int and type(r) is int and not u.get("cacheWriteInputTokens")
             if plain and (i | o | r) >= 0:
                 usage = _new_tuple(Usage, (i, o, r, 0, 0, "", False))
+        self._complete(call, *self._converse_usage(resp, usage))
+        return resp  # type: ignore[return-value]
+
+    def _converse_usage(self, resp: dict[str, Any], usage: Usage | None) -> tuple[str, Usage | None]:
+        """A Converse response's request id and usage (`usage`: the plain usage read already, or None)."""
         if usage is None:
-            usage = converse_usage(u)
+            usage = converse_usage(resp.get("usage"))
         tier, performance = resp.get("serviceTier"), resp.get("performanceConfig")
         if tier is not None or performance is not None:
             usage = with_tier(usage, tier, (performance or {}).get("latency"))
@@ -248,8 +366,7 @@ class GuardedBedrockClient:
         request_id = meta.get("RequestId") if type(meta) is dict else None
         if type(request_id) is not str or not request_id:
             request_id = response_id(resp)  # in the headers, or none
-        self._complete(call, request_id, usage)
-        return resp  # type: ignore[return-value]
+        return request_id, usage
 
     def converse_stream(self, **kwargs: Unpack[ConverseStreamRequestTypeDef]) -> ConverseStreamResponseTypeDef:
         call = self._admit("converse_stream", cast(dict[str, Any], kwargs))
@@ -362,9 +479,7 @@ class GuardedBedrockClient:
         flags = self.flags
         hit = flags.entries.get(windows.cache_key)  # what flags.views() returns while fresh, without the call
         views = hit[1] if hit is not None and flags.timer() < hit[0] else flags.views(windows.keys, windows.cache_key)
-        verdict = scope_set.verdict
-        if verdict is None or verdict.views is not views or not verdict.cacheable:
-            verdict = scope_set.verdict = decide(scope_set, windows, views, dry_run=self._dry_run, now=now)
+        verdict = self._verdict(scope_set, windows, views, now)
         if verdict.refuse is not None:
             self._refuse(*verdict.refuse, self._dry_run)
         model_id = str(kwargs.get("modelId", ""))
@@ -384,28 +499,24 @@ class GuardedBedrockClient:
                     kwargs = {**kwargs, "modelId": target}
                     model_id = target
         spend, leases, limits = self.spend, self.leases, verdict.limits
-        lease = None
+        estimate = spend.estimates.get(model_id, 0)
+        ticket: Ticket | None = None
         # One lock section for local accounting and the leases (they share the lock), taken without `with`.
         lock = spend.lock
         if not lock.raw.acquire(False):
             lock.acquire_contended()
         try:
             admitted = spend.admit_locked(windows.books, limits, model_id)
-            if leases is not None and leases.lock is lock and type(admitted) is Ticket:
-                at = now if leases.clock is self._clock else leases.clock()
-                estimate = admitted.reserved or spend.estimate(model_id)
-                lease = leases.take_locked(windows.keys, windows.books, limits, estimate, at)
+            if type(admitted) is Ticket:
+                if leases is None:
+                    ticket = admitted
+                else:
+                    lease = leases.take_locked(windows.keys, windows.books, limits, estimate, now)
+                    ticket = None if lease is None else admitted._replace(lease=lease)
         finally:
             lock.raw.release()
-        if isinstance(admitted, Refusal):
-            limit = verdict.dollars[windows.books.index(admitted.book)]
-            if limit is not None:
-                admitted = replace(admitted, limit=limit)  # the threshold as configured, e.g. 25.00
-            raise GuardrailShutdown(
-                admitted.scope, Level.SHUTDOWN.label, admitted.reason, reset_command(admitted.scope)
-            )
-        if lease is None and leases is not None:  # a slice to lease first (or leases on their own lock)
-            lease = self._lease(windows, limits, admitted)
+        if ticket is None:
+            ticket = self._admit_slowly(admitted, windows, verdict, estimate)
         if downgrade is not None:
             logger.info(
                 "guardrail throttle on %s: calling %s instead of %s",
@@ -413,26 +524,64 @@ class GuardedBedrockClient:
                 downgrade["modelId"],
                 downgrade["requestedModelId"],
             )
-        return _new_tuple(Call, (operation, kwargs, scope_set, limits, admitted, metadata, model_id, downgrade, lease))
+        return _new_tuple(Call, (operation, kwargs, scope_set, limits, ticket, metadata, model_id, downgrade))
 
-    def _lease(self, windows: Windows, limits: tuple[int | None, ...], ticket: Ticket) -> LeaseCharge | None:
-        """Take this call's estimated cost from the budget leases of its scopes, or refuse it."""
+    def _new_lane(self, now: float) -> Lane:
+        """The fast lane of the client's own metadata for the current windows and flags (guardrail.client.lanes)."""
+        scope_set, flags, spend, leases = self._default_scopes, self.flags, self.spend, self.leases
+        windows = scope_set.windows
+        if now >= windows.valid_until:
+            windows = self._windows(scope_set)
+        views = flags.views(windows.keys, windows.cache_key)
+        entry = flags.entries.get(windows.cache_key)
+        verdict = self._verdict(scope_set, windows, views, now)
+        fast = (
+            entry is not None
+            and entry[1] is views
+            and verdict.refuse is None
+            and not verdict.downgrades
+            and verdict.cacheable
+            and (leases is None or (leases.lock is spend.lock and leases.clock is self._clock))
+        )
+        with spend.lock:
+            lane = self._lane = Lane(spend, leases, windows, verdict, entry or NO_ENTRY, fast=fast)
+        return lane
+
+    def _lane_ticket(self, lane: Lane, model_id: str, reserved: int, estimate: int) -> Ticket:
+        """The ticket of a call the fast lane admitted, for the general path to release or settle."""
+        charge = LeaseCharge(lane.leases, estimate) if self.leases is not None else None
+        return _new_tuple(Ticket, (lane.books, lane.names, model_id, reserved, charge))
+
+    def _verdict(self, scope_set: ScopeSet, windows: Windows, views: tuple[ScopeView, ...], now: float) -> Verdict:
+        """What these flags mean for the scope set's calls (evaluated once per flag snapshot)."""
+        verdict = scope_set.verdict
+        if verdict is None or verdict.views is not views or not verdict.cacheable:
+            verdict = scope_set.verdict = decide(scope_set, windows, views, dry_run=self._dry_run, now=now)
+        return verdict
+
+    def _admit_slowly(self, admitted: Ticket | Refusal, windows: Windows, verdict: Verdict, estimate: int) -> Ticket:
+        """Local accounting refused the call (raise, with its reason), or a slice must be leased first: take
+        the call's estimated cost from the budget leases of its scopes, or refuse it."""
+        if isinstance(admitted, Refusal):
+            limit = verdict.dollars[windows.books.index(admitted.book)]
+            if limit is not None:
+                admitted = replace(admitted, limit=limit)  # the threshold as configured, e.g. 25.00
+            raise GuardrailShutdown(
+                admitted.scope, Level.SHUTDOWN.label, admitted.reason, reset_command(admitted.scope)
+            )
         leases = self.leases
         if leases is None:
-            return None
-        estimate = ticket.reserved or self.spend.estimate(ticket.model_id)
-        charge = leases.admit_units(windows.keys, windows.books, limits, estimate)
+            return admitted
+        charge = leases.admit_units(windows.keys, windows.books, verdict.limits, estimate)
         if isinstance(charge, LeaseRefusal):
-            self.spend.release(ticket)
+            self.spend.release(admitted)
             logger.warning("guardrail refused a Bedrock call: %s (%s)", charge.scope, charge.reason)
             raise GuardrailShutdown(charge.scope, Level.SHUTDOWN.label, charge.reason, reset_command(charge.scope))
-        return charge
+        return admitted._replace(lease=charge)
 
     def _release(self, call: Call) -> None:
         """The call cost nothing (it failed before Bedrock charged, or reported no usage)."""
         self.spend.release(call.ticket)
-        if call.lease is not None and self.leases is not None:
-            self.leases.release(call.lease)
 
     def close(self) -> None:
         """Return this client's unspent budget leases now (also done at exit). Calls after it lease again."""
@@ -486,22 +635,14 @@ class GuardedBedrockClient:
         now = time.time() if self._wall else self._clock()
         windows = call.scopes.windows
         books = (windows if now < windows.valid_until else self._windows(call.scopes)).books
-        spend, leases, charge = self.spend, self.leases, call.lease
-        lock = spend.lock
-        if charge is not None and leases is not None and leases.lock is not lock:
-            with lock:
-                spend.complete_locked(call.ticket, cost, books, call.limits, learn=not partial)
-            with leases.lock:
-                leases.settle_locked(charge, cost)
-        else:
-            if not lock.raw.acquire(False):
-                lock.acquire_contended()
-            try:
-                spend.complete_locked(call.ticket, cost, books, call.limits, learn=not partial)
-                if charge is not None and leases is not None:
-                    leases.settle_locked(charge, cost)
-            finally:
-                lock.raw.release()
+        spend = self.spend
+        lock = spend.lock  # the leases share it: settling the ticket settles its lease charge too
+        if not lock.raw.acquire(False):
+            lock.acquire_contended()
+        try:
+            spend.complete_locked(call.ticket, cost, books, call.limits, learn=not partial)
+        finally:
+            lock.raw.release()
         report = (request_id, model_id, usage, self.region, self.identity, call.metadata, partial, now, books, cost)
         self._reporter.enqueue(_new_tuple(UsageReport, report))
 

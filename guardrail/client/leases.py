@@ -138,6 +138,7 @@ class Leases:
         self._charges: dict[tuple[str, ...], tuple[Sequence[int | None], LeaseCharge]] = {}
         self._acquiring = threading.Lock()
         self._logged_at = float("-inf")
+        self.generation = 0  # one more at each close: the leases resolved before it are returned
 
     # -- the hot path ---------------------------------------------------------------------------
 
@@ -175,9 +176,7 @@ class Leases:
     ) -> LeaseCharge | None:
         """The hot path of `admit` (units), for a caller that holds `lock`: None when a slice must be leased
         first."""
-        leases = self._resolved.get(books)
-        if leases is None:
-            leases = self._resolved[books] = tuple(self._lease(k, b) for k, b in zip(keys, books, strict=True))
+        leases = self._resolved.get(books) or self.resolve(keys, books)
         every = True
         need = estimate or 1  # (integers) what is left covers the estimate, and is positive
         for lease, limit in zip(leases, limits):  # noqa: B905 (same length: one per scope)
@@ -195,6 +194,14 @@ class Leases:
         for lease in charge.leases:
             lease.in_flight_units += estimate
         return charge
+
+    def resolve(self, keys: Sequence[CounterKey], books: tuple[str, ...]) -> tuple[_Lease, ...]:
+        """The leases of `books` (made when new), for a caller that holds `lock`. Valid until `close`, which
+        bumps `generation`."""
+        leases = self._resolved.get(books)
+        if leases is None:
+            leases = self._resolved[books] = tuple(self._lease(k, b) for k, b in zip(keys, books, strict=True))
+        return leases
 
     def _lease(self, key: CounterKey, book: str) -> _Lease:
         lease = self._leases.get(book)
@@ -391,6 +398,9 @@ class Leases:
                 self._leases.clear()
                 self._resolved.clear()
                 self._charges.clear()
+                self.generation += 1
+                for lease in leases:  # returned: whoever still holds one (a client's lane) may not spend from it
+                    lease.valid_until = float("-inf")
             for lease in leases:
                 try:
                     self._return(lease)

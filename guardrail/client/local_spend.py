@@ -25,11 +25,14 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from guardrail.client.units import limits_in_units, to_decimal, to_units
 from guardrail.client.yielding_lock import YieldingLock
 from guardrail.core.models import CounterKey, ScopeTotals
+
+if TYPE_CHECKING:
+    from guardrail.client.leases import LeaseCharge
 
 EWMA_SHIFT = 2  # a model's estimate moves a quarter of the way to each new cost
 
@@ -87,14 +90,15 @@ class Refusal:
 
 
 class Ticket(NamedTuple):
-    """An admitted call: what it reserved (units), released when it finishes. A tuple: built with
+    """An admitted call: what it reserved (units), released when it finishes, and what it took from the
+    budget leases (which share this lock: settling a ticket settles both). A tuple: built with
     `tuple.__new__`, without a Python call."""
 
     books: tuple[_Book, ...]
     names: tuple[str, ...]  # the books' names, as admitted
     model_id: str
     reserved: int
-    admitted_at: float  # clock() under the accounting lock
+    lease: LeaseCharge | None = None
 
 
 _new_tuple = tuple.__new__
@@ -111,11 +115,12 @@ class LocalSpend:
         self.clock = clock
         self._books: dict[str, _Book] = {}
         self._resolved: dict[tuple[str, ...], tuple[_Book, ...]] = {}
-        self._estimates: dict[str, int] = {}  # units
+        # Per model: the recent mean cost of a request, in units. Read without the lock (one dict read: a
+        # call reserves what it finds), written under it.
+        self.estimates: dict[str, int] = {}
         # Many calling threads take it twice per call (see yielding_lock); budget leases share it (one lock
         # per admission and per settlement, not two).
         self.lock = self._lock = YieldingLock()
-        self.admitted = 0
         self.admitted_after_crossing = 0  # must stay 0: the guarantee the overshoot benchmark checks
 
     def _book(self, name: str) -> _Book:
@@ -124,7 +129,8 @@ class LocalSpend:
             book = self._books[name] = _Book()
         return book
 
-    def _resolve(self, names: tuple[str, ...]) -> tuple[_Book, ...]:
+    def resolve(self, names: tuple[str, ...]) -> tuple[_Book, ...]:
+        """The books of `names` (made when new), for a caller that holds `lock`."""
         found = self._resolved.get(names)
         if found is None:
             found = self._resolved[names] = tuple(self._book(name) for name in names)
@@ -138,7 +144,7 @@ class LocalSpend:
 
     def admit_locked(self, books: tuple[str, ...], limits: Sequence[int | None], model_id: str) -> Ticket | Refusal:
         """`admit` with limits in units, for a caller that holds `lock`."""
-        found = self._resolved.get(books) or self._resolve(books)
+        found = self._resolved.get(books) or self.resolve(books)
         crossed = False
         for book, limit in zip(found, limits):  # noqa: B905 (one limit per book)
             if limit is not None:
@@ -147,14 +153,13 @@ class LocalSpend:
                     return self._refusal(books, found, book, limit, spent)
                 if book.crossed_at is not None:
                     crossed = True
-        estimate = self._estimates.get(model_id, 0) if self.reserve_in_flight else 0
+        estimate = self.estimates.get(model_id, 0) if self.reserve_in_flight else 0
         if estimate:
             for book in found:
                 book.in_flight += estimate
         if crossed:
             self.admitted_after_crossing += 1
-        self.admitted += 1
-        return _new_tuple(Ticket, (found, books, model_id, estimate, self.clock()))
+        return _new_tuple(Ticket, (found, books, model_id, estimate, None))
 
     def _refusal(
         self, names: tuple[str, ...], found: tuple[_Book, ...], book: _Book, limit: int, spent: int
@@ -169,14 +174,18 @@ class LocalSpend:
 
     def estimate(self, model_id: str) -> int:
         """This process's recent mean cost of one request to `model_id`, in units (0 before its first)."""
-        return self._estimates.get(model_id, 0)
+        return self.estimates.get(model_id, 0)
 
     def release(self, ticket: Ticket) -> None:
         """The call failed before Bedrock charged anything (e.g. ThrottlingException)."""
-        if ticket.reserved:
+        charge = ticket.lease
+        if ticket.reserved or charge is not None:
             with self._lock:
                 for book in ticket.books:
                     book.in_flight -= ticket.reserved
+                if charge is not None:
+                    for lease in charge.leases:
+                        lease.in_flight_units -= charge.estimate
 
     def complete(
         self,
@@ -201,13 +210,14 @@ class LocalSpend:
         *,
         learn: bool = True,
     ) -> None:
-        """`complete` with the cost and limits in units, for a caller that holds `lock`."""
+        """`complete` with the cost and limits in units, for a caller that holds `lock`; the ticket's lease
+        charge is settled too (`Leases.settle_locked`, inline: this is the hot path)."""
         reserved = ticket.reserved
         if reserved:
             for book in ticket.books:
                 book.in_flight -= reserved
         # The ticket's books, unless a window ended while the call ran.
-        found = ticket.books if books is ticket.names else self._resolve(tuple(books))
+        found = ticket.books if books is ticket.names else self.resolve(tuple(books))
         if len(limits) != len(found):
             limits = (*limits, *(None,) * len(found))
         for book, limit in zip(found, limits):  # noqa: B905 (limits may be longer: padded)
@@ -218,12 +228,18 @@ class LocalSpend:
                 and book.known + book.unreported + book.sent_total >= limit
             ):
                 book.crossed_at = self.clock()
+        charge = ticket.lease
+        if charge is not None:
+            estimate = charge.estimate
+            for lease in charge.leases:
+                lease.in_flight_units -= estimate
+                lease.unspent_units -= cost
         if learn:
             model_id = ticket.model_id
-            old = self._estimates.get(model_id)
+            old = self.estimates.get(model_id)
             if old != cost:
                 # Rounded up (a unit at most): an estimate never falls short of a run of equal costs.
-                self._estimates[model_id] = cost if old is None else old - ((old - cost) >> EWMA_SHIFT)
+                self.estimates[model_id] = cost if old is None else old - ((old - cost) >> EWMA_SHIFT)
 
     def sent(self, costs: Costs, sent_at: float) -> None:
         """Usage events accepted by EventBridge at `sent_at` (not yet necessarily counted)."""
