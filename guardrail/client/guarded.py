@@ -16,7 +16,8 @@ downgrades (the inference profile prefix is kept) and the response's `ResponseMe
 the log say so. Local accounting refuses a call as soon as this process knows the shutdown threshold is
 reached (see `guardrail.client.local_spend`). With `ClientOptions(leases=True)` a call also spends from
 this process's budget leases, so that all processes together stop at the threshold (`guardrail.client.leases`,
-docs/leases.md).
+docs/leases.md). `converse` admits and settles the common call inline (`guardrail.client.lanes`: exactly
+what the general path would do, for a fraction of its CPU); any other call takes the general path.
 
 After each call: usage (Converse `usage`, the ConverseStream `metadata` event, InvokeModel headers and the
 Anthropic body `usage`, stream `amazon-bedrock-invocationMetrics`) is priced exactly and reported on a
@@ -340,19 +341,8 @@ class GuardedBedrockClient:
         except BaseException:
             self._release(call)
             raise
-        if call.downgrade is not None:
-            self._note_downgrade(call, resp)
-        # The usual usage (plain non-negative ints, no cache writes) read here, without a call: Python calls
-        # cost most right after a Bedrock call, on cold caches; anything else is converse_usage's to read.
-        u = resp.get("usage")
-        usage: Usage | None = None
-        if type(u) is dict:
-            i, o, r = u.get("inputTokens"), u.get("outputTokens", 0), u.get("cacheReadInputTokens", 0)
-            # (i | o | r) >= 0: the bitwise or of ints is negative when one of them is.
-            plain = type(i) is int and type(o) is int and type(r) is int and not u.get("cacheWriteInputTokens")
-            if plain and (i | o | r) >= 0:
-                usage = _new_tuple(Usage, (i, o, r, 0, 0, "", False))
-        self._complete(call, *self._converse_usage(resp, usage))
+        self._note_downgrade(call, resp)
+        self._complete(call, *self._converse_usage(resp, None))
         return resp  # type: ignore[return-value]
 
     def _converse_usage(self, resp: dict[str, Any], usage: Usage | None) -> tuple[str, Usage | None]:

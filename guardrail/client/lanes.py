@@ -53,20 +53,21 @@ class Lane:
         self.fast = fast
         self.names = windows.books
         self.limits = verdict.limits
-        self.books: tuple[_Book, ...] = spend.resolve(windows.books)
+        # (Resolved only for a lane calls take: a refused call makes no books or leases on the general path.)
+        self.books: tuple[_Book, ...] = spend.resolve(windows.books) if fast else ()
         held: tuple[_Lease | None, ...] = (None,) * len(self.books)
-        if leases is not None:
+        if leases is not None and fast:
             held = leases.resolve(windows.keys, windows.books)
         # Admission: each scope with a shutdown limit, its lease (None with leases off) and the limit (units).
         self.checks: tuple[tuple[_Book, _Lease | None, int], ...] = tuple(
             (book, lease, limit)
-            for book, lease, limit in zip(self.books, held, verdict.limits, strict=True)
+            for book, lease, limit in zip(self.books, held, verdict.limits, strict=False)  # (all empty or all full)
             if limit is not None
         )
         # The leases a call spends from: those of the scopes with a limit (what Leases.take_locked charges).
         self.leases: tuple[_Lease, ...] = tuple(lease for _, lease, _ in self.checks if lease is not None)
         # Settlement: every book and its limit (None: no crossing to note).
-        self.settle: tuple[tuple[_Book, int | None], ...] = tuple(zip(self.books, verdict.limits, strict=True))
+        self.settle: tuple[tuple[_Book, int | None], ...] = tuple(zip(self.books, verdict.limits, strict=False))
 
 
 def closed_lane() -> Lane:
