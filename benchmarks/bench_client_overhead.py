@@ -22,7 +22,9 @@ Two Bedrock clients, each at 1 and at 8 calling threads:
 
 The same three with budget leases on (`+leases`, issue 16: warm slices from an in-memory lease store,
 so the hot path is measured; a grant is one DynamoDB UpdateItem per slice). Issue 16's target: at most
-20 us added over a plain client on the Stubber.
+20 us added over a plain client on the Stubber. And `invoke+leases`: InvokeModel with an Anthropic Messages
+body on a Stubber, leases on, bare and guarded interleaved as above, both reading the response body as a
+caller does (invoke_model takes the guard's general path: converse alone has the fast lane).
 
 Each figure is the median of RUNS runs with min and max; each run is a fresh process (no reporter
 thread or queue survives into the next), limited to 2 GB of address space and 5 minutes.
@@ -49,7 +51,7 @@ os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
 
 RUNS = 5
 GOAL_US = 20.0
-CALLS = {"canned": 20_000, "paced": 300, "stubber": 4_000}
+CALLS = {"canned": 20_000, "paced": 300, "stubber": 4_000, "invoke": 4_000}
 CASES = (
     ("canned", 1),
     ("canned", 8),
@@ -62,6 +64,10 @@ CASES = (
     ("canned+leases", 8),
     ("stubber+leases", 1),
     ("stubber+leases", 8),
+    # InvokeModel (Anthropic Messages body) on a Stubber, leases on: the general path (no fast lane), shown
+    # beside converse's for what an invoke_model caller pays; both loops read the response body, as a caller does.
+    ("invoke+leases", 1),
+    ("invoke+leases", 8),
 )
 BLOCK = 50  # Stubber calls per block: bare and guarded blocks alternate
 PACE = 0.01  # seconds between paced calls: 100 calls/s
@@ -82,6 +88,21 @@ RESPONSE: dict[str, Any] = {
     "metrics": {"latencyMs": 400},
     "ResponseMetadata": {"RequestId": "req", "HTTPStatusCode": 200, "HTTPHeaders": {}},
 }
+INVOKE_REQUEST: dict[str, Any] = {
+    "modelId": MODEL,
+    "body": json.dumps({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 100, "messages": []}),
+}
+# The same usage as RESPONSE, in an Anthropic Messages body (InvokeModel reads it from there).
+INVOKE_BODY = json.dumps(
+    {
+        "id": "msg",
+        "type": "message",
+        "role": "assistant",
+        "content": [{"type": "text", "text": "hello"}],
+        "stop_reason": "end_turn",
+        "usage": {"input_tokens": 3, "output_tokens": 12, "cache_read_input_tokens": 25037},
+    }
+).encode()
 
 
 class MemorySource:
@@ -193,14 +214,24 @@ def guarded(bedrock: Any, *, leases: bool = False) -> tuple[Any, PutEventsOk]:
     return client, backend
 
 
-def stubbed_bedrock(calls: int) -> Any:
+def stubbed_bedrock(calls: int, operation: str = "converse") -> Any:
+    import io
+
     import boto3
+    from botocore.response import StreamingBody
     from botocore.stub import Stubber
 
     bedrock = boto3.client("bedrock-runtime", region_name="us-east-1")
     stub = Stubber(bedrock)
     for _ in range(calls):
-        stub.add_response("converse", RESPONSE, None)
+        if operation == "converse":
+            stub.add_response("converse", RESPONSE, None)
+        else:
+            body = StreamingBody(io.BytesIO(INVOKE_BODY), len(INVOKE_BODY))
+            meta = {"RequestId": "req", "HTTPStatusCode": 200, "HTTPHeaders": {}}
+            stub.add_response(
+                "invoke_model", {"body": body, "contentType": "application/json", "ResponseMetadata": meta}
+            )
     stub.activate()
     return bedrock
 
@@ -226,10 +257,9 @@ def in_threads(call: Any, calls: int, threads: int) -> float:
     return sum(spent)
 
 
-def interleaved(bare: Any, client: Any, calls: int, threads: int) -> tuple[float, float]:
+def interleaved(bare_call: Any, guarded_call: Any, calls: int, threads: int) -> tuple[float, float]:
     """`calls` bare and `calls` guarded Stubber calls from `threads` threads, in alternating blocks of BLOCK
     (which goes first alternates too); returns the CPU seconds the calling threads spent in each kind."""
-    tagged = {**REQUEST, "requestMetadata": {"app": "chat-api"}}  # the request the guard sends
     per_thread = calls // threads
     start = threading.Barrier(threads)
     spent: list[tuple[float, float]] = []
@@ -242,11 +272,11 @@ def interleaved(bare: Any, client: Any, calls: int, threads: int) -> tuple[float
                 t0 = time.thread_time()
                 if guarded_block:
                     for _ in range(BLOCK):
-                        client.converse(**REQUEST)
+                        guarded_call()
                     in_guarded += time.thread_time() - t0
                 else:
                     for _ in range(BLOCK):
-                        bare.converse(**tagged)
+                        bare_call()
                     in_bare += time.thread_time() - t0
         spent.append((in_bare, in_guarded))
 
@@ -264,19 +294,35 @@ def one_run(case: str, threads: int) -> dict[str, float]:
     calls = CALLS[case]
     warm = 200
     out: dict[str, float] = {}
-    if case == "stubber":
+    if case in ("stubber", "invoke"):
         # Bare and guarded calls interleaved in blocks, each on its own Stubber client with the same queue:
         # measured one after the other, the difference between two ~150 us figures was lost in the machine's
         # drift (the same bare loop measured 118-210 us/call minutes apart on the development VM).
-        bare = stubbed_bedrock(calls + warm)
-        client, backend = guarded(stubbed_bedrock(calls + warm), leases=extra == "leases")
-        tagged = {**REQUEST, "requestMetadata": {"app": "chat-api"}}
-        in_threads(lambda: bare.converse(**tagged), warm, 1)
-        in_threads(lambda: client.converse(**REQUEST), warm, 1)
+        operation = "converse" if case == "stubber" else "invoke_model"
+        bare = stubbed_bedrock(calls + warm, operation)
+        client, backend = guarded(stubbed_bedrock(calls + warm, operation), leases=extra == "leases")
+        if case == "stubber":
+            tagged = {**REQUEST, "requestMetadata": {"app": "chat-api"}}  # the request the guard sends
+
+            def bare_call() -> Any:
+                return bare.converse(**tagged)
+
+            def guarded_call() -> Any:
+                return client.converse(**REQUEST)
+        else:
+
+            def bare_call() -> Any:
+                return bare.invoke_model(**INVOKE_REQUEST)["body"].read()
+
+            def guarded_call() -> Any:
+                return client.invoke_model(**INVOKE_REQUEST)["body"].read()
+
+        in_threads(bare_call, warm, 1)
+        in_threads(guarded_call, warm, 1)
         assert client.flush(60)
         before = backend.counts()
         t0 = time.process_time()
-        in_bare, in_guarded = interleaved(bare, client, calls, threads)
+        in_bare, in_guarded = interleaved(bare_call, guarded_call, calls, threads)
         assert client.flush(RUN_TIMEOUT)
         total = time.process_time() - t0
         # The calling threads' CPU in bare blocks is the bare figure; everything else (guarded blocks, the
@@ -371,6 +417,8 @@ def main() -> None:
             if case == "stubber+leases":  # issue 16's goal
                 met = statistics.median(added) <= GOAL_US
                 verdict = f"   goal <= {GOAL_US:.0f} (issue 16): {'meets' if met else 'MISSES'}"
+            elif case == "invoke+leases":
+                verdict = "   (invoke_model: the general path, no fast lane; issue 16's goal is measured on converse)"
             print(f"  {'':24s}  bare    {spread([r['bare_us'] for r in runs])} us/call")
             print(f"  {'':24s}  added   {spread(added)} us/call{verdict}")
             continue
