@@ -24,7 +24,7 @@ The same three with budget leases on (`+leases`, issue 16: warm slices from an i
 so the hot path is measured; a grant is one DynamoDB UpdateItem per slice). Issue 16's target: at most
 20 us added over a plain client on the Stubber. And `invoke+leases`: InvokeModel with an Anthropic Messages
 body on a Stubber, leases on, bare and guarded interleaved as above, both reading the response body as a
-caller does (invoke_model takes the guard's general path: converse alone has the fast lane).
+caller does (the guard reads the body for its usage and hands the caller a new one over the same bytes).
 
 Each figure is the median of RUNS runs with min and max; each run is a fresh process (no reporter
 thread or queue survives into the next), limited to 2 GB of address space and 5 minutes.
@@ -64,8 +64,8 @@ CASES = (
     ("canned+leases", 8),
     ("stubber+leases", 1),
     ("stubber+leases", 8),
-    # InvokeModel (Anthropic Messages body) on a Stubber, leases on: the general path (no fast lane), shown
-    # beside converse's for what an invoke_model caller pays; both loops read the response body, as a caller does.
+    # InvokeModel (Anthropic Messages body) on a Stubber, leases on, shown beside converse's for what an
+    # invoke_model caller pays; both loops read the response body, as a caller does.
     ("invoke+leases", 1),
     ("invoke+leases", 8),
 )
@@ -418,7 +418,7 @@ def main() -> None:
                 met = statistics.median(added) <= GOAL_US
                 verdict = f"   goal <= {GOAL_US:.0f} (issue 16): {'meets' if met else 'MISSES'}"
             elif case == "invoke+leases":
-                verdict = "   (invoke_model: the general path, no fast lane; issue 16's goal is measured on converse)"
+                verdict = "   (InvokeModel, shown beside converse; issue 16's goal is measured on converse)"
             print(f"  {'':24s}  bare    {spread([r['bare_us'] for r in runs])} us/call")
             print(f"  {'':24s}  added   {spread(added)} us/call{verdict}")
             continue

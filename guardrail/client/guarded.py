@@ -16,8 +16,8 @@ downgrades (the inference profile prefix is kept) and the response's `ResponseMe
 the log say so. Local accounting refuses a call as soon as this process knows the shutdown threshold is
 reached (see `guardrail.client.local_spend`). With `ClientOptions(leases=True)` a call also spends from
 this process's budget leases, so that all processes together stop at the threshold (`guardrail.client.leases`,
-docs/leases.md). `converse` admits and settles the common call inline (`guardrail.client.lanes`: exactly
-what the general path would do, for a fraction of its CPU); any other call takes the general path.
+docs/leases.md). `converse` and `invoke_model` admit and settle the common call inline (`guardrail.client.lanes`:
+exactly what the general path would do, for a fraction of its CPU); any other call takes the general path.
 
 After each call: usage (Converse `usage`, the ConverseStream `metadata` event, InvokeModel headers and the
 Anthropic body `usage`, stream `amazon-bedrock-invocationMetrics`) is priced exactly and reported on a
@@ -223,9 +223,17 @@ class GuardedBedrockClient:
     # -- the four guarded operations --------------------------------------------------------------
 
     def converse(self, **kwargs: Unpack[ConverseRequestTypeDef]) -> ConverseResponseTypeDef:
-        # The fast lane (guardrail.client.lanes): the client's own metadata, fresh flags with nothing to refuse
-        # or downgrade, a slice at hand, plain usage; inline, without a typing.cast (a call, and a generic alias
-        # built, per use). Everything else goes the general path, `_converse`.
+        return self._lane_call("converse", kwargs)  # type: ignore[arg-type,return-value]
+
+    def invoke_model(self, **kwargs: Unpack[InvokeModelRequestTypeDef]) -> InvokeModelResponseTypeDef:
+        return self._lane_call("invoke_model", kwargs)  # type: ignore[arg-type,return-value]
+
+    def _lane_call(self, operation: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """converse or invoke_model by the fast lane (guardrail.client.lanes): the client's own metadata, fresh
+        flags with nothing to refuse or downgrade, a slice at hand, standard usage; inline, without a
+        typing.cast (a call, and a generic alias built, per use). Everything else takes the general path,
+        `_converse` or `_invoke_model`."""
+        converse = operation == "converse"
         now = time.time() if self._wall else self._clock()
         lane, flags = self._lane, self.flags
         entry = flags.entries.get(lane.cache_key)
@@ -233,7 +241,7 @@ class GuardedBedrockClient:
             lane = self._new_lane(now)
         model_id = kwargs.get("modelId")
         if not lane.fast or "requestMetadata" in kwargs or type(model_id) is not str:
-            return self._converse(kwargs)  # type: ignore[arg-type]
+            return self._general(converse, kwargs)
         spend = self.spend
         estimate = spend.estimates.get(model_id, 0)
         reserved = estimate if spend.reserve_in_flight else 0
@@ -262,49 +270,50 @@ class GuardedBedrockClient:
         finally:
             lock.raw.release()
         if not admitted:
-            return self._converse(kwargs)  # type: ignore[arg-type]
+            return self._general(converse, kwargs)
         tags = self._tags
         try:
-            resp: dict[str, Any] = self._bedrock.converse(  # type: ignore[assignment]
-                **({**kwargs, "requestMetadata": tags} if tags else kwargs)
-            )
+            if converse:
+                resp: dict[str, Any] = self._bedrock.converse(  # type: ignore[assignment]
+                    **({**kwargs, "requestMetadata": tags} if tags else kwargs)
+                )
+            else:
+                resp = self._bedrock.invoke_model(**kwargs)  # type: ignore[assignment]
+                body = resp["body"].read()
         except BaseException:
             spend.release(self._lane_ticket(lane, model_id, reserved, estimate))
             raise
-        # The usual usage (plain non-negative ints, no cache writes) read here, without a call: Python calls
-        # cost most right after a Bedrock call, on cold caches; anything else is converse_usage's to read.
-        u = resp.get("usage")
         usage: Usage | None = None
-        if type(u) is dict:
-            i, o, r = u.get("inputTokens"), u.get("outputTokens", 0), u.get("cacheReadInputTokens", 0)
-            # (i | o | r) >= 0: the bitwise or of ints is negative when one of them is.
-            plain = type(i) is int and type(o) is int and type(r) is int and not u.get("cacheWriteInputTokens")
-            if plain and (i | o | r) >= 0:
-                usage = _new_tuple(Usage, (i, o, r, 0, 0, "", False))
-        meta = resp.get("ResponseMetadata")
-        request_id = meta.get("RequestId") if type(meta) is dict else None
+        if converse:
+            # The usual usage (plain non-negative ints, no cache writes) read here, without a call: Python calls
+            # cost most right after a Bedrock call, on cold caches; anything else is converse_usage's to read.
+            u = resp.get("usage")
+            if type(u) is dict:
+                i, o, r = u.get("inputTokens"), u.get("outputTokens", 0), u.get("cacheReadInputTokens", 0)
+                # (i | o | r) >= 0: the bitwise or of ints is negative when one of them is.
+                plain = type(i) is int and type(o) is int and type(r) is int and not u.get("cacheWriteInputTokens")
+                if plain and (i | o | r) >= 0:
+                    usage = _new_tuple(Usage, (i, o, r, 0, 0, "", False))
+            meta = resp.get("ResponseMetadata")
+            request_id = meta.get("RequestId") if type(meta) is dict else None
+            standard = resp.get("serviceTier") is None and resp.get("performanceConfig") is None
+        else:
+            resp["body"] = _body(body)  # the caller reads it as usual
+            request_id, usage = self._invoke_model_usage(resp, body)
+            standard = usage is not None and not usage.service_tier and not usage.latency_optimized
         now = time.time() if self._wall else self._clock()
         if (
             usage is None
+            or not standard
             or type(request_id) is not str
             or not request_id
             or now >= lane.valid_until  # a window ended: the general path counts it in the new one
-            or resp.get("serviceTier") is not None
-            or resp.get("performanceConfig") is not None
         ):
             ticket = self._lane_ticket(lane, model_id, reserved, estimate)
-            call = (
-                "converse",
-                kwargs,
-                self._default_scopes,
-                lane.limits,
-                ticket,
-                self.metadata,
-                model_id,
-                None,
-            )
-            self._complete(_new_tuple(Call, call), *self._converse_usage(resp, usage))
-            return resp  # type: ignore[return-value]
+            call = (operation, kwargs, self._default_scopes, lane.limits, ticket, self.metadata, model_id, None)
+            read = self._converse_usage(resp, usage) if converse else (request_id, usage)
+            self._complete(_new_tuple(Call, call), *read)
+            return resp
         found = self._unit_rates.get(model_id)  # rates that never expire are asked for once per model
         cost = (found if found is not None and not found.rates.expires else self._price_model(model_id)).cost(usage)
         if not lock.raw.acquire(False):
@@ -331,7 +340,10 @@ class GuardedBedrockClient:
             lock.raw.release()
         report = (request_id, model_id, usage, self.region, self.identity, self.metadata, False, now, lane.names, cost)
         self._reporter.enqueue(_new_tuple(UsageReport, report))
-        return resp  # type: ignore[return-value]
+        return resp
+
+    def _general(self, converse: bool, kwargs: dict[str, Any]) -> dict[str, Any]:
+        return self._converse(kwargs) if converse else self._invoke_model(kwargs)  # type: ignore[return-value]
 
     def _converse(self, kwargs: dict[str, Any]) -> ConverseResponseTypeDef:
         """`converse` by the general path."""
@@ -369,24 +381,27 @@ class GuardedBedrockClient:
         resp["stream"] = GuardedStream(resp["stream"], self._tracker(call, response_id(resp), "converse"))
         return cast("ConverseStreamResponseTypeDef", resp)
 
-    def invoke_model(self, **kwargs: Unpack[InvokeModelRequestTypeDef]) -> InvokeModelResponseTypeDef:
-        call = self._admit("invoke_model", cast(dict[str, Any], kwargs))
+    def _invoke_model(self, kwargs: dict[str, Any]) -> InvokeModelResponseTypeDef:
+        """`invoke_model` by the general path."""
+        call = self._admit("invoke_model", kwargs)
         try:
             resp = cast(dict[str, Any], self._bedrock.invoke_model(**call.kwargs))
             body = resp["body"].read()
         except BaseException:
             self._release(call)
             raise
-        from botocore.response import StreamingBody
-
-        resp["body"] = StreamingBody(io.BytesIO(body), len(body))  # the caller reads it as usual
+        resp["body"] = _body(body)  # the caller reads it as usual
         self._note_downgrade(call, resp)
+        self._complete(call, *self._invoke_model_usage(resp, body))
+        return cast("InvokeModelResponseTypeDef", resp)
+
+    def _invoke_model_usage(self, resp: dict[str, Any], body: bytes) -> tuple[str, Usage | None]:
+        """An InvokeModel response's request id and usage (`body`: what the guard read of it)."""
         headers = resp.get("ResponseMetadata", {}).get("HTTPHeaders", {})
         usage = with_tier(
             invoke_model_usage(headers, body), resp.get("serviceTier"), resp.get("performanceConfigLatency")
         )
-        self._complete(call, response_id(resp), usage)
-        return cast("InvokeModelResponseTypeDef", resp)
+        return response_id(resp), usage
 
     def invoke_model_with_response_stream(
         self, **kwargs: Unpack[InvokeModelWithResponseStreamRequestTypeDef]
@@ -648,6 +663,13 @@ def _close_leases(ref: weakref.ref[Leases]) -> None:
     leases = ref()
     if leases is not None:
         leases.close()
+
+
+def _body(body: bytes) -> Any:
+    """The InvokeModel body the guard read, as a new botocore StreamingBody for the caller to read."""
+    from botocore.response import StreamingBody
+
+    return StreamingBody(io.BytesIO(body), len(body))
 
 
 def _wall_clock() -> float:

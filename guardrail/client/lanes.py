@@ -1,13 +1,13 @@
-"""The fast lane of `GuardedBedrockClient.converse`: what a call with the client's own metadata needs, resolved
-once per flag snapshot instead of once per call.
+"""The fast lane of `GuardedBedrockClient.converse` and `invoke_model`: what a call with the client's own
+metadata needs, resolved once per flag snapshot instead of once per call.
 
 The general path (`_admit`, `_complete`) finds a call's scope set, windows and flags, asks local accounting
 (`LocalSpend.admit_locked`) and the budget leases (`Leases.take_locked`) in turn, and settles both
-(`LocalSpend.complete_locked`). The fast lane does the same for the common call, inline in `converse`: for
+(`LocalSpend.complete_locked`). The fast lane does the same for the common call, inline (`_lane_call`): for
 every scope with a shutdown limit, known + unreported + sent + in flight is below the limit and no crossing
 was seen, and (leases on) a valid slice's free part covers the estimate; then the call is reserved in both,
 and settled in both, in one loop each under the accounting lock. Anything else (a refusal and its reason,
-a slice to lease, a throttle, a snooze, requestMetadata, a window that ended, usage that is not plain)
+a slice to lease, a throttle, a snooze, requestMetadata, a window that ended, usage that is not standard)
 takes the general path. tests/unit/test_fast_lane.py runs the same calls through both and compares every
 amount.
 

@@ -117,15 +117,48 @@ def converse_usage(source: Any) -> Usage | None:
 def invoke_model_usage(headers: Mapping[str, Any], body: bytes) -> Usage | None:
     """InvokeModel: the Anthropic body `usage` (it has the cache counts) or else the token headers."""
     if body[:1] == b"{" and b'"usage"' in body:
-        try:
-            doc = json.loads(body)
-        except ValueError:
-            doc = None
-        if isinstance(doc, dict):
-            found = read_usage(ANTHROPIC, doc.get("usage"))
-            if found is not None:
-                return found
+        source = top_level_usage(body)
+        if source is UNSURE:
+            try:
+                doc = json.loads(body)
+            except ValueError:
+                doc = None
+            source = doc.get("usage") if isinstance(doc, dict) else None
+        found = read_usage(ANTHROPIC, source)
+        if found is not None:
+            return found
     return read_usage(HEADERS, headers)
+
+
+UNSURE: Any = object()  # top_level_usage could not tell without parsing the whole body
+_decode = json.JSONDecoder().raw_decode
+
+
+def top_level_usage(body: bytes) -> Any:
+    """`json.loads(body)["usage"]` of a JSON object whose last member is `usage` (where Anthropic's Messages
+    API writes it), parsing only that member: the answer's text can be long, and the guard parses it before
+    the caller does. UNSURE when that is not so (the body is then parsed whole): the last `"usage"` in the
+    body must be a key followed by its value and then only the closing brace, which a key nested deeper, or
+    a key with members after it, is not (and a JSON string cannot hold an unescaped quote). Exact for any
+    well-formed body (tests/unit/test_client_usage.py); of a malformed one it may read a usage that
+    json.loads would have refused, where the headers were read before."""
+    at = body.rfind(b'"usage"')
+    if at < 0:
+        return UNSURE
+    try:
+        text = body[at + 7 :].decode()
+    except UnicodeDecodeError:
+        return UNSURE
+    colon = len(text) - len(text.lstrip())
+    if text[colon : colon + 1] != ":":
+        return UNSURE
+    start = colon + 1
+    start += len(text) - start - len(text[start:].lstrip())
+    try:
+        value, end = _decode(text, start)
+    except ValueError:
+        return UNSURE
+    return value if text[end:].strip() == "}" else UNSURE
 
 
 def estimate_input_tokens(operation: str, kwargs: Mapping[str, Any]) -> int:

@@ -9,7 +9,7 @@ from typing import Any, cast
 from hypothesis import given
 from hypothesis import strategies as st
 
-from guardrail.client.usage import CONVERSE, count, invoke_model_usage, read_usage
+from guardrail.client.usage import ANTHROPIC, CONVERSE, UNSURE, count, invoke_model_usage, read_usage, top_level_usage
 from guardrail.core.config import load_settings
 from guardrail.core.models import UsageRecord
 from guardrail.core.pricing import Pricer
@@ -79,3 +79,47 @@ def test_read_usage_is_the_contracts_reading(fields: dict[str, Any], details: li
         "",
         False,
     )
+
+
+# -- InvokeModel bodies: the top-level usage read without parsing the answer ---------------------------------
+
+scalars = st.one_of(st.none(), st.booleans(), st.integers(-(10**6), 10**6), st.text(max_size=12))
+keys = st.sampled_from(["usage", "content", "text", "input", "type", 'say "usage": {}', "cache_usage"])
+values = st.recursive(
+    st.one_of(scalars, st.sampled_from(['"usage":{"input_tokens":1}}', "usage", '\\"usage\\":'])),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(keys, inner, max_size=3)),
+    max_leaves=12,
+)
+
+
+@given(
+    members=st.lists(st.tuples(keys, values), max_size=5),
+    usage=st.one_of(st.none(), values),
+    layout=st.sampled_from([{}, {"separators": (",", ":")}, {"indent": 2}, {"ensure_ascii": False}]),
+)
+def test_the_top_level_usage_is_what_json_loads_reads(
+    members: list[tuple[str, Any]], usage: Any, layout: dict[str, Any]
+) -> None:
+    doc = dict(members)
+    if usage is not None:  # written last, as Anthropic's Messages API writes it
+        doc.pop("usage", None)
+        doc["usage"] = usage
+    body = json.dumps(doc, **layout).encode()
+    found = top_level_usage(body)
+    if found is not UNSURE:
+        assert "usage" in doc and found == json.loads(body)["usage"]
+    if usage is not None and '"usage"' not in json.dumps(usage, **layout):
+        assert found == usage  # the usual layout is read without parsing the rest
+    # And what the client reads is what parsing the whole body gives
+    whole = read_usage(ANTHROPIC, json.loads(body).get("usage"))
+    assert invoke_model_usage({}, body) == whole
+
+
+def test_an_answer_that_talks_about_usage_is_not_read_as_its_usage() -> None:
+    text = 'the field is "usage": {"input_tokens": 999999}}'
+    body = json.dumps({"content": [{"type": "text", "text": text}], "usage": {"input_tokens": 7}}).encode()
+    assert top_level_usage(body) == {"input_tokens": 7}
+    tool = {"content": [{"type": "tool_use", "input": {"usage": {"input_tokens": 999999}}}]}
+    assert top_level_usage(json.dumps(tool).encode()) is UNSURE  # nested: the body is parsed whole
+    usage = invoke_model_usage({}, json.dumps({**tool, "usage": {"input_tokens": 7}}).encode())
+    assert usage is not None and usage.input_tokens == 7

@@ -1,15 +1,17 @@
-"""converse's fast lane (guardrail.client.lanes) does exactly what the general path does.
+"""The fast lane of converse and invoke_model (guardrail.client.lanes) does exactly what the general path does.
 
-Two worlds, identical but for one thing: one client calls `converse` (the fast lane wherever it applies),
-the other `_converse` (the general path: `_admit`, LocalSpend.admit_locked, Leases.take_locked,
-`_complete`). Each world has its own clock, flag store, lease store, Bedrock stand-in and event bus. The
-same steps run in both (calls with plain usage, cache writes, no usage, Bedrock errors, per-call metadata,
-flags and totals that change, time that passes, leases returned); after every step the outcomes, what
-Bedrock was asked, every book and lease amount, the cost estimates and the usage events must be equal.
+Two worlds, identical but for one thing: one client calls `converse` and `invoke_model` (the fast lane
+wherever it applies), the other `_converse` and `_invoke_model` (the general path: `_admit`,
+LocalSpend.admit_locked, Leases.take_locked, `_complete`). Each world has its own clock, flag store, lease
+store, Bedrock stand-in and event bus. The same steps run in both (calls of either operation with plain usage,
+cache writes, no usage, Bedrock errors, per-call metadata, flags and totals that change, time that passes,
+leases returned); after every step the outcomes, what Bedrock was asked, every book and lease amount, the cost
+estimates and the usage events must be equal.
 """
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +20,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from botocore.response import StreamingBody
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -47,6 +50,14 @@ BUDGETS = json.dumps(
 )
 START = datetime(2026, 11, 23, 23, 59, 10, tzinfo=UTC).timestamp()  # the day ends during a run
 POLICY = LeasePolicy(ttl=20, divisor=4, min_slice=Decimal("0.01"), max_slice=Decimal("0.3"), margin=2)
+
+
+ANTHROPIC_NAMES = {
+    "inputTokens": "input_tokens",
+    "outputTokens": "output_tokens",
+    "cacheReadInputTokens": "cache_read_input_tokens",
+    "cacheWriteInputTokens": "cache_creation_input_tokens",
+}
 
 
 class BedrockError(Exception):
@@ -83,6 +94,22 @@ class StandIn:
             resp["usage"] = dict(self.next.usage)
         self.clock.at += 0.25  # the call takes a while
         return resp
+
+    def invoke_model(self, **kwargs: Any) -> dict[str, Any]:
+        """InvokeModel with an Anthropic Messages body: the same usage under the body's names."""
+        self.asked.append(kwargs)
+        if self.next.fail:
+            raise BedrockError("ThrottlingException")
+        doc: dict[str, Any] = {"type": "message", "content": [{"type": "text", "text": "ok"}]}
+        if self.next.usage is not None:
+            doc["usage"] = {ANTHROPIC_NAMES[k]: v for k, v in self.next.usage.items()}
+        body = json.dumps(doc).encode()
+        self.clock.at += 0.25
+        return {
+            "body": StreamingBody(io.BytesIO(body), len(body)),
+            "contentType": "application/json",
+            "ResponseMetadata": {"RequestId": f"req-{len(self.asked)}", "HTTPStatusCode": 200, "HTTPHeaders": {}},
+        }
 
 
 @dataclass
@@ -134,19 +161,24 @@ class World:
                 self.leases, POLICY, clock=client._clock, item_expires=lambda _: 0, lock=client.spend.lock, holder="p"
             )
         self.converse: Callable[..., Any] = client.converse if fast else (lambda **kw: client._converse(kw))
+        self.invoke_model: Callable[..., Any] = client.invoke_model if fast else (lambda **kw: client._invoke_model(kw))
 
-    def call(self, script: Script, metadata: dict[str, str] | None) -> str:
+    def call(self, script: Script, metadata: dict[str, str] | None, operation: str = "converse") -> str:
         self.bedrock.next = script
-        request: dict[str, Any] = {"modelId": MODEL, "messages": [{"role": "user", "content": [{"text": "hi"}]}]}
-        if metadata is not None:
-            request["requestMetadata"] = metadata
+        if operation == "converse":
+            request: dict[str, Any] = {"modelId": MODEL, "messages": [{"role": "user", "content": [{"text": "hi"}]}]}
+            if metadata is not None:
+                request["requestMetadata"] = metadata
+        else:
+            request = {"modelId": MODEL, "body": json.dumps({"anthropic_version": "bedrock-2023-05-31"})}
         try:
-            resp = self.converse(**request)
+            resp = (self.converse if operation == "converse" else self.invoke_model)(**request)
         except GuardrailShutdown as exc:
             return f"refused {exc.scope}: {exc.reason}"
         except BedrockError as exc:
             return f"failed {exc}"
-        return f"ok {resp['ResponseMetadata']['RequestId']} {resp['ResponseMetadata'].get('Guardrail')}"
+        text = resp["body"].read().decode() if operation == "invoke_model" else ""  # what the caller reads
+        return f"ok {resp['ResponseMetadata']['RequestId']} {resp['ResponseMetadata'].get('Guardrail')} {text}"
 
     def state(self) -> Any:
         spend, leases = self.client.spend, self.client.leases
@@ -174,6 +206,9 @@ step = st.one_of(
     st.tuples(st.just("call"), plain, st.none()),
     st.tuples(st.just("call"), usage, st.none()),
     st.tuples(st.just("call"), usage, st.sampled_from([{}, {"app": "chat-api"}, {"tenant": "acme"}])),
+    st.tuples(st.just("invoke"), plain, st.none()),
+    st.tuples(st.just("invoke"), usage, st.none()),
+    st.tuples(st.just("invoke"), st.none(), st.just("fail")),
     st.tuples(st.just("no usage"), st.none(), st.none()),
     st.tuples(st.just("fail"), st.none(), st.none()),
     st.tuples(st.just("wait"), st.sampled_from([0.5, 1.5, 25.0]), st.none()),
@@ -186,6 +221,8 @@ step = st.one_of(
 def run(world: World, kind: str, a: Any, b: Any) -> str:
     if kind == "call":
         return world.call(Script(usage=a), b)
+    if kind == "invoke":
+        return world.call(Script(usage=a, fail=b == "fail"), None, "invoke_model")
     if kind == "no usage":
         return world.call(Script(), None)
     if kind == "fail":
@@ -214,14 +251,19 @@ def test_the_fast_lane_and_the_general_path_count_every_call_alike(
         assert fast.bus.details == general.bus.details
 
 
-def test_the_fast_lane_is_the_one_taken_by_a_plain_call() -> None:
+@pytest.mark.parametrize("operation", ["converse", "invoke_model"])
+def test_the_fast_lane_is_the_one_taken_by_a_plain_call(operation: str) -> None:
     # Given a client whose first call leased slices and learned what a call costs
     world = World(fast=True)
-    world.call(Script(usage={"inputTokens": 1000, "outputTokens": 100}), None)
+    world.call(Script(usage={"inputTokens": 1000, "outputTokens": 100}), None, operation)
     # When the next plain call runs with the general path out of reach
-    world.client._converse = None  # type: ignore[assignment,method-assign]
-    assert world.call(Script(usage={"inputTokens": 1000, "outputTokens": 100}), None).startswith("ok req-2")
-    # Then it was admitted, counted and reported all the same
+    world.client._converse = world.client._invoke_model = None  # type: ignore[assignment,method-assign]
+    result = world.call(Script(usage={"inputTokens": 1000, "outputTokens": 100}), None, operation)
+    # Then it was admitted, counted and reported all the same, and the caller reads the whole answer
+    assert result.startswith("ok req-2"), result
+    assert operation == "converse" or result.endswith(
+        '"text": "ok"}], "usage": {"input_tokens": 1000, "output_tokens": 100}}'
+    )
     assert len(world.bus.details) == 2
     assert all(b.in_flight == 0 and b.unreported == 0 for b in world.client.spend._books.values())
 
