@@ -534,6 +534,9 @@ class GuardedBedrockClient:
     def _new_lane(self, now: float) -> Lane:
         """The fast lane of the client's own metadata for the current windows and flags (guardrail.client.lanes)."""
         scope_set, flags, spend, leases = self._default_scopes, self.flags, self.spend, self.leases
+        if leases is not None and (leases.lock is not spend.lock or leases.clock is not self._clock):
+            # Both paths admit and settle a call's leases under local accounting's lock, on the client's clock.
+            raise ValueError("a guarded client's budget leases must use its lock and clock (spend.lock, _clock)")
         windows = scope_set.windows
         if now >= windows.valid_until:
             windows = self._windows(scope_set)
@@ -546,7 +549,6 @@ class GuardedBedrockClient:
             and verdict.refuse is None
             and not verdict.downgrades
             and verdict.cacheable
-            and (leases is None or (leases.lock is spend.lock and leases.clock is self._clock))
         )
         with spend.lock:
             lane = self._lane = Lane(spend, leases, windows, verdict, entry or NO_ENTRY, fast=fast)

@@ -32,7 +32,7 @@ NO_ENTRY = (float("-inf"), ())  # a lane's flag entry when the flags were not ca
 
 class Lane:
     """The default scope set's books and leases for one window and flag snapshot. `fast`: whether calls
-    may take it at all (nothing to refuse or downgrade, no snooze, leases on the client's lock and clock)."""
+    may take it at all (nothing to refuse or downgrade, no snooze)."""
 
     __slots__ = ("books", "cache_key", "checks", "entry", "fast", "leases", "limits", "names", "settle", "valid_until")
 

@@ -105,6 +105,19 @@ class LeaseCharge:
         self.leases = leases
         self.estimate = estimate
 
+    def settle(self, cost: int) -> None:
+        """The call finished and cost `cost` units. The caller holds the leases' lock."""
+        estimate = self.estimate
+        for lease in self.leases:
+            lease.in_flight_units -= estimate
+            lease.unspent_units -= cost
+
+    def release(self) -> None:
+        """The call cost nothing (it failed before Bedrock charged). The caller holds the leases' lock."""
+        estimate = self.estimate
+        for lease in self.leases:
+            lease.in_flight_units -= estimate
+
 
 class Leases:
     """One holder (this process's client) of leases in every scope it spends in. Thread-safe."""
@@ -138,7 +151,6 @@ class Leases:
         self._charges: dict[tuple[str, ...], tuple[Sequence[int | None], LeaseCharge]] = {}
         self._acquiring = threading.Lock()
         self._logged_at = float("-inf")
-        self.generation = 0  # one more at each close: the leases resolved before it are returned
 
     # -- the hot path ---------------------------------------------------------------------------
 
@@ -196,8 +208,8 @@ class Leases:
         return charge
 
     def resolve(self, keys: Sequence[CounterKey], books: tuple[str, ...]) -> tuple[_Lease, ...]:
-        """The leases of `books` (made when new), for a caller that holds `lock`. Valid until `close`, which
-        bumps `generation`."""
+        """The leases of `books` (made when new), for a caller that holds `lock`. After `close` they are expired
+        (returned to the store) and new ones are made."""
         leases = self._resolved.get(books)
         if leases is None:
             leases = self._resolved[books] = tuple(self._lease(k, b) for k, b in zip(keys, books, strict=True))
@@ -256,16 +268,12 @@ class Leases:
 
     def settle_locked(self, charge: LeaseCharge, cost: int) -> None:
         """`complete` with the cost in units, for a caller that holds `lock`."""
-        estimate = charge.estimate
-        for lease in charge.leases:
-            lease.in_flight_units -= estimate
-            lease.unspent_units -= cost
+        charge.settle(cost)
 
     def release(self, charge: LeaseCharge) -> None:
         """The call cost nothing (it failed before Bedrock charged)."""
         with self._lock:
-            for lease in charge.leases:
-                lease.in_flight_units -= charge.estimate
+            charge.release()
 
     # -- leasing --------------------------------------------------------------------------------
 
@@ -398,7 +406,6 @@ class Leases:
                 self._leases.clear()
                 self._resolved.clear()
                 self._charges.clear()
-                self.generation += 1
                 for lease in leases:  # returned: whoever still holds one (a client's lane) may not spend from it
                     lease.valid_until = float("-inf")
             for lease in leases:

@@ -172,10 +172,6 @@ class LocalSpend:
             name, to_decimal(limit), to_decimal(book.known), to_decimal(unreported), to_decimal(book.in_flight)
         )
 
-    def estimate(self, model_id: str) -> int:
-        """This process's recent mean cost of one request to `model_id`, in units (0 before its first)."""
-        return self.estimates.get(model_id, 0)
-
     def release(self, ticket: Ticket) -> None:
         """The call failed before Bedrock charged anything (e.g. ThrottlingException)."""
         charge = ticket.lease
@@ -184,8 +180,7 @@ class LocalSpend:
                 for book in ticket.books:
                     book.in_flight -= ticket.reserved
                 if charge is not None:
-                    for lease in charge.leases:
-                        lease.in_flight_units -= charge.estimate
+                    charge.release()
 
     def complete(
         self,
@@ -211,7 +206,7 @@ class LocalSpend:
         learn: bool = True,
     ) -> None:
         """`complete` with the cost and limits in units, for a caller that holds `lock`; the ticket's lease
-        charge is settled too (`Leases.settle_locked`, inline: this is the hot path)."""
+        charge is settled too."""
         reserved = ticket.reserved
         if reserved:
             for book in ticket.books:
@@ -230,10 +225,7 @@ class LocalSpend:
                 book.crossed_at = self.clock()
         charge = ticket.lease
         if charge is not None:
-            estimate = charge.estimate
-            for lease in charge.leases:
-                lease.in_flight_units -= estimate
-                lease.unspent_units -= cost
+            charge.settle(cost)
         if learn:
             model_id = ticket.model_id
             old = self.estimates.get(model_id)

@@ -302,3 +302,13 @@ def test_a_call_that_crosses_on_the_fast_lane_stops_the_next_one(leases: bool) -
     assert len(world.bedrock.asked) == 1
     book = world.client.spend._books[world.client._lane.names[1]]
     assert book.crossed_at is not None or leases  # (with leases the slice ran out first)
+
+
+def test_leases_on_a_lock_of_their_own_are_refused_with_a_clear_error() -> None:
+    # Given leases that do not share the client's accounting lock (both paths settle them under it)
+    world = World(fast=True)
+    world.client.leases = Leases(world.leases, POLICY, clock=world.client._clock, item_expires=lambda _: 0)
+    # When a call comes, then it fails at once, naming what is wrong, and Bedrock is not called
+    with pytest.raises(ValueError, match="budget leases must use its lock and clock"):
+        world.call(Script(usage={"inputTokens": 1, "outputTokens": 1}), None)
+    assert world.bedrock.asked == []
